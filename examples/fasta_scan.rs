@@ -1,0 +1,206 @@
+//! Benchmark of the FASTA format: `SELECT COUNT(*), SUM(length(sequence))` through DataFusion.
+//!
+//! ```text
+//! cargo run --release --example fasta_scan -- [--generate DIR] [--runs N] [FILES...]
+//! ```
+//!
+//! Without FILES it generates (once) two files under DIR (default `bench-data/`): ~200 MB of
+//! long records (8 x 25 Mbp, 60/80-column lines) and ~300 MB of 150 bp short reads with
+//! descriptions, then scans each with one partition and with one partition per core.
+//! Throughput is file bytes divided by the best wall time of N runs (default 5).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use flightbear::fasta::{FastaFormat, FastaOptions, fasta_schema};
+
+const QUERY: &str = "SELECT COUNT(*), SUM(length(sequence)) FROM t";
+
+struct Args {
+    data_dir: PathBuf,
+    runs: usize,
+    files: Vec<PathBuf>,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut args = Args {
+        data_dir: PathBuf::from("bench-data"),
+        runs: 5,
+        files: Vec::new(),
+    };
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--generate" => {
+                args.data_dir = iter.next().ok_or("--generate needs a directory")?.into();
+            }
+            "--runs" => {
+                args.runs = iter
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--runs needs a positive number")?;
+            }
+            "-h" | "--help" => {
+                return Err(
+                    "usage: fasta_scan [--generate DIR] [--runs N] [FILES...]".to_string()
+                );
+            }
+            _ => args.files.push(arg.into()),
+        }
+    }
+    Ok(args)
+}
+
+/// A tiny xorshift generator; the data only needs to look like DNA.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fills `out` with bases, 32 per random number.
+    fn bases(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(32) {
+            let mut bits = self.next();
+            for b in chunk {
+                *b = b"ACGT"[(bits & 3) as usize];
+                bits >>= 2;
+            }
+        }
+    }
+}
+
+fn generate_long_records(path: &Path) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    let mut line = vec![0u8; 80];
+    for record in 0..8 {
+        let width = if record % 2 == 0 { 60 } else { 80 };
+        writeln!(out, ">chr{} synthetic chromosome {record}", record + 1)?;
+        let mut left = 25_000_000usize;
+        while left > 0 {
+            let n = width.min(left);
+            rng.bases(&mut line[..n]);
+            out.write_all(&line[..n])?;
+            out.write_all(b"\n")?;
+            left -= n;
+        }
+    }
+    out.flush()
+}
+
+fn generate_short_reads(path: &Path) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut rng = XorShift(0x0dd_ba11_cafe_f00d);
+    let mut read = [0u8; 150];
+    let mut written = 0usize;
+    let mut n = 0u64;
+    while written < 300_000_000 {
+        let header = format!(
+            ">read{n} lane={} tile={} x={} y={}\n",
+            n % 8,
+            (n / 8) % 100,
+            rng.next() % 30000,
+            rng.next() % 30000
+        );
+        rng.bases(&mut read);
+        out.write_all(header.as_bytes())?;
+        out.write_all(&read)?;
+        out.write_all(b"\n")?;
+        written += header.len() + read.len() + 1;
+        n += 1;
+    }
+    out.flush()
+}
+
+async fn run_once(path: &Path, partitions: usize) -> Result<(Duration, i64, i64)> {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .with_repartition_file_min_size(1 << 20);
+    let ctx = SessionContext::new_with_config(config);
+    let url = ListingTableUrl::parse(path.to_string_lossy())?;
+    let listing =
+        ListingOptions::new(Arc::new(FastaFormat::new(FastaOptions::default()))).with_file_extension("");
+    let table = ListingTable::try_new(
+        ListingTableConfig::new(url)
+            .with_listing_options(listing)
+            .with_schema(fasta_schema()),
+    )?;
+    ctx.register_table("t", Arc::new(table))?;
+    let started = Instant::now();
+    let batches = ctx.sql(QUERY).await?.collect().await?;
+    let elapsed = started.elapsed();
+    let batch = batches.first().ok_or_else(|| {
+        datafusion::error::DataFusionError::Execution("query returned no batch".into())
+    })?;
+    let count = batch.column(0).as_primitive::<Int64Type>().value(0);
+    let bases = batch.column(1).as_primitive::<Int64Type>().value(0);
+    Ok((elapsed, count, bases))
+}
+
+#[tokio::main]
+async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let mut files = args.files.clone();
+    if files.is_empty() {
+        std::fs::create_dir_all(&args.data_dir)?;
+        let long = args.data_dir.join("long_records.fa");
+        let short = args.data_dir.join("short_reads.fa");
+        if !long.exists() {
+            eprintln!("generating {}", long.display());
+            generate_long_records(&long)?;
+        }
+        if !short.exists() {
+            eprintln!("generating {}", short.display());
+            generate_short_reads(&short)?;
+        }
+        files = vec![long, short];
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("query: {QUERY}  (best of {} runs)", args.runs);
+    println!(
+        "{:<36} {:>10} {:>10} {:>6} {:>9} {:>10}",
+        "file", "MB", "rows", "parts", "best s", "MB/s"
+    );
+    for file in &files {
+        let bytes = std::fs::metadata(file)?.len() as f64;
+        let mut partition_counts = vec![1];
+        if cores > 1 {
+            partition_counts.push(cores);
+        }
+        for partitions in partition_counts {
+            let mut best = Duration::MAX;
+            let mut rows = 0;
+            for _ in 0..args.runs {
+                let (elapsed, count, _bases) = run_once(file, partitions).await?;
+                best = best.min(elapsed);
+                rows = count;
+            }
+            println!(
+                "{:<36} {:>10.1} {:>10} {:>6} {:>9.3} {:>10.0}",
+                file.display(),
+                bytes / 1e6,
+                rows,
+                partitions,
+                best.as_secs_f64(),
+                bytes / 1e6 / best.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! What the FASTA format is to DataFusion: [`FastaFormat`] and the [`FastaFormatFactory`] behind `STORED AS FASTA`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{GetExt, Result, Statistics, internal_err};
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_plan::ExecutionPlan;
+use object_store::{ObjectMeta, ObjectStore};
+
+use super::fasta_schema;
+use super::options::FastaOptions;
+use super::source::FastaSource;
+
+/// The name DataFusion knows the format by (`STORED AS FASTA`, `get_ext`).
+const FORMAT_NAME: &str = "fasta";
+
+/// Creates [`FastaFormat`]s, applying `CREATE EXTERNAL TABLE ... OPTIONS (...)` on top of its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct FastaFormatFactory {
+    options: FastaOptions,
+}
+
+impl FastaFormatFactory {
+    /// A factory whose formats start from `options`.
+    pub fn new(options: FastaOptions) -> Self {
+        Self { options }
+    }
+}
+
+impl FileFormatFactory for FastaFormatFactory {
+    fn create(
+        &self,
+        _state: &dyn Session,
+        format_options: &HashMap<String, String>,
+    ) -> Result<Arc<dyn FileFormat>> {
+        let options = self.options.with_table_options(format_options)?;
+        Ok(Arc::new(FastaFormat::new(options)))
+    }
+
+    fn default(&self) -> Arc<dyn FileFormat> {
+        Arc::new(FastaFormat::new(self.options))
+    }
+}
+
+impl GetExt for FastaFormatFactory {
+    fn get_ext(&self) -> String {
+        FORMAT_NAME.to_owned()
+    }
+}
+
+/// The FASTA [`FileFormat`]: a fixed schema (see [`fasta_schema`]), any file name, any
+/// supported compression.
+#[derive(Debug, Clone, Default)]
+pub struct FastaFormat {
+    options: FastaOptions,
+}
+
+impl FastaFormat {
+    /// A format that reads with `options`.
+    pub fn new(options: FastaOptions) -> Self {
+        Self { options }
+    }
+
+    /// The reader options of this format.
+    pub fn options(&self) -> &FastaOptions {
+        &self.options
+    }
+}
+
+impl fmt::Display for FastaFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(FORMAT_NAME)
+    }
+}
+
+#[async_trait]
+impl FileFormat for FastaFormat {
+    fn get_ext(&self) -> String {
+        FORMAT_NAME.to_owned()
+    }
+
+    fn get_ext_with_compression(&self, compression: &FileCompressionType) -> Result<String> {
+        Ok(format!("{FORMAT_NAME}{}", compression.get_ext()))
+    }
+
+    /// Compression is detected per file from its first bytes, so the format has none of its own.
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        None
+    }
+
+    async fn infer_schema(
+        &self,
+        _state: &dyn Session,
+        _store: &Arc<dyn ObjectStore>,
+        _objects: &[ObjectMeta],
+    ) -> Result<SchemaRef> {
+        Ok(fasta_schema())
+    }
+
+    async fn infer_stats(
+        &self,
+        _state: &dyn Session,
+        _store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        _object: &ObjectMeta,
+    ) -> Result<Statistics> {
+        Ok(Statistics::new_unknown(&table_schema))
+    }
+
+    async fn create_physical_plan(
+        &self,
+        _state: &dyn Session,
+        conf: FileScanConfig,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Keep the source DataFusion configured (projection, partition columns), with our options.
+        let Some(source) = conf.file_source.downcast_ref::<FastaSource>() else {
+            return internal_err!("a FASTA scan was planned with a non-FASTA file source");
+        };
+        let source = Arc::new(source.clone().with_options(self.options));
+        let config = FileScanConfigBuilder::from(conf).with_source(source).build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
+        Arc::new(FastaSource::new(table_schema, self.options))
+    }
+}

@@ -1,0 +1,106 @@
+//! FASTA as a DataFusion file format: `id`, `description` and `sequence` columns, read in parallel byte ranges.
+//!
+//! The module is a sibling of DataFusion's CSV format and is split the same way:
+//! [`FastaFormat`] says what the format is (schema, extensions, how to plan a scan),
+//! [`FastaSource`] holds how one scan is configured (projection, batch size),
+//! and its opener reads one file (or one byte range of a file) on a blocking thread
+//! with [`parser`], the block parser that writes straight into Arrow buffers.
+//!
+//! Decisions worth knowing:
+//! - The schema is fixed (see [`fasta_schema`]); there is no inference.
+//! - Compression is detected from the first bytes of each file (gzip, BGZF, zstd, bzip2, xz),
+//!   so file names never matter to the reader. Gzip is always read as multi-member.
+//! - A header line that is just `>` yields a record whose `id` is the empty string.
+//! - Sequence lines may hold any printable, non-space ASCII byte (0x21..=0x7E); anything
+//!   else (spaces, control bytes, non-ASCII) is an error naming the file and line.
+
+mod error;
+mod file_format;
+mod input;
+mod options;
+pub mod parser;
+mod source;
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+pub use error::{FastaError, FastaErrorLocation, FastaProblem};
+pub use file_format::{FastaFormat, FastaFormatFactory};
+pub use options::FastaOptions;
+pub use source::{FastaOpener, FastaSource};
+
+/// File name extensions (without the dot) that mark an uncompressed FASTA file.
+pub const FASTA_EXTENSIONS: &[&str] = &["fa", "fasta", "fna", "faa", "ffn", "frn", "fas"];
+
+/// Compression suffixes (without the dot) that may follow a FASTA extension.
+pub const COMPRESSED_SUFFIXES: &[&str] = &["gz", "bgz", "bgzf"];
+
+/// Name of the column holding the header text up to the first whitespace.
+pub const ID_COLUMN: &str = "id";
+/// Name of the column holding the rest of the header (NULL when there is none).
+pub const DESCRIPTION_COLUMN: &str = "description";
+/// Name of the column holding the sequence with line breaks removed.
+pub const SEQUENCE_COLUMN: &str = "sequence";
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(ID_COLUMN, DataType::Utf8, false),
+        Field::new(DESCRIPTION_COLUMN, DataType::Utf8, true),
+        Field::new(SEQUENCE_COLUMN, DataType::Utf8, false),
+    ]))
+});
+
+/// The fixed schema of every FASTA table: `id` Utf8 NOT NULL, `description` Utf8, `sequence` Utf8 NOT NULL.
+pub fn fasta_schema() -> SchemaRef {
+    Arc::clone(&SCHEMA)
+}
+
+/// True when `path` ends in a FASTA extension, optionally followed by a compression suffix
+/// (`x.fa`, `x.fasta.gz`, `x.fna.bgz`); case-insensitive.
+pub fn is_fasta_path(path: &str) -> bool {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path).to_ascii_lowercase();
+    let name = match name.rsplit_once('.') {
+        Some((stem, suffix)) if COMPRESSED_SUFFIXES.contains(&suffix) => stem,
+        _ => name.as_str(),
+    };
+    name.rsplit_once('.')
+        .is_some_and(|(stem, ext)| !stem.is_empty() && FASTA_EXTENSIONS.contains(&ext))
+}
+
+/// True when the name ends in a suffix that marks a compressed file; such files are never
+/// split into byte ranges.
+pub(crate) fn has_compressed_suffix(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    COMPRESSED_SUFFIXES
+        .iter()
+        .chain(["zst", "zstd", "bz2", "xz"].iter())
+        .any(|suffix| {
+            lower
+                .strip_suffix(suffix)
+                .is_some_and(|stem| stem.ends_with('.'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fasta_paths_are_recognised_with_and_without_compression() {
+        for yes in ["a.fa", "dir/b.FASTA", "c.fna.gz", "d.faa.bgz", "e.fas.bgzf", "x.y.ffn"] {
+            assert!(is_fasta_path(yes), "{yes}");
+        }
+        for no in ["fa", ".fa", "fa.gz", "a.gz", ".gz", "a.csv", "a.fa.zip", "dir.fa/readme", "a.fq"] {
+            assert!(!is_fasta_path(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn compressed_suffixes_are_recognised() {
+        assert!(has_compressed_suffix("/x/y.fa.gz"));
+        assert!(has_compressed_suffix("y.BGZF"));
+        assert!(!has_compressed_suffix("y.fa"));
+        assert!(!has_compressed_suffix("gz"));
+    }
+}

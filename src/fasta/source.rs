@@ -1,0 +1,356 @@
+//! How a FASTA scan is configured ([`FastaSource`]) and how one file or byte range is read ([`FastaOpener`]).
+
+use std::fmt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::Result;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::physical_plan::{
+    FileOpenFuture, FileOpener, FileScanConfig, FileSource,
+};
+use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::listing::{FileRange, PartitionedFile};
+use datafusion::error::DataFusionError;
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr_common::sort_expr::LexOrdering;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{DisplayFormatType, PhysicalExpr, apply_expression_roots};
+use futures::{FutureExt, StreamExt};
+use object_store::{
+    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::FastaError;
+use super::has_compressed_suffix;
+use super::input::{Compression, MAGIC_LEN, StreamRead, decompressed};
+use super::options::FastaOptions;
+use super::parser::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds};
+
+/// Rows per batch when neither the options nor the session say otherwise.
+const FALLBACK_BATCH_ROWS: usize = 8192;
+
+/// Batches buffered between the reader thread and the consumer; keeps memory bounded.
+const CHANNEL_CAPACITY: usize = 1;
+
+/// A [`FileSource`] that scans FASTA files, like DataFusion's `CsvSource` is for CSV.
+#[derive(Debug, Clone)]
+pub struct FastaSource {
+    options: FastaOptions,
+    batch_size: Option<usize>,
+    table_schema: TableSchema,
+    projection: SplitProjection,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl FastaSource {
+    /// A source over `table_schema` (the FASTA schema plus any partition columns).
+    pub fn new(table_schema: impl Into<TableSchema>, options: FastaOptions) -> Self {
+        let table_schema = table_schema.into();
+        Self {
+            options,
+            batch_size: None,
+            projection: SplitProjection::unprojected(&table_schema),
+            table_schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// Returns this source with other reader options.
+    pub fn with_options(mut self, options: FastaOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The reader options of this source.
+    pub fn options(&self) -> &FastaOptions {
+        &self.options
+    }
+
+    fn batch_rows(&self) -> usize {
+        self.options
+            .batch_rows
+            .or(self.batch_size)
+            .unwrap_or(FALLBACK_BATCH_ROWS)
+    }
+}
+
+impl FileSource for FastaSource {
+    fn create_file_opener(
+        &self,
+        object_store: Arc<dyn ObjectStore>,
+        base_config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        let file_schema = self.table_schema.file_schema();
+        let indices = self.projection.file_indices.clone();
+        let opener = Arc::new(FastaOpener {
+            object_store,
+            store_url: base_config.object_store_url.as_str().to_owned(),
+            schema: Arc::new(file_schema.project(&indices)?),
+            columns: ColumnSelection::new(&indices),
+            batch_rows: self.batch_rows(),
+            batch_bytes: self.options.batch_bytes,
+        });
+        ProjectionOpener::try_new(self.projection.clone(), opener, file_schema)
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        let mut source = self.clone();
+        source.batch_size = Some(batch_size);
+        Arc::new(source)
+    }
+
+    fn try_pushdown_projection(
+        &self,
+        projection: &ProjectionExprs,
+    ) -> Result<Option<Arc<dyn FileSource>>> {
+        let mut source = self.clone();
+        let merged = self.projection.source.try_merge(projection)?;
+        source.projection = SplitProjection::new(self.table_schema.file_schema(), &merged);
+        Ok(Some(Arc::new(source)))
+    }
+
+    fn projection(&self) -> Option<&ProjectionExprs> {
+        Some(&self.projection.source)
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "fasta"
+    }
+
+    fn supports_repartitioning(&self) -> bool {
+        true
+    }
+
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        repartition_file_min_size: usize,
+        output_ordering: Option<LexOrdering>,
+        config: &FileScanConfig,
+    ) -> Result<Option<FileScanConfig>> {
+        // Compressed files cannot be split. The opener copes with a split compressed file
+        // (the range starting at 0 reads it all), but then one partition does all the work,
+        // so do not split scans that include files named as compressed.
+        let any_compressed = config
+            .file_groups
+            .iter()
+            .flat_map(|group| group.files())
+            .any(|file| has_compressed_suffix(file.object_meta.location.as_ref()));
+        if any_compressed || config.file_compression_type.is_compressed() {
+            return Ok(None);
+        }
+        let partitioner = datafusion::datasource::physical_plan::FileGroupPartitioner::new()
+            .with_target_partitions(target_partitions)
+            .with_repartition_file_min_size(repartition_file_min_size)
+            .with_preserve_order_within_groups(output_ordering.is_some());
+        Ok(partitioner
+            .repartition_file_groups(&config.file_groups)
+            .map(|file_groups| {
+                let mut repartitioned = config.clone();
+                repartitioned.file_groups = file_groups;
+                repartitioned
+            }))
+    }
+
+    fn fmt_extra(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, ", batch_bytes={}", self.options.batch_bytes)?;
+                if let Some(rows) = self.options.batch_rows {
+                    write!(f, ", batch_rows={rows}")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => Ok(()),
+        }
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(self.projection.source.iter(), f)
+    }
+}
+
+/// A [`FileOpener`] that reads one FASTA file, or the records starting in one byte range
+/// of it, on a blocking thread and streams the batches back through a bounded channel.
+pub struct FastaOpener {
+    object_store: Arc<dyn ObjectStore>,
+    store_url: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    columns: ColumnSelection,
+    batch_rows: usize,
+    batch_bytes: usize,
+}
+
+impl FileOpener for FastaOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let store = Arc::clone(&self.object_store);
+        let location = file.object_meta.location.clone();
+        let display_path = if self.store_url.starts_with("file://") {
+            format!("/{location}")
+        } else {
+            format!("{}{location}", self.store_url)
+        };
+        let bounds = scan_bounds(file.range.as_ref())?;
+        let config = ReaderConfig {
+            path: display_path,
+            schema: Arc::clone(&self.schema),
+            columns: self.columns.clone(),
+            batch_rows: self.batch_rows,
+            batch_bytes: self.batch_bytes,
+            bounds,
+        };
+        Ok(async move {
+            let get = match bounds {
+                ScanBounds::Range { start, .. } if start > 0 => {
+                    // A range in the middle of a compressed file holds no records of its own:
+                    // the range that starts at 0 decompresses the whole file.
+                    let head_end = (MAGIC_LEN as u64).min(file.object_meta.size);
+                    let head = store.get_range(&location, 0..head_end).await?;
+                    if Compression::sniff(&head).is_compressed() {
+                        return Ok(futures::stream::empty().boxed());
+                    }
+                    let options = GetOptions {
+                        range: Some(GetRange::Offset(start - 1)),
+                        ..GetOptions::default()
+                    };
+                    store.get_opts(&location, options).await?
+                }
+                _ => store.get_opts(&location, GetOptions::default()).await?,
+            };
+            let runtime = tokio::runtime::Handle::current();
+            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+            tokio::task::spawn_blocking(move || {
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| read_to_channel(get, config, runtime, &sender)));
+                if outcome.is_err() {
+                    let error = DataFusionError::Internal("the FASTA reader panicked".into());
+                    let _ = sender.blocking_send(Err(error));
+                }
+            });
+            Ok(ReceiverStream::new(receiver).boxed())
+        }
+        .boxed())
+    }
+}
+
+fn scan_bounds(range: Option<&FileRange>) -> Result<ScanBounds> {
+    let Some(range) = range else {
+        return Ok(ScanBounds::Whole);
+    };
+    let start = u64::try_from(range.start);
+    let end = u64::try_from(range.end);
+    match (start, end) {
+        (Ok(start), Ok(end)) if start <= end => Ok(ScanBounds::Range { start, end }),
+        _ => Err(DataFusionError::Internal(format!(
+            "invalid FASTA file range {}..{}",
+            range.start, range.end
+        ))),
+    }
+}
+
+type BatchSender = mpsc::Sender<Result<RecordBatch>>;
+
+/// Runs on a blocking thread: parses the object and sends batches until the end, the first
+/// error, or the consumer going away (a failed send or a closed channel stops the loop).
+fn read_to_channel(
+    get: GetResult,
+    mut config: ReaderConfig,
+    runtime: tokio::runtime::Handle,
+    sender: &BatchSender,
+) {
+    let input = match open_input(get, &mut config, runtime) {
+        Ok(input) => input,
+        Err(error) => {
+            let _ = sender.blocking_send(Err(error.into()));
+            return;
+        }
+    };
+    let input = StopWhenClosed {
+        inner: input,
+        sender: sender.clone(),
+    };
+    let mut reader = FastaBatchReader::new(input, config);
+    loop {
+        if sender.is_closed() {
+            return;
+        }
+        let message = match reader.next_batch() {
+            Ok(Some(batch)) => Ok(batch),
+            Ok(None) => return,
+            Err(error) => Err(DataFusionError::from(error)),
+        };
+        let failed = message.is_err();
+        if sender.blocking_send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Positions the object at the first byte the reader needs and decompresses it if needed.
+fn open_input(
+    get: GetResult,
+    config: &mut ReaderConfig,
+    runtime: tokio::runtime::Handle,
+) -> Result<Box<dyn Read + Send>, FastaError> {
+    let range_start = get.range.start;
+    let raw: Box<dyn Read + Send> = match get.payload {
+        GetResultPayload::File(mut file, path) => {
+            config.path = path.display().to_string();
+            file.seek(SeekFrom::Start(range_start))
+                .map_err(|source| io_error(config, source))?;
+            Box::new(file)
+        }
+        GetResultPayload::Stream(stream) => Box::new(StreamRead::new(stream, runtime)),
+    };
+    if range_start > 0 {
+        // Only uncompressed files are read from the middle (checked by the opener).
+        return Ok(raw);
+    }
+    let (compression, decoded) = decompressed(raw).map_err(|source| io_error(config, source))?;
+    if compression.is_compressed() {
+        // Byte ranges refer to compressed bytes: the range at 0 owns the whole file.
+        config.bounds = ScanBounds::Whole;
+    }
+    Ok(decoded)
+}
+
+fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
+    FastaError::Io {
+        path: config.path.clone(),
+        source,
+    }
+}
+
+/// Makes reads fail once the consumer has dropped its stream, so an abandoned scan stops
+/// at the next block instead of parsing a whole record first.
+struct StopWhenClosed<R> {
+    inner: R,
+    sender: BatchSender,
+}
+
+impl<R: Read> Read for StopWhenClosed<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.sender.is_closed() {
+            return Err(io::Error::other("scan cancelled"));
+        }
+        self.inner.read(out)
+    }
+}
