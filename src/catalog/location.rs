@@ -1,0 +1,327 @@
+//! Turns a table location (a file, a directory or a glob) into the list of files it names.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::TableFormat;
+use crate::fasta;
+
+/// Extensions of compressed files; stripped before looking at the format extension.
+const COMPRESSION_SUFFIXES: &[&str] = &["gz", "bgz", "bgzf", "bz2", "xz", "zst"];
+
+/// Why a location could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    /// The path does not exist.
+    #[error("'{0}' does not exist")]
+    Missing(String),
+    /// A directory or glob that names no file of the wanted format.
+    #[error("'{location}' contains no {format} files (looked for {extensions})")]
+    NoFiles {
+        /// The location as given.
+        location: String,
+        /// The format looked for.
+        format: &'static str,
+        /// The extensions looked for.
+        extensions: String,
+    },
+    /// A glob that matches nothing.
+    #[error("glob '{0}' matches no files")]
+    GlobMatchesNothing(String),
+    /// A malformed glob.
+    #[error("invalid glob '{pattern}': {message}")]
+    BadGlob {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The format could not be guessed.
+    #[error(
+        "cannot tell the format of '{0}' from its name; use --fasta NAME=PATH or --csv NAME=PATH, or set format in the configuration"
+    )]
+    UnknownFormat(String),
+    /// Files of one CSV table must share one compression.
+    #[error("'{0}' mixes compressed and uncompressed files; give them as separate tables")]
+    MixedCompression(String),
+    /// A file system error while listing.
+    #[error("cannot read '{path}': {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The files a location names, already checked to exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedLocation {
+    /// Absolute file paths, sorted.
+    pub files: Vec<PathBuf>,
+    /// True when the location was a single explicitly named file.
+    pub explicit_file: bool,
+}
+
+/// The file name with compression suffixes removed, lower-cased: `GRCh38.FA.gz` → `grch38.fa`.
+fn base_name(path: &Path) -> String {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    while let Some((stem, ext)) = name.rsplit_once('.') {
+        if COMPRESSION_SUFFIXES.contains(&ext) {
+            name = stem.to_string();
+        } else {
+            break;
+        }
+    }
+    name
+}
+
+/// The compression suffix of a file, if any (`x.csv.gz` → `Some("gz")`).
+pub fn compression_suffix(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    COMPRESSION_SUFFIXES.contains(&ext.as_str()).then_some(ext)
+}
+
+/// Guesses a file's format from its extension (`.fa.gz` → FASTA, `.tsv` → TSV).
+pub fn format_of(path: &Path) -> Option<TableFormat> {
+    let name = base_name(path);
+    let ext = name.rsplit_once('.')?.1;
+    if fasta::FASTA_EXTENSIONS.contains(&ext) {
+        Some(TableFormat::Fasta)
+    } else if ext == "csv" {
+        Some(TableFormat::Csv)
+    } else if ext == "tsv" || ext == "tab" {
+        Some(TableFormat::Tsv)
+    } else {
+        None
+    }
+}
+
+fn has_glob_chars(location: &str) -> bool {
+    location.contains(['*', '?', '['])
+}
+
+/// Lists the files of a location. With `format` unknown, it is guessed from the files' names.
+pub fn resolve(
+    location: &str,
+    format: Option<TableFormat>,
+) -> Result<(ResolvedLocation, TableFormat), LocationError> {
+    let path = Path::new(location);
+    if !has_glob_chars(location) || path.exists() {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LocationError::Missing(location.to_string()),
+            _ => LocationError::Io {
+                path: location.to_string(),
+                source: e,
+            },
+        })?;
+        if !meta.is_dir() {
+            // An explicitly named file is served whatever its name says.
+            let format = format
+                .or_else(|| format_of(path))
+                .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?;
+            let file = absolute(path, location)?;
+            return Ok((
+                ResolvedLocation {
+                    files: vec![file],
+                    explicit_file: true,
+                },
+                format,
+            ));
+        }
+        let mut files = Vec::new();
+        walk(path, &mut files)?;
+        return select(location, files, format);
+    }
+    let paths = glob::glob(location).map_err(|e| LocationError::BadGlob {
+        pattern: location.to_string(),
+        message: e.msg.to_string(),
+    })?;
+    let mut files = Vec::new();
+    for entry in paths {
+        let entry = entry.map_err(|e| LocationError::Io {
+            path: e.path().display().to_string(),
+            source: std::io::Error::new(e.error().kind(), e.error().to_string()),
+        })?;
+        if entry.is_file() {
+            files.push(entry);
+        }
+    }
+    if files.is_empty() {
+        return Err(LocationError::GlobMatchesNothing(location.to_string()));
+    }
+    // Every file a glob names was asked for by name pattern: keep them all.
+    let format = match format {
+        Some(f) => f,
+        None => files
+            .iter()
+            .find_map(|f| format_of(f))
+            .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
+    };
+    let files = files
+        .iter()
+        .map(|f| absolute(f, location))
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(location, files, format, false)
+}
+
+/// Keeps the files of a directory that have the format's extensions.
+fn select(
+    location: &str,
+    files: Vec<PathBuf>,
+    format: Option<TableFormat>,
+) -> Result<(ResolvedLocation, TableFormat), LocationError> {
+    let format = match format {
+        Some(f) => f,
+        None => {
+            let formats: Vec<_> = files.iter().filter_map(|f| format_of(f)).collect();
+            match formats.first() {
+                // A directory holding both FASTA and CSV files is ambiguous.
+                Some(first) if formats.iter().all(|f| f == first) => *first,
+                _ => return Err(LocationError::UnknownFormat(location.to_string())),
+            }
+        }
+    };
+    let wanted: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| format_of(f) == Some(format))
+        .collect();
+    if wanted.is_empty() {
+        return Err(LocationError::NoFiles {
+            location: location.to_string(),
+            format: format.name(),
+            extensions: extensions_of(format),
+        });
+    }
+    let wanted = wanted
+        .iter()
+        .map(|f| absolute(f, location))
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(location, wanted, format, false)
+}
+
+fn finish(
+    location: &str,
+    mut files: Vec<PathBuf>,
+    format: TableFormat,
+    explicit_file: bool,
+) -> Result<(ResolvedLocation, TableFormat), LocationError> {
+    files.sort();
+    files.dedup();
+    if format != TableFormat::Fasta {
+        let first = compression_suffix(&files[0]);
+        if files.iter().any(|f| compression_suffix(f) != first) {
+            return Err(LocationError::MixedCompression(location.to_string()));
+        }
+    }
+    Ok((
+        ResolvedLocation {
+            files,
+            explicit_file,
+        },
+        format,
+    ))
+}
+
+fn extensions_of(format: TableFormat) -> String {
+    let exts: Vec<String> = match format {
+        TableFormat::Fasta => fasta::FASTA_EXTENSIONS
+            .iter()
+            .map(|e| format!(".{e}"))
+            .collect(),
+        TableFormat::Csv => vec![".csv".into()],
+        TableFormat::Tsv => vec![".tsv".into(), ".tab".into()],
+    };
+    format!("{}, optionally compressed", exts.join(" "))
+}
+
+/// Lists regular files under `dir`, recursively, skipping hidden entries.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LocationError> {
+    let io_err = |e: std::io::Error| LocationError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(io_err)?;
+        if meta.is_dir() {
+            walk(&path, out)?;
+        } else if meta.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path, location: &str) -> Result<PathBuf, LocationError> {
+    std::path::absolute(path).map_err(|e| LocationError::Io {
+        path: location.to_string(),
+        source: e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_is_guessed_through_compression_suffixes() {
+        assert_eq!(
+            format_of(Path::new("GRCh38.FA.gz")),
+            Some(TableFormat::Fasta)
+        );
+        assert_eq!(
+            format_of(Path::new("reads.fasta.bgz")),
+            Some(TableFormat::Fasta)
+        );
+        assert_eq!(format_of(Path::new("s.csv.gz")), Some(TableFormat::Csv));
+        assert_eq!(format_of(Path::new("s.tsv")), Some(TableFormat::Tsv));
+        assert_eq!(format_of(Path::new("notes.txt")), None);
+    }
+
+    #[test]
+    fn explicit_file_is_kept_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sequences.txt");
+        std::fs::write(&file, ">a\nACGT\n").unwrap();
+        let (resolved, format) =
+            resolve(file.to_str().unwrap(), Some(TableFormat::Fasta)).unwrap();
+        assert_eq!(format, TableFormat::Fasta);
+        assert!(resolved.explicit_file);
+        assert_eq!(resolved.files.len(), 1);
+    }
+
+    #[test]
+    fn directory_keeps_only_files_of_the_format() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.fa"), ">a\nA\n").unwrap();
+        std::fs::write(dir.path().join("b.fasta.gz"), b"").unwrap();
+        std::fs::write(dir.path().join("README.md"), "hi").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/c.fna"), ">c\nC\n").unwrap();
+        let (resolved, format) = resolve(dir.path().to_str().unwrap(), None).unwrap();
+        assert_eq!(format, TableFormat::Fasta);
+        let names: Vec<_> = resolved
+            .files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.fa", "b.fasta.gz", "c.fna"]);
+    }
+
+    #[test]
+    fn missing_path_and_empty_glob_are_named() {
+        let err = resolve("/no/such/file.fa", None).unwrap_err();
+        assert!(err.to_string().contains("/no/such/file.fa"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let pattern = format!("{}/*.fa", dir.path().display());
+        let err = resolve(&pattern, None).unwrap_err();
+        assert!(err.to_string().contains("matches no files"), "{err}");
+    }
+}

@@ -1,0 +1,192 @@
+//! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
+
+pub mod location;
+pub mod table_factory;
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::{Config, TableFormat, TableSpec};
+use crate::fasta::{FastaFormat, FastaFormatFactory, FastaOptions};
+use location::LocationError;
+
+/// Name of the catalog every table lives in.
+pub const CATALOG: &str = "flightbear";
+/// Name of the schema configured tables are registered in.
+pub const SCHEMA: &str = "public";
+
+/// Why a table could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The location does not name usable files.
+    #[error("table '{table}': {source}")]
+    Location {
+        /// The table.
+        table: String,
+        /// What is wrong with its location.
+        source: LocationError,
+    },
+    /// DataFusion refused the table (e.g. CSV schema inference failed).
+    #[error("table '{table}': {source}")]
+    DataFusion {
+        /// The table.
+        table: String,
+        /// DataFusion's error.
+        source: DataFusionError,
+    },
+}
+
+/// FASTA reader settings derived from the configuration.
+pub fn fasta_options(config: &Config) -> FastaOptions {
+    FastaOptions {
+        batch_rows: Some(config.batch_rows),
+        batch_bytes: config.batch_bytes,
+    }
+}
+
+/// Builds the session every request runs in: FASTA registered, `STORED AS FASTA` available.
+pub fn session_context(config: &Config) -> SessionContext {
+    let mut session = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_information_schema(true)
+        .with_batch_size(config.batch_rows);
+    if config.target_partitions > 0 {
+        session = session.with_target_partitions(config.target_partitions);
+    }
+    // `CAST(x AS VARCHAR)` should give Utf8: several JDBC drivers cannot read Utf8View.
+    session
+        .options_mut()
+        .sql_parser
+        .map_string_types_to_utf8view = config.string_view;
+    let fasta = Arc::new(FastaFormatFactory::new(fasta_options(config)));
+    let mut state = SessionStateBuilder::new()
+        .with_config(session)
+        .with_default_features()
+        .with_table_factory(
+            "FASTA".to_string(),
+            Arc::new(table_factory::FastaTableFactory),
+        )
+        .build();
+    // Registering cannot fail for a new format name; keep going without it if it ever does.
+    if let Err(e) = state.register_file_format(fasta, true) {
+        tracing::error!("could not register the FASTA file format: {e}");
+    }
+    SessionContext::new_with_state(state)
+}
+
+/// Registers every configured table; the first failure stops start-up with a readable message.
+pub async fn register_tables(
+    ctx: &SessionContext,
+    config: &Config,
+    tables: &[TableSpec],
+) -> Result<(), CatalogError> {
+    let fasta: Arc<dyn FileFormat> = Arc::new(FastaFormat::new(fasta_options(config)));
+    for spec in tables {
+        let locations = [spec.path.clone()];
+        let table = build_table(&ctx.state(), &locations, spec.format, Arc::clone(&fasta))
+            .await
+            .map_err(|e| e.for_table(&spec.name))?;
+        let name = spec.name.to_ascii_lowercase();
+        ctx.register_table(name.as_str(), table)
+            .map_err(|source| CatalogError::DataFusion {
+                table: spec.name.clone(),
+                source,
+            })?;
+        tracing::info!(table = %name, path = %spec.path, "registered table");
+    }
+    Ok(())
+}
+
+/// An error from building a table before the table's name is attached.
+#[derive(Debug)]
+pub enum BuildError {
+    /// See [`LocationError`].
+    Location(LocationError),
+    /// See [`DataFusionError`].
+    DataFusion(DataFusionError),
+}
+
+impl BuildError {
+    fn for_table(self, table: &str) -> CatalogError {
+        let table = table.to_string();
+        match self {
+            BuildError::Location(source) => CatalogError::Location { table, source },
+            BuildError::DataFusion(source) => CatalogError::DataFusion { table, source },
+        }
+    }
+}
+
+impl From<BuildError> for DataFusionError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Location(e) => DataFusionError::Plan(e.to_string()),
+            BuildError::DataFusion(e) => e,
+        }
+    }
+}
+
+/// Builds a listing table over files, directories or globs in the given (or guessed) format.
+pub async fn build_table(
+    state: &SessionState,
+    locations: &[String],
+    format: Option<TableFormat>,
+    fasta: Arc<dyn FileFormat>,
+) -> Result<Arc<dyn TableProvider>, BuildError> {
+    let mut files = Vec::new();
+    let mut format = format;
+    for location in locations {
+        let (resolved, found) =
+            location::resolve(location, format).map_err(BuildError::Location)?;
+        format = Some(found);
+        files.extend(resolved.files);
+    }
+    let (Some(format), Some(first)) = (format, files.first()) else {
+        return Err(BuildError::DataFusion(DataFusionError::Plan(
+            "a table needs at least one location".into(),
+        )));
+    };
+    let file_format: Arc<dyn FileFormat> = match format {
+        TableFormat::Fasta => fasta,
+        TableFormat::Csv | TableFormat::Tsv => {
+            let compression = match location::compression_suffix(first).as_deref() {
+                Some("gz" | "bgz" | "bgzf") => FileCompressionType::GZIP,
+                Some("bz2") => FileCompressionType::BZIP2,
+                Some("xz") => FileCompressionType::XZ,
+                Some("zst") => FileCompressionType::ZSTD,
+                _ => FileCompressionType::UNCOMPRESSED,
+            };
+            let delimiter = if format == TableFormat::Tsv { b'\t' } else { b',' };
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(true)
+                    .with_delimiter(delimiter)
+                    .with_file_compression_type(compression),
+            )
+        }
+    };
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BuildError::DataFusion)?;
+    // Files were selected by `resolve`; an empty extension keeps ListingTable from dropping any.
+    let options = ListingOptions::new(file_format).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(state)
+        .await
+        .map_err(BuildError::DataFusion)?;
+    let table = ListingTable::try_new(config).map_err(BuildError::DataFusion)?;
+    Ok(Arc::new(table))
+}

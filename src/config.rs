@@ -1,0 +1,305 @@
+//! Server configuration: one `Config` assembled from defaults, a TOML file, `FLIGHTBEAR_*` variables and flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Default address the server listens on.
+pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
+/// Default byte budget of one FASTA record batch.
+pub const DEFAULT_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Everything `flightbear serve` needs to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Socket address to listen on.
+    pub bind: SocketAddr,
+    /// Tables registered at start-up.
+    pub tables: Vec<TableSpec>,
+    /// Maximum rows per record batch (DataFusion's `batch_size`).
+    pub batch_rows: usize,
+    /// Byte budget per FASTA record batch; a batch closes when it holds this many bytes.
+    pub batch_bytes: usize,
+    /// Send Utf8View/BinaryView columns as they are instead of converting them to Utf8/Binary.
+    pub string_view: bool,
+    /// Number of partitions DataFusion scans and executes in parallel (0 = number of cores).
+    pub target_partitions: usize,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Serve the sample tables shipped with flightbear when no table is configured.
+    pub sample_data: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND.parse().expect("valid default address"),
+            tables: Vec::new(),
+            batch_rows: 8192,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            string_view: false,
+            target_partitions: 0,
+            log_format: LogFormat::Text,
+            sample_data: true,
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The file format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// FASTA sequences (`id`, `description`, `sequence`).
+    Fasta,
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Tab-separated values with a header line.
+    Tsv,
+}
+
+impl TableFormat {
+    /// The lower-case name used in flags, TOML and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFormat::Fasta => "fasta",
+            TableFormat::Csv => "csv",
+            TableFormat::Tsv => "tsv",
+        }
+    }
+}
+
+impl FromStr for TableFormat {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fasta" | "fa" => Ok(TableFormat::Fasta),
+            "csv" => Ok(TableFormat::Csv),
+            "tsv" => Ok(TableFormat::Tsv),
+            other => Err(ConfigError::UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// A table to register: its SQL name, where its data lives and (optionally) its format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// SQL table name.
+    pub name: String,
+    /// A file, a directory or a glob.
+    pub path: String,
+    /// Format; guessed from the file extension when absent.
+    #[serde(default)]
+    pub format: Option<TableFormat>,
+}
+
+impl TableSpec {
+    /// Parses `NAME=PATH`, as given to `--table`, `--fasta` and `--csv`.
+    pub fn parse(spec: &str, format: Option<TableFormat>) -> Result<Self, ConfigError> {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadTableSpec(spec.to_string()))?;
+        let (name, path) = (name.trim(), path.trim());
+        if path.is_empty() {
+            return Err(ConfigError::BadTableSpec(spec.to_string()));
+        }
+        validate_table_name(name)?;
+        Ok(Self {
+            name: name.to_string(),
+            path: path.to_string(),
+            format,
+        })
+    }
+}
+
+/// Table names become unquoted SQL identifiers, so keep them to letters, digits and `_`.
+pub fn validate_table_name(name: &str) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(ConfigError::BadTableName(name.to_string()))
+    }
+}
+
+/// A configuration problem, worded for the person who wrote the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--table` value without `=`.
+    #[error("table must be given as NAME=PATH, got '{0}'")]
+    BadTableSpec(String),
+    /// Table name that is not a plain identifier.
+    #[error(
+        "table name '{0}' must start with a letter or '_' and contain only letters, digits and '_'"
+    )]
+    BadTableName(String),
+    /// Unknown format name.
+    #[error("unknown table format '{0}' (expected fasta, csv or tsv)")]
+    UnknownFormat(String),
+    /// Two tables with one name.
+    #[error("table '{0}' is configured more than once")]
+    DuplicateTable(String),
+    /// Invalid numeric setting.
+    #[error("{0}")]
+    Invalid(String),
+    /// The TOML file could not be read or has wrong keys.
+    #[error("configuration file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What figment reported.
+        source: Box<figment::Error>,
+    },
+}
+
+/// Settings given on the command line or through `FLIGHTBEAR_*` variables; `None` means "not given".
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--bind`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    /// `--batch-rows`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<usize>,
+    /// `--batch-bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_bytes: Option<usize>,
+    /// `--string-view`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string_view: Option<bool>,
+    /// `--target-partitions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_partitions: Option<usize>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// `--no-sample-data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_data: Option<bool>,
+    /// Tables from `--table`, `--fasta`, `--csv`; added to those of the file.
+    #[serde(skip)]
+    pub tables: Vec<TableSpec>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the TOML file (if any), then flags and variables.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let extra_tables = overrides.tables.clone();
+        figment = figment.merge(Serialized::defaults(overrides));
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::File {
+            path: file.map(Path::to_path_buf).unwrap_or_default(),
+            source: Box::new(e),
+        })?;
+        config.tables.extend(extra_tables);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for table in &self.tables {
+            validate_table_name(&table.name)?;
+            if !seen.insert(table.name.to_ascii_lowercase()) {
+                return Err(ConfigError::DuplicateTable(table.name.clone()));
+            }
+        }
+        if self.batch_rows == 0 {
+            return Err(ConfigError::Invalid("batch_rows must be at least 1".into()));
+        }
+        if self.batch_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "batch_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_spec_parses_name_and_path() {
+        let spec = TableSpec::parse("genome=/data/GRCh38.fa.gz", None).unwrap();
+        assert_eq!(spec.name, "genome");
+        assert_eq!(spec.path, "/data/GRCh38.fa.gz");
+    }
+
+    #[test]
+    fn table_spec_rejects_missing_equals_and_bad_names() {
+        assert!(TableSpec::parse("genome", None).is_err());
+        assert!(TableSpec::parse("1abc=x.fa", None).is_err());
+        assert!(TableSpec::parse("a-b=x.fa", None).is_err());
+        assert!(TableSpec::parse("ok=", None).is_err());
+    }
+
+    #[test]
+    fn toml_file_is_overridden_by_flags_and_tables_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flightbear.toml");
+        std::fs::write(
+            &file,
+            "bind = \"0.0.0.0:6000\"\nbatch_rows = 100\n[[tables]]\nname = \"a\"\npath = \"a.fa\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            batch_rows: Some(7),
+            tables: vec![TableSpec::parse("b=b.csv", None).unwrap()],
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), overrides).unwrap();
+        assert_eq!(config.bind.port(), 6000);
+        assert_eq!(config.batch_rows, 7);
+        let names: Vec<_> = config.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_toml_key_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "bnd = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_table_names_are_rejected() {
+        let overrides = Overrides {
+            tables: vec![
+                TableSpec::parse("a=x.fa", None).unwrap(),
+                TableSpec::parse("A=y.fa", None).unwrap(),
+            ],
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            Config::load(None, overrides),
+            Err(ConfigError::DuplicateTable(_))
+        ));
+    }
+}

@@ -1,0 +1,253 @@
+//! The `flightbear` command: `serve` runs the Flight SQL server, `healthcheck` asks a running one how it is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use flightbear::config::{Config, LogFormat, Overrides, TableFormat, TableSpec};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "flightbear",
+    version,
+    about = "Serve FASTA and CSV files as SQL tables over Arrow Flight SQL",
+    after_help = "Examples:\n  flightbear serve\n  flightbear serve --table genome=GRCh38.fa.gz --table samples=samples.csv\n  flightbear serve --config flightbear.toml\n  flightbear healthcheck --addr http://127.0.0.1:50051"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (with no table given, it serves small sample tables).
+    Serve(ServeArgs),
+    /// Exit 0 if a server answers grpc.health.v1 with SERVING, 1 otherwise.
+    Healthcheck(HealthArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "FLIGHTBEAR_BIND", value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// A table as NAME=PATH; PATH is a file, a directory or a glob; format from the extension.
+    #[arg(long = "table", env = "FLIGHTBEAR_TABLES", value_name = "NAME=PATH", value_delimiter = ',')]
+    tables: Vec<String>,
+    /// A FASTA table as NAME=PATH, whatever the file names say.
+    #[arg(long = "fasta", value_name = "NAME=PATH")]
+    fasta: Vec<String>,
+    /// A CSV table as NAME=PATH, whatever the file names say.
+    #[arg(long = "csv", value_name = "NAME=PATH")]
+    csv: Vec<String>,
+    /// A TSV table as NAME=PATH, whatever the file names say.
+    #[arg(long = "tsv", value_name = "NAME=PATH")]
+    tsv: Vec<String>,
+    /// TOML configuration file (flags and FLIGHTBEAR_* variables override it).
+    #[arg(long, env = "FLIGHTBEAR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Maximum rows per record batch [default: 8192].
+    #[arg(long, env = "FLIGHTBEAR_BATCH_ROWS", value_name = "N")]
+    batch_rows: Option<usize>,
+    /// Byte budget per FASTA record batch [default: 33554432].
+    #[arg(long, env = "FLIGHTBEAR_BATCH_BYTES", value_name = "BYTES")]
+    batch_bytes: Option<usize>,
+    /// Partitions to scan and execute in parallel [default: number of cores].
+    #[arg(long, env = "FLIGHTBEAR_TARGET_PARTITIONS", value_name = "N")]
+    target_partitions: Option<usize>,
+    /// Send Utf8View columns as they are (by default they are sent as plain Utf8).
+    #[arg(long, env = "FLIGHTBEAR_STRING_VIEW")]
+    string_view: bool,
+    /// Do not serve the sample tables when no table is configured.
+    #[arg(long, env = "FLIGHTBEAR_NO_SAMPLE_DATA")]
+    no_sample_data: bool,
+    /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
+    #[arg(long, env = "FLIGHTBEAR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
+    #[arg(long, env = "FLIGHTBEAR_SHUTDOWN_GRACE", default_value_t = 10, value_name = "SECONDS")]
+    shutdown_grace: u64,
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// Server address.
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 3)]
+    timeout: u64,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Result<Overrides, flightbear::config::ConfigError> {
+        let mut tables = Vec::new();
+        for spec in &self.tables {
+            tables.push(TableSpec::parse(spec, None)?);
+        }
+        for (specs, format) in [
+            (&self.fasta, TableFormat::Fasta),
+            (&self.csv, TableFormat::Csv),
+            (&self.tsv, TableFormat::Tsv),
+        ] {
+            for spec in specs {
+                tables.push(TableSpec::parse(spec, Some(format))?);
+            }
+        }
+        Ok(Overrides {
+            bind: self.bind,
+            batch_rows: self.batch_rows,
+            batch_bytes: self.batch_bytes,
+            string_view: self.string_view.then_some(true),
+            target_partitions: self.target_partitions,
+            log_format: self.log_format,
+            sample_data: self.no_sample_data.then_some(false),
+            tables,
+        })
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args
+        .overrides()
+        .and_then(|o| Config::load(args.config.as_deref(), o))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("flightbear: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let mut server = match flightbear::server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("flightbear: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    server.stop_on(async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(());
+    });
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let deadline = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server.wait() => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = deadline => {
+            tracing::warn!("open requests did not finish within {}s; exiting", grace.as_secs());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn healthcheck(args: HealthArgs) -> ExitCode {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let timeout = Duration::from_secs(args.timeout);
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|status| status.message().to_string())?;
+        Ok::<_, String>(response.into_inner().status())
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(ServingStatus::Serving)) => {
+            println!("SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(status)) => {
+            println!("{}", status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("flightbear healthcheck: {}: {e}", args.addr);
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "flightbear healthcheck: {}: no answer within {}s",
+                args.addr, args.timeout
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flightbear: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Healthcheck(args) => healthcheck(args).await,
+        }
+    })
+}

@@ -1,0 +1,175 @@
+//! Server wiring: session + tables + Flight service + grpc.health.v1 on a TCP listener, with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::catalog::{self, CatalogError};
+use crate::config::{Config, TableFormat, TableSpec};
+use crate::service::FlightSqlService;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A table could not be registered.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The sample data could not be written.
+    #[error("cannot write the sample data to {path}: {source}")]
+    Sample {
+        /// Where it was written.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server task died.
+    #[error("server task failed: {0}")]
+    Crashed(String),
+    /// The gRPC server failed.
+    #[error("gRPC server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A server running in the background (used by `serve` and by tests).
+pub struct RunningServer {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// Asks the server to stop accepting requests and waits for open requests to finish.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        match (&mut self.task).await {
+            Ok(result) => result.map_err(ServerError::from),
+            // The server task only ends by returning; a join error means it panicked.
+            Err(e) => Err(ServerError::Crashed(e.to_string())),
+        }
+    }
+
+    /// A future that resolves when `signal` fires and then asks the server to stop.
+    pub fn stop_on(&mut self, signal: impl Future<Output = ()> + Send + 'static) {
+        if let Some(tx) = self.shutdown.take() {
+            tokio::spawn(async move {
+                signal.await;
+                let _ = tx.send(());
+            });
+        }
+    }
+}
+
+/// The tables served when none is configured: small FASTA and CSV files shipped with flightbear.
+fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
+    const FILES: &[(&str, &str, &[u8], TableFormat)] = &[
+        (
+            "sequences",
+            "sequences.fa",
+            include_bytes!("../tests/data/sample/sequences.fa"),
+            TableFormat::Fasta,
+        ),
+        (
+            "samples",
+            "samples.csv",
+            include_bytes!("../tests/data/sample/samples.csv"),
+            TableFormat::Csv,
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("flightbear-sample-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Sample {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut tables = Vec::new();
+    for (name, file, bytes, format) in FILES {
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).map_err(|source| ServerError::Sample {
+            path: path.clone(),
+            source,
+        })?;
+        tables.push(TableSpec {
+            name: name.to_string(),
+            path: path.display().to_string(),
+            format: Some(*format),
+        });
+    }
+    Ok(tables)
+}
+
+/// Builds the catalog, binds the address and starts serving in the background.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let ctx = catalog::session_context(&config);
+    let tables = if config.tables.is_empty() && config.sample_data {
+        tracing::info!("no table configured: serving the sample tables 'sequences' and 'samples'");
+        sample_tables()?
+    } else {
+        config.tables.clone()
+    };
+    catalog::register_tables(&ctx, &config, &tables).await?;
+
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+
+    let service = FlightSqlService::new(ctx, config.string_view).into_server();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightSqlService>>()
+        .await;
+    // An empty service name asks about the server as a whole.
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.await;
+                tracing::info!("shutting down: finishing open requests");
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            })
+            .await;
+        tracing::info!("server stopped");
+        result
+    });
+    tracing::info!(%addr, "flightbear listening");
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}

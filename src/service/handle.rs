@@ -1,0 +1,112 @@
+//! Statement handles: SQL plus bound parameters, carried in tickets and prepared-statement handles.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::ScalarValue;
+use prost::Message;
+use tonic::Status;
+
+use super::error::{arrow_status, decode_status};
+pub use crate::proto::StatementHandle;
+
+impl StatementHandle {
+    /// A handle for SQL with no parameters bound.
+    pub fn for_sql(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            parameters: Bytes::new(),
+        }
+    }
+
+    /// Encodes the handle as protobuf bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        self.encode_to_vec().into()
+    }
+
+    /// Decodes a handle a client sent back to us.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Status> {
+        Self::decode(bytes).map_err(|e| decode_status("statement handle", e))
+    }
+
+    /// Stores one row of parameter values (Arrow IPC stream).
+    pub fn with_parameters(mut self, batch: &RecordBatch) -> Result<Self, Status> {
+        let mut buffer = Vec::new();
+        {
+            let mut writer =
+                StreamWriter::try_new(&mut buffer, &batch.schema()).map_err(arrow_status)?;
+            writer.write(batch).map_err(arrow_status)?;
+            writer.finish().map_err(arrow_status)?;
+        }
+        self.parameters = buffer.into();
+        Ok(self)
+    }
+
+    /// The bound parameter values in order, or an empty list.
+    pub fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
+        if self.parameters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reader = StreamReader::try_new(Cursor::new(&self.parameters[..]), None)
+            .map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?;
+        let mut values = Vec::new();
+        for batch in reader {
+            let batch =
+                batch.map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            for column in batch.columns() {
+                values.push(ScalarValue::try_from_array(column, 0).map_err(|e| {
+                    Status::invalid_argument(format!("unsupported parameter value: {e}"))
+                })?);
+            }
+            break;
+        }
+        Ok(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn parameters_round_trip_through_the_handle_bytes() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![42])),
+                Arc::new(StringArray::from(vec!["chr1"])),
+            ],
+        )
+        .unwrap();
+        let handle = StatementHandle::for_sql("SELECT $1, $2")
+            .with_parameters(&batch)
+            .unwrap();
+        let decoded = StatementHandle::from_bytes(&handle.to_bytes()).unwrap();
+        assert_eq!(decoded.sql, "SELECT $1, $2");
+        assert_eq!(
+            decoded.parameter_values().unwrap(),
+            vec![ScalarValue::Int64(Some(42)), ScalarValue::from("chr1")]
+        );
+    }
+
+    #[test]
+    fn garbage_handle_is_invalid_argument() {
+        let err = StatementHandle::from_bytes(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}

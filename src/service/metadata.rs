@@ -1,0 +1,314 @@
+//! Flight SQL metadata answers: catalogs, schemas, tables, table types, SQL info, XDBC types, keys.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_flight::sql::metadata::{
+    GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData,
+    XdbcTypeInfoDataBuilder,
+};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering,
+    SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::TableType;
+use datafusion::prelude::SessionContext;
+use tonic::Status;
+
+use super::error::{datafusion_status, flight_status};
+use super::wire::wire_schema;
+
+/// Table types flightbear reports, in the order GetTableTypes lists them.
+pub const TABLE_TYPES: &[&str] = &["TABLE", "VIEW", "LOCAL TEMPORARY"];
+
+fn table_type_name(table_type: TableType) -> &'static str {
+    match table_type {
+        TableType::Base => "TABLE",
+        TableType::View => "VIEW",
+        TableType::Temporary => "LOCAL TEMPORARY",
+    }
+}
+
+/// GetCatalogs: every catalog of the session.
+pub fn catalogs(ctx: &SessionContext) -> Result<RecordBatch, Status> {
+    let mut builder = GetCatalogsBuilder::new();
+    let mut names = ctx.catalog_names();
+    names.sort();
+    for name in names {
+        builder.append(name);
+    }
+    builder.build().map_err(flight_status)
+}
+
+/// GetDbSchemas: every (catalog, schema) pair passing the command's filters.
+pub fn db_schemas(ctx: &SessionContext, cmd: CommandGetDbSchemas) -> Result<RecordBatch, Status> {
+    let mut builder = cmd.into_builder();
+    for (catalog_name, schema_name) in schema_pairs(ctx) {
+        builder.append(catalog_name, schema_name);
+    }
+    builder.build().map_err(flight_status)
+}
+
+fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
+        for schema_name in catalog.schema_names() {
+            pairs.push((catalog_name.clone(), schema_name));
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+/// GetTables: every table passing the filters, with its wire schema when asked.
+pub async fn tables(
+    ctx: &SessionContext,
+    cmd: CommandGetTables,
+    keep_views: bool,
+) -> Result<RecordBatch, Status> {
+    let include_schema = cmd.include_schema;
+    let mut builder = cmd.into_builder();
+    for (catalog_name, schema_name) in schema_pairs(ctx) {
+        let Some(schema) = ctx
+            .catalog(&catalog_name)
+            .and_then(|c| c.schema(&schema_name))
+        else {
+            continue;
+        };
+        let mut names = schema.table_names();
+        names.sort();
+        for table_name in names {
+            let Some(table) = schema
+                .table(&table_name)
+                .await
+                .map_err(datafusion_status)?
+            else {
+                continue;
+            };
+            let table_schema = if include_schema {
+                wire_schema(&table.schema(), keep_views)
+            } else {
+                Arc::new(Schema::empty())
+            };
+            builder
+                .append(
+                    &catalog_name,
+                    &schema_name,
+                    &table_name,
+                    table_type_name(table.table_type()),
+                    &table_schema,
+                )
+                .map_err(flight_status)?;
+        }
+    }
+    builder.build().map_err(flight_status)
+}
+
+/// GetTableTypes: the fixed list of table types.
+pub fn table_types() -> Result<RecordBatch, Status> {
+    let mut builder = arrow_flight::sql::CommandGetTableTypes {}.into_builder();
+    for table_type in TABLE_TYPES {
+        builder.append(table_type);
+    }
+    builder.build().map_err(flight_status)
+}
+
+/// The SqlInfo values flightbear reports (GetSqlInfo); JDBC's metadata tree needs them.
+pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "flightbear");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, crate::ARROW_VERSION);
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
+    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+    builder.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
+    builder.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
+    builder.append(SqlInfo::SqlDdlCatalog, false);
+    builder.append(SqlInfo::SqlDdlSchema, true);
+    builder.append(SqlInfo::SqlDdlTable, true);
+    builder.append(
+        SqlInfo::SqlIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+    );
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(
+        SqlInfo::SqlQuotedIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+    );
+    builder.append(SqlInfo::SqlAllTablesAreSelectable, true);
+    builder.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedHigh as i32,
+    );
+    builder.append(SqlInfo::SqlSearchStringEscape, "\\");
+    builder.append(SqlInfo::SqlExtraNameCharacters, "");
+    builder.append(SqlInfo::SqlSupportsColumnAliasing, true);
+    builder.append(SqlInfo::SqlNullPlusNullIsNull, true);
+    builder.append(SqlInfo::SqlSupportsTableCorrelationNames, true);
+    builder.append(SqlInfo::SqlSupportsDifferentTableCorrelationNames, false);
+    builder.append(SqlInfo::SqlSupportsExpressionsInOrderBy, true);
+    builder.append(SqlInfo::SqlSupportsOrderByUnrelated, true);
+    builder.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
+    builder.append(SqlInfo::SqlSupportsNonNullableColumns, true);
+    builder.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
+    builder.append(SqlInfo::SqlCatalogAtStart, true);
+    builder.append(SqlInfo::SqlSchemaTerm, "schema");
+    builder.append(SqlInfo::SqlCatalogTerm, "catalog");
+    builder.append(SqlInfo::SqlProcedureTerm, "procedure");
+    builder.append(SqlInfo::SqlSelectForUpdateSupported, false);
+    builder.append(SqlInfo::SqlStoredProceduresSupported, false);
+    builder.append(SqlInfo::SqlCorrelatedSubqueriesSupported, true);
+    builder.append(SqlInfo::SqlTransactionsSupported, false);
+    builder.append(SqlInfo::SqlBatchUpdatesSupported, false);
+    builder.append(SqlInfo::SqlSavepointsSupported, false);
+    builder.append(SqlInfo::SqlNamedParametersSupported, false);
+    builder.append(SqlInfo::SqlLocatorsUpdateCopy, false);
+    builder.append(SqlInfo::SqlStoredFunctionsUsingCallSyntaxSupported, false);
+    builder.append(SqlInfo::SqlMaxColumnNameLength, 0i64);
+    builder.append(SqlInfo::SqlMaxStatementLength, 0i64);
+    builder.append(
+        SqlInfo::SqlKeywords,
+        &[
+            "ANALYZE", "EXPLAIN", "EXTERNAL", "LOCATION", "STORED", "OPTIONS", "QUALIFY", "UNNEST",
+        ][..],
+    );
+    builder.append(
+        SqlInfo::SqlNumericFunctions,
+        &[
+            "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "exp", "floor", "ln", "log",
+            "log10", "log2", "pi", "power", "random", "round", "signum", "sin", "sqrt", "tan",
+            "trunc",
+        ][..],
+    );
+    builder.append(
+        SqlInfo::SqlStringFunctions,
+        &[
+            "ascii",
+            "btrim",
+            "char_length",
+            "concat",
+            "concat_ws",
+            "left",
+            "length",
+            "lower",
+            "lpad",
+            "ltrim",
+            "md5",
+            "octet_length",
+            "regexp_match",
+            "regexp_replace",
+            "repeat",
+            "replace",
+            "reverse",
+            "right",
+            "rpad",
+            "rtrim",
+            "sha256",
+            "split_part",
+            "starts_with",
+            "strpos",
+            "substr",
+            "translate",
+            "trim",
+            "upper",
+        ][..],
+    );
+    builder.append(
+        SqlInfo::SqlDatetimeFunctions,
+        &[
+            "current_date",
+            "current_time",
+            "date_bin",
+            "date_part",
+            "date_trunc",
+            "from_unixtime",
+            "now",
+            "to_timestamp",
+        ][..],
+    );
+    // Building only fails for an unsupported value type, which the list above does not use.
+    builder.build().expect("static SqlInfo values build")
+});
+
+/// The types flightbear's SQL supports, for GetXdbcTypeInfo.
+pub static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    let mut add = |name: &str, data_type: XdbcDataType, size: Option<i32>, quoted: bool| {
+        let quote = quoted.then(|| "'".to_string());
+        builder.append(XdbcTypeInfo {
+            type_name: name.to_string(),
+            data_type,
+            column_size: size,
+            literal_prefix: quote.clone(),
+            literal_suffix: quote,
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: quoted,
+            searchable: Searchable::Full,
+            unsigned_attribute: (!quoted).then_some(false),
+            fixed_prec_scale: false,
+            auto_increment: (!quoted).then_some(false),
+            local_type_name: Some(name.to_string()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: (!quoted).then_some(10),
+            interval_precision: None,
+        });
+    };
+    add("TINYINT", XdbcDataType::XdbcTinyint, Some(3), false);
+    add("SMALLINT", XdbcDataType::XdbcSmallint, Some(5), false);
+    add("INTEGER", XdbcDataType::XdbcInteger, Some(10), false);
+    add("BIGINT", XdbcDataType::XdbcBigint, Some(19), false);
+    add("REAL", XdbcDataType::XdbcReal, Some(7), false);
+    add("DOUBLE", XdbcDataType::XdbcDouble, Some(15), false);
+    add("BOOLEAN", XdbcDataType::XdbcBit, Some(1), false);
+    add("VARCHAR", XdbcDataType::XdbcVarchar, None, true);
+    add("BINARY", XdbcDataType::XdbcBinary, None, true);
+    add("DATE", XdbcDataType::XdbcDate, Some(10), true);
+    add("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some(29), true);
+    builder.build().expect("static XDBC type info builds")
+});
+
+/// Schema of GetPrimaryKeys results (Flight SQL spec).
+pub fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// Schema of GetExportedKeys / GetImportedKeys / GetCrossReference results (Flight SQL spec).
+pub fn foreign_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pk_catalog_name", DataType::Utf8, true),
+        Field::new("pk_db_schema_name", DataType::Utf8, true),
+        Field::new("pk_table_name", DataType::Utf8, false),
+        Field::new("pk_column_name", DataType::Utf8, false),
+        Field::new("fk_catalog_name", DataType::Utf8, true),
+        Field::new("fk_db_schema_name", DataType::Utf8, true),
+        Field::new("fk_table_name", DataType::Utf8, false),
+        Field::new("fk_column_name", DataType::Utf8, false),
+        Field::new("key_sequence", DataType::Int32, false),
+        Field::new("fk_key_name", DataType::Utf8, true),
+        Field::new("pk_key_name", DataType::Utf8, true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}

@@ -1,0 +1,157 @@
+//! The `flightbear` binary: flags, environment, TOML, sample data, health check and SIGTERM.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightbear");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process that is killed if the test fails half-way.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn healthcheck(port: u16) -> bool {
+    Command::new(BIN)
+        .args(["healthcheck", "--addr", &format!("http://127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn wait_healthy(port: u16, child: &mut Child) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early with {status}");
+        }
+        if healthcheck(port) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server did not become healthy");
+}
+
+async fn count(port: u16, sql: &str) -> i64 {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let batches = common::query(&mut client, sql).await;
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_without_tables_serves_the_sample_data_and_stops_on_sigterm() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(port, &mut child);
+    let mut server = ServerProcess(child);
+
+    let fasta = include_str!("data/sample/sequences.fa");
+    let expected = common::reference_read(fasta).len() as i64;
+    assert_eq!(count(port, "SELECT COUNT(*) FROM sequences").await, expected);
+    let csv_rows = include_str!("data/sample/samples.csv").lines().count() as i64 - 1;
+    assert_eq!(count(port, "SELECT COUNT(*) FROM samples").await, csv_rows);
+
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_come_from_toml_environment_and_flags_together() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.fa"), ">a\nACGT\n>b\nGG\n").unwrap();
+    std::fs::write(dir.path().join("c.txt"), ">c\nA\n").unwrap();
+    std::fs::write(dir.path().join("s.tsv"), "x\ty\n1\t2\n3\t4\n5\t6\n").unwrap();
+    let port = free_port();
+    let toml = dir.path().join("flightbear.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "bind = \"127.0.0.1:1\"\n[[tables]]\nname = \"from_toml\"\npath = \"{}\"\n",
+            dir.path().join("a.fa").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&toml)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--fasta")
+        .arg(format!("forced={}", dir.path().join("c.txt").display()))
+        .env(
+            "FLIGHTBEAR_TABLES",
+            format!("from_env={}", dir.path().join("s.tsv").display()),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = ServerProcess(child);
+    wait_healthy(port, &mut server.0);
+    assert_eq!(count(port, "SELECT COUNT(*) FROM from_toml").await, 2);
+    assert_eq!(count(port, "SELECT COUNT(*) FROM forced").await, 1);
+    assert_eq!(count(port, "SELECT SUM(y) FROM from_env").await, 12);
+}
+
+#[test]
+fn bad_configuration_exits_with_a_message_naming_the_problem() {
+    let output = Command::new(BIN)
+        .args(["serve", "--table", "genome"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("NAME=PATH"), "{stderr}");
+
+    let output = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--table", "g=/no/such/file.fa"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/no/such/file.fa"), "{stderr}");
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    assert!(!healthcheck(free_port()));
+}
