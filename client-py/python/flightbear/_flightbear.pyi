@@ -1,0 +1,123 @@
+"""Type stubs for the native module ``flightbear._flightbear``."""
+
+import os
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional, Union, final
+
+import pandas
+import pyarrow
+
+__version__: str
+
+def sum_as_string(a: int, b: int) -> str:
+    """Returns the sum of two non-negative ints as a string."""
+
+def sum_as_string_with_times(a: int, b: int, /, times: int = 1) -> str:
+    """Returns ``(a + b) * times`` as a string; ``times`` must be at least 1."""
+
+def double_array(array: Any) -> pyarrow.Int64Array:
+    """Returns a new Int64 array with every value doubled and nulls kept."""
+
+@final
+class Summer:
+    """A running total of non-negative ints."""
+
+    def __new__(cls, start: int = 0) -> "Summer": ...
+    def add(self, value: int) -> int:
+        """Adds ``value`` to the total and returns the new total."""
+
+    @property
+    def total(self) -> int:
+        """The running total."""
+
+def connect(
+    uri: str = "grpc://localhost:50051",
+    *,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    token: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    tls_root_certs: Optional[Union[str, bytes]] = None,
+    timeout: Optional[float] = None,
+) -> Connection:
+    """Opens a connection to a Flight SQL server."""
+
+@final
+class Connection:
+    """A connection to a Flight SQL server."""
+
+    def sql(
+        self,
+        query: str,
+        parameters: Optional[Union[Sequence[Any], pyarrow.RecordBatch]] = None,
+    ) -> QueryResult:
+        """Plans ``query`` on the server and returns its (not yet fetched) result."""
+
+    def execute(self, statement: str) -> int:
+        """Runs a statement that returns no rows (DDL/DML); returns the affected-row count."""
+
+    def read_fasta_file(self, path: Union[str, os.PathLike[str]]) -> QueryResult:
+        """Registers a FASTA file on the server (its path there) and returns all its rows."""
+
+    def read_csv_file(
+        self,
+        path: Union[str, os.PathLike[str]],
+        *,
+        has_header: bool = True,
+        delimiter: str = ",",
+    ) -> QueryResult:
+        """Registers a CSV file on the server (its path there) and returns all its rows."""
+
+    def tables(self) -> list[str]:
+        """The names of the server's tables."""
+
+    def table_schema(self, name: str) -> pyarrow.Schema:
+        """The Arrow schema of a table, by name (optionally qualified as ``schema.table``)."""
+
+    def close(self) -> None:
+        """Closes the connection (idempotent); tables registered by ``read_*_file`` are dropped."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+
+    @property
+    def uri(self) -> str:
+        """The URI this connection was opened with."""
+
+    def __enter__(self) -> Connection: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[types.TracebackType],
+    ) -> bool: ...
+
+@final
+class QueryResult:
+    """A query's result: its schema is known, its rows are fetched when asked for."""
+
+    @property
+    def schema(self) -> pyarrow.Schema:
+        """The result's schema."""
+
+    def to_arrow_record_batch_reader(self) -> pyarrow.RecordBatchReader:
+        """A reader that fetches batches from the server as it is read."""
+
+    def to_arrow_table(self) -> pyarrow.Table:
+        """Fetches every row into a table."""
+
+    def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
+        """Fetches every row into a DataFrame (keyword arguments go to ``Table.to_pandas``)."""
+
+    def __iter__(self) -> BatchIterator: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object:
+        """Exports the rows as an Arrow C stream (the Arrow PyCapsule interface)."""
+
+@final
+class BatchIterator:
+    """Iterator over a result's record batches, raising flightbear exceptions on failure."""
+
+    def __iter__(self) -> BatchIterator: ...
+    def __next__(self) -> pyarrow.RecordBatch: ...
