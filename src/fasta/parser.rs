@@ -7,7 +7,8 @@
 //! Only when validation fails does the reader walk the block again to find the line.
 
 use std::io::{ErrorKind, Read};
-use std::sync::Arc;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, Weak};
 
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
@@ -26,6 +27,80 @@ pub const MAX_HEADER_BYTES: usize = 64 << 20;
 
 /// Largest byte count of one Arrow Utf8 array (32-bit offsets).
 const MAX_UTF8_BYTES: usize = i32::MAX as usize;
+
+/// Value buffers kept for reuse per column; enough for the batch being built, the one in
+/// the channel and the one being consumed.
+const POOL_BUFFERS: usize = 4;
+
+/// Value buffers handed back by dropped batches, so later batches reuse memory that is
+/// already mapped: faulting in fresh pages costs more than parsing the bytes.
+#[derive(Debug)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    /// Larger buffers (a single huge record) are freed rather than kept.
+    max_capacity: usize,
+}
+
+impl BufferPool {
+    fn new(max_capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            free: Mutex::new(Vec::new()),
+            max_capacity,
+        })
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        match reused {
+            Some(mut bytes) => {
+                bytes.clear();
+                bytes.reserve(capacity);
+                bytes
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    fn give_back(&self, bytes: Vec<u8>) {
+        if bytes.capacity() == 0 || bytes.capacity() > self.max_capacity {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < POOL_BUFFERS
+        {
+            free.push(bytes);
+        }
+    }
+}
+
+/// Owner of an Arrow buffer's memory that returns it to its pool when the last batch using it is dropped.
+struct PooledBytes {
+    bytes: Vec<u8>,
+    pool: Weak<BufferPool>,
+}
+
+impl Drop for PooledBytes {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// Wraps `bytes` as an Arrow buffer whose memory goes back to `pool` when dropped.
+fn pooled_buffer(bytes: Vec<u8>, pool: &Arc<BufferPool>) -> Buffer {
+    let len = bytes.len();
+    let ptr = NonNull::from(bytes.as_slice()).cast::<u8>();
+    let owner = Arc::new(PooledBytes {
+        bytes,
+        pool: Arc::downgrade(pool),
+    });
+    // SAFETY: `ptr` points at the `len` initialised bytes of the Vec now owned by `owner`.
+    // Moving a Vec does not move its heap memory, and `owner` neither writes nor frees it
+    // until the last `Buffer` holding `owner` is dropped.
+    unsafe { Buffer::from_custom_allocation(ptr, len, owner) }
+}
 
 /// Which file columns a scan produces, in output order (indices into [`super::fasta_schema`]).
 #[derive(Debug, Clone)]
@@ -92,13 +167,15 @@ pub struct ReaderConfig {
 struct Utf8Column {
     offsets: Vec<i32>,
     values: Vec<u8>,
+    pool: Arc<BufferPool>,
 }
 
 impl Utf8Column {
-    fn new() -> Self {
+    fn new(pool_max_capacity: usize) -> Self {
         Self {
             offsets: vec![0],
             values: Vec::new(),
+            pool: BufferPool::new(pool_max_capacity),
         }
     }
 
@@ -119,7 +196,7 @@ impl Utf8Column {
     fn take(&mut self, rows_hint: usize, bytes_hint: usize) -> (Vec<i32>, Vec<u8>) {
         let finished = self.last_offset().min(self.values.len());
         let tail = self.values.get(finished..).unwrap_or_default();
-        let mut next_values = Vec::with_capacity(bytes_hint.max(tail.len() * 2));
+        let mut next_values = self.pool.take(bytes_hint.max(tail.len() * 2));
         next_values.extend_from_slice(tail);
         self.values.truncate(finished);
         let mut next_offsets = Vec::with_capacity(rows_hint + 1);
@@ -200,10 +277,11 @@ impl<R: Read> FastaBatchReader<R> {
         };
         let batch_rows = config.batch_rows.max(1);
         let initial_rows = batch_rows.min(1024);
+        let pool_max_capacity = config.batch_bytes.max(1).saturating_mul(2);
         Self {
             input,
             phase,
-            buf: vec![0; BLOCK_SIZE],
+            buf: vec![0; std::env::var("FASTA_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCK_SIZE)],
             pos: 0,
             filled: 0,
             buf_offset,
@@ -212,11 +290,11 @@ impl<R: Read> FastaBatchReader<R> {
             line_known,
             at_line_start: true,
             in_record: false,
-            id: Utf8Column::new(),
-            description: Utf8Column::new(),
+            id: Utf8Column::new(pool_max_capacity),
+            description: Utf8Column::new(pool_max_capacity),
             description_nulls: NullBufferBuilder::new(initial_rows),
             description_is_null: true,
-            sequence: Utf8Column::new(),
+            sequence: Utf8Column::new(pool_max_capacity),
             rows: 0,
             checked_values: 0,
             checked_src: 0,
@@ -674,17 +752,20 @@ impl<R: Read> FastaBatchReader<R> {
         if columns.id {
             let (offsets, values) = self.id.take(rows_hint, self.last_bytes[0].min(budget));
             self.last_bytes[0] = values.len();
+            let values = pooled_buffer(values, &self.id.pool);
             arrays[0] = Some(self.utf8_array(rows, offsets, values, None)?);
         }
         if columns.description {
             let nulls = self.description_nulls.finish();
             let (offsets, values) = self.description.take(rows_hint, self.last_bytes[1].min(budget));
             self.last_bytes[1] = values.len();
+            let values = pooled_buffer(values, &self.description.pool);
             arrays[1] = Some(self.utf8_array(rows, offsets, values, nulls)?);
         }
         if columns.sequence {
             let (offsets, values) = self.sequence.take(rows_hint, self.last_bytes[2].min(budget));
             self.last_bytes[2] = values.len();
+            let values = pooled_buffer(values, &self.sequence.pool);
             arrays[2] = Some(self.utf8_array(rows, offsets, values, None)?);
         }
         // The carried-over tail of an unfinished record was validated above.
@@ -709,7 +790,7 @@ impl<R: Read> FastaBatchReader<R> {
         &self,
         rows: usize,
         offsets: Vec<i32>,
-        values: Vec<u8>,
+        values: Buffer,
         nulls: Option<NullBuffer>,
     ) -> Result<ArrayRef, FastaError> {
         let well_formed = offsets.len() == rows + 1
@@ -731,7 +812,7 @@ impl<R: Read> FastaBatchReader<R> {
         // checked to be printable ASCII. So `StringArray::try_new` would succeed.
         let array = unsafe {
             let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets));
-            StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls)
+            StringArray::new_unchecked(offsets, values, nulls)
         };
         Ok(Arc::new(array))
     }
@@ -739,12 +820,26 @@ impl<R: Read> FastaBatchReader<R> {
 
 /// Checks a header's text (without `>` and line ending): no control bytes except tab, valid UTF-8.
 fn header_problem(text: &[u8]) -> Option<FastaProblem> {
-    let is_control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
-    if text.iter().fold(false, |acc, &b| acc | is_control(b)) {
+    // One pass that compiles to SIMD: flag control bytes and note any non-ASCII byte.
+    #[inline(always)]
+    fn scan(bytes: &[u8], control: &mut u8, high: &mut u8) {
+        for &b in bytes {
+            *control |= u8::from(b < 0x20 && b != b'\t') | u8::from(b == 0x7f);
+            *high |= b;
+        }
+    }
+    let (mut control, mut high) = (0u8, 0u8);
+    let mut chunks = text.chunks_exact(16);
+    for chunk in &mut chunks {
+        scan(chunk, &mut control, &mut high);
+    }
+    scan(chunks.remainder(), &mut control, &mut high);
+    if control != 0 {
+        let is_control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
         let byte = text.iter().copied().find(|&b| is_control(b)).unwrap_or(0);
         return Some(FastaProblem::HeaderControlByte(byte));
     }
-    if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+    if high >= 0x80 && std::str::from_utf8(text).is_err() {
         return Some(FastaProblem::HeaderNotUtf8);
     }
     None

@@ -123,7 +123,10 @@ impl FlightSqlService {
             .map(|(i, value)| {
                 let name = format!("${}", i + 1);
                 match types.get(&name) {
-                    Some(Some(wanted)) if &value.data_type() != wanted => {
+                    // DataFusion says Null when the SQL does not pin a parameter's type down.
+                    Some(Some(wanted))
+                        if &value.data_type() != wanted && wanted != &DataType::Null =>
+                    {
                         value.cast_to(wanted).map_err(|e| {
                             Status::invalid_argument(format!(
                                 "parameter {name}: cannot use a {} value where {wanted} is expected: {e}",
@@ -548,7 +551,10 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Status> {
         numbered
             .into_iter()
             // A parameter whose type the SQL does not pin down is sent as text.
-            .map(|(_, name, t)| Field::new(name, t.unwrap_or(DataType::Utf8), true))
+            .map(|(_, name, t)| {
+                let t = t.filter(|t| t != &DataType::Null).unwrap_or(DataType::Utf8);
+                Field::new(name, t, true)
+            })
             .collect::<Vec<_>>(),
     ))
 }
