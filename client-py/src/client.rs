@@ -119,9 +119,22 @@ impl FlightSqlClient {
             payload: Default::default(),
         };
         let mut request = self.request(futures::stream::iter([message]));
-        request.metadata_mut().insert("authorization", basic);
+        request
+            .metadata_mut()
+            .insert("authorization", basic.clone());
         let mut inner = self.inner.clone();
-        let response = self.answer(inner.handshake(request)).await?;
+        let response = match self.answer(inner.handshake(request)).await {
+            Ok(response) => response,
+            // No handshake on this server: send the credentials with every call instead.
+            Err(ClientError::Status {
+                code: tonic::Code::Unimplemented,
+                ..
+            }) => {
+                self.set_authorization(basic);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let header = response.metadata().get("authorization").cloned();
         let replies: Vec<_> = response.into_inner().try_collect().await?;
         let token = match header {
@@ -135,11 +148,15 @@ impl FlightSqlClient {
                 .transpose()?,
         };
         if let Some(token) = token {
-            let mut headers = (*self.headers).clone();
-            headers.insert("authorization", token);
-            self.headers = Arc::new(headers);
+            self.set_authorization(token);
         }
         Ok(())
+    }
+
+    fn set_authorization(&mut self, value: AsciiMetadataValue) {
+        let mut headers = (*self.headers).clone();
+        headers.insert("authorization", value);
+        self.headers = Arc::new(headers);
     }
 
     /// Plans `sql` on the server (GetFlightInfo) without fetching rows.

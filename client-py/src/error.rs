@@ -114,11 +114,21 @@ impl From<tonic::Status> for ClientError {
 }
 
 impl From<ClientError> for ArrowError {
-    /// Errors crossing the Arrow C stream interface keep their text; pyarrow raises them.
+    /// Errors crossing the Arrow C stream interface become text (and an errno); pyarrow raises
+    /// them as its own exceptions, so the text names the gRPC code and keeps the server's words.
     fn from(error: ClientError) -> Self {
+        let text = match error.code() {
+            Some(code) => format!("flightbear: {} ({})", error, code_name(code)),
+            None => format!("flightbear: {error}"),
+        };
         match error {
             ClientError::Arrow(e) => e,
-            other => ArrowError::ExternalError(Box::new(StreamFailure(other.to_string()))),
+            ClientError::Connect { .. }
+            | ClientError::Status {
+                code: Code::Unavailable,
+                ..
+            } => ArrowError::IoError(text.clone(), std::io::Error::other(text)),
+            _ => ArrowError::ExternalError(Box::new(StreamFailure(text))),
         }
     }
 }

@@ -160,7 +160,7 @@ fn input_chunks(array: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
         // A pyarrow ChunkedArray: check its type first so a zero-chunk input is validated too.
         let dtype = DataType::from_pyarrow_bound(&array.getattr("type")?)
             .map_err(|_| PyTypeError::new_err(format!("{expected}, got {}", type_name(array))))?;
-        check_int64(&dtype)?;
+        check_int64(&dtype, array)?;
         array
             .getattr("chunks")?
             .try_iter()?
@@ -181,20 +181,25 @@ fn input_chunks(array: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
                     PyValueError::new_err(format!("cannot import the array: {e}"))
                 }
             })?;
-            check_int64(data.data_type())?;
+            check_int64(data.data_type(), part)?;
             Ok(make_array(data))
         })
         .collect()
 }
 
-fn check_int64(dtype: &DataType) -> PyResult<()> {
+/// Fails unless `dtype` is Int64, naming the type as the caller's library spells it.
+fn check_int64(dtype: &DataType, source: &Bound<'_, PyAny>) -> PyResult<()> {
     if dtype == &DataType::Int64 {
-        Ok(())
-    } else {
-        Err(PyTypeError::new_err(format!(
-            "double_array expects an int64 array, got {dtype}"
-        )))
+        return Ok(());
     }
+    let name = source
+        .getattr("type")
+        .and_then(|t| t.str())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| dtype.to_string());
+    Err(PyTypeError::new_err(format!(
+        "double_array expects an int64 array, got {name}"
+    )))
 }
 
 /// Doubles the valid slots of one Int64 chunk; a null slot keeps its null and gets 0.

@@ -2,8 +2,8 @@
 
 import os
 import types
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Optional, Union, final
+from collections.abc import Mapping, Sequence
+from typing import Any, final
 
 import pandas
 import pyarrow
@@ -23,7 +23,7 @@ def double_array(array: Any) -> pyarrow.Int64Array:
 class Summer:
     """A running total of non-negative ints."""
 
-    def __new__(cls, start: int = 0) -> "Summer": ...
+    def __new__(cls, start: int = 0) -> Summer: ...
     def add(self, value: int) -> int:
         """Adds ``value`` to the total and returns the new total."""
 
@@ -34,12 +34,12 @@ class Summer:
 def connect(
     uri: str = "grpc://localhost:50051",
     *,
-    username: Optional[str] = None,
-    password: Optional[str] = None,
-    token: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    tls_root_certs: Optional[Union[str, bytes]] = None,
-    timeout: Optional[float] = None,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    tls_root_certs: str | bytes | None = None,
+    timeout: float | None = None,
 ) -> Connection:
     """Opens a connection to a Flight SQL server."""
 
@@ -50,19 +50,19 @@ class Connection:
     def sql(
         self,
         query: str,
-        parameters: Optional[Union[Sequence[Any], pyarrow.RecordBatch]] = None,
+        parameters: Sequence[Any] | pyarrow.RecordBatch | None = None,
     ) -> QueryResult:
         """Plans ``query`` on the server and returns its (not yet fetched) result."""
 
     def execute(self, statement: str) -> int:
         """Runs a statement that returns no rows (DDL/DML); returns the affected-row count."""
 
-    def read_fasta_file(self, path: Union[str, os.PathLike[str]]) -> QueryResult:
+    def read_fasta_file(self, path: str | os.PathLike[str]) -> QueryResult:
         """Registers a FASTA file on the server (its path there) and returns all its rows."""
 
     def read_csv_file(
         self,
-        path: Union[str, os.PathLike[str]],
+        path: str | os.PathLike[str],
         *,
         has_header: bool = True,
         delimiter: str = ",",
@@ -89,9 +89,9 @@ class Connection:
     def __enter__(self) -> Connection: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc_value: Optional[BaseException],
-        traceback: Optional[types.TracebackType],
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: types.TracebackType | None,
     ) -> bool: ...
 
 @final
@@ -112,7 +112,7 @@ class QueryResult:
         """Fetches every row into a DataFrame (keyword arguments go to ``Table.to_pandas``)."""
 
     def __iter__(self) -> BatchIterator: ...
-    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object:
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
         """Exports the rows as an Arrow C stream (the Arrow PyCapsule interface)."""
 
 @final

@@ -8,8 +8,6 @@ the error came from a gRPC call, else ``None``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 __all__ = [
     "AuthenticationError",
     "ConnectionClosedError",
@@ -28,7 +26,7 @@ __all__ = [
 class Error(Exception):
     """Base class of every flightbear error."""
 
-    grpc_code: Optional[str] = None
+    grpc_code: str | None = None
 
 
 class FlightConnectionError(Error, ConnectionError):
