@@ -118,7 +118,7 @@ impl From<ClientError> for ArrowError {
     /// them as its own exceptions, so the text names the gRPC code and keeps the server's words.
     fn from(error: ClientError) -> Self {
         let text = match error.code() {
-            Some(code) => format!("flightbear: {} ({})", error, code_name(code)),
+            Some(code) => format!("flightbear [{}]: {error}", code_name(code)),
             None => format!("flightbear: {error}"),
         };
         match error {
