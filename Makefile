@@ -34,3 +34,29 @@ bench:
 
 fmt:
 	$(CARGO) fmt --all
+
+# --- Python client (client-py) -----------------------------------------------------------------
+# A git-ignored virtualenv holds the wheel and the test tools. `pip install ./client-py` builds the
+# wheel with maturin in the same target directory as the server, so dependencies compile once.
+CLIENT_VENV ?= .venv
+CLIENT_PY := $(CLIENT_VENV)/bin/python
+
+define client-install
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet --upgrade pip
+	$(CLIENT_PY) -m pip install --quiet -r client-py/tests/requirements.txt
+	$(CLIENT_PY) -m pip install --quiet --force-reinstall --no-deps ./client-py
+endef
+
+.PHONY: test-client bench-client
+
+# Lint the client crate, then run the Python tests against the release server binary.
+test-client: build
+	$(client-install)
+	$(CARGO) clippy --release --locked -p flightbear-client --all-targets -- -D warnings
+	$(CLIENT_PY) -m pytest client-py/tests
+
+# Client streaming throughput and peak memory, flightbear vs adbc-driver-flightsql.
+bench-client: build
+	$(client-install)
+	$(CLIENT_PY) client-py/bench/stream_bench.py

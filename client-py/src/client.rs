@@ -144,7 +144,7 @@ impl FlightSqlClient {
                 .iter()
                 .find(|r| !r.payload.is_empty())
                 .and_then(|r| std::str::from_utf8(&r.payload).ok())
-                .map(|t| bearer(t))
+                .map(bearer)
                 .transpose()?,
         };
         if let Some(token) = token {

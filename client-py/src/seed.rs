@@ -58,7 +58,8 @@ pub fn sum_as_string(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<Str
 
 /// Returns `(a + b) * times` as a string; `times` must be at least 1.
 #[pyfunction]
-#[pyo3(signature = (a, b, /, times = None))]
+// `None` stands for the default so the signature can show the real default of 1.
+#[pyo3(signature = (a, b, /, times = None), text_signature = "(a, b, /, times=1)")]
 pub fn sum_as_string_with_times(
     a: &Bound<'_, PyAny>,
     b: &Bound<'_, PyAny>,
@@ -90,7 +91,7 @@ pub struct Summer {
 #[pymethods]
 impl Summer {
     #[new]
-    #[pyo3(signature = (start = None))]
+    #[pyo3(signature = (start = None), text_signature = "(start=0)")]
     fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let start = match start {
             Some(s) => natural(s, "start")?,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-import flightbear
 import pytest
+
+import flightbear
 from support import DataFiles, RunningServer, write_csv, write_fasta
 
 

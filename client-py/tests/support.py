@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import flightbear
 import pytest
+
+import flightbear
 
 REPO = Path(__file__).resolve().parents[2]
 

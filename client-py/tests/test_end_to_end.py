@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import flightbear
 import pyarrow as pa
 import pytest
+
+import flightbear
 from support import DataFiles, RunningServer, read_csv_rows, read_fasta
 
 

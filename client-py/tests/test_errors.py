@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import flightbear
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
+import flightbear
 from fake_flight import (
     PASSWORD,
     TOKEN,

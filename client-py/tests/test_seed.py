@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
-import flightbear
 import pyarrow as pa
 import pytest
+
+import flightbear
 from flightbear import Summer, double_array, sum_as_string, sum_as_string_with_times
 
 U64_MAX = 2**64 - 1

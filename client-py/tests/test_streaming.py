@@ -9,9 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-import flightbear
 import pyarrow as pa
 import pytest
+
+import flightbear
 from support import DataFiles, read_fasta
 
 HERE = Path(__file__).resolve().parent

@@ -8,6 +8,17 @@ from typing import Any, final
 import pandas
 import pyarrow
 
+__all__ = [
+    "BatchIterator",
+    "Connection",
+    "QueryResult",
+    "Summer",
+    "__version__",
+    "connect",
+    "double_array",
+    "sum_as_string",
+    "sum_as_string_with_times",
+]
 __version__: str
 
 def sum_as_string(a: int, b: int) -> str:
