@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(["."])
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=Cargo.lock");
-    println!("cargo:rustc-env=FLIGHTBEAR_ARROW_VERSION={}", arrow_version());
+    println!(
+        "cargo:rustc-env=FLIGHTBEAR_ARROW_VERSION={}",
+        arrow_version()
+    );
     Ok(())
 }
 
@@ -16,10 +19,10 @@ fn arrow_version() -> String {
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == "name = \"arrow-array\"" {
-            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
-                return version.trim_matches('"').to_string();
-            }
+        if line == "name = \"arrow-array\""
+            && let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = "))
+        {
+            return version.trim_matches('"').to_string();
         }
     }
     "unknown".to_string()

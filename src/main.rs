@@ -35,7 +35,12 @@ struct ServeArgs {
     #[arg(long, env = "FLIGHTBEAR_BIND", value_name = "ADDR")]
     bind: Option<SocketAddr>,
     /// A table as NAME=PATH; PATH is a file, a directory or a glob; format from the extension.
-    #[arg(long = "table", env = "FLIGHTBEAR_TABLES", value_name = "NAME=PATH", value_delimiter = ',')]
+    #[arg(
+        long = "table",
+        env = "FLIGHTBEAR_TABLES",
+        value_name = "NAME=PATH",
+        value_delimiter = ','
+    )]
     tables: Vec<String>,
     /// A FASTA table as NAME=PATH, whatever the file names say.
     #[arg(long = "fasta", value_name = "NAME=PATH")]
@@ -68,14 +73,23 @@ struct ServeArgs {
     #[arg(long, env = "FLIGHTBEAR_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
-    #[arg(long, env = "FLIGHTBEAR_SHUTDOWN_GRACE", default_value_t = 10, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_SHUTDOWN_GRACE",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
     shutdown_grace: u64,
 }
 
 #[derive(Args)]
 struct HealthArgs {
     /// Server address.
-    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_HEALTHCHECK_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     addr: String,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 3)]
@@ -237,7 +251,10 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("flightbear: cannot start the async runtime: {e}");

@@ -79,18 +79,30 @@ async fn serve_without_tables_serves_the_sample_data_and_stops_on_sigterm() {
 
     let fasta = include_str!("data/sample/sequences.fa");
     let expected = common::reference_read(fasta).len() as i64;
-    assert_eq!(count(port, "SELECT COUNT(*) FROM sequences").await, expected);
+    assert_eq!(
+        count(port, "SELECT COUNT(*) FROM sequences").await,
+        expected
+    );
     let csv_rows = include_str!("data/sample/samples.csv").lines().count() as i64 - 1;
     assert_eq!(count(port, "SELECT COUNT(*) FROM samples").await, csv_rows);
 
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "server ignored SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server ignored SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
@@ -143,7 +155,13 @@ fn bad_configuration_exits_with_a_message_naming_the_problem() {
     assert!(stderr.contains("NAME=PATH"), "{stderr}");
 
     let output = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--table", "g=/no/such/file.fa"])
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--table",
+            "g=/no/such/file.fa",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

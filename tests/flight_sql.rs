@@ -112,7 +112,11 @@ async fn csv_tsv_and_gzipped_csv_tables_infer_header_and_types() {
         )
         .await;
         let batch = &batches[0];
-        assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64, "{table}");
+        assert_eq!(
+            batch.schema().field(1).data_type(),
+            &DataType::Int64,
+            "{table}"
+        );
         let reads = batch.column(1).as_primitive::<Int64Type>();
         assert_eq!(reads.values().to_vec(), vec![100, 250, 50], "{table}");
     }
@@ -135,7 +139,10 @@ async fn prepared_statements_bind_question_mark_and_dollar_parameters() {
     let params = prepared.parameter_schema().unwrap().clone();
     assert_eq!(params.fields().len(), 2);
     assert_eq!(params.field(0).name(), "$1");
-    assert_eq!(prepared.dataset_schema().unwrap().field(0).name(), "sample_id");
+    assert_eq!(
+        prepared.dataset_schema().unwrap().field(0).name(),
+        "sample_id"
+    );
     let batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("a", DataType::Utf8, true),
@@ -152,7 +159,13 @@ async fn prepared_statements_bind_question_mark_and_dollar_parameters() {
     let rows = fetch(&mut client, &info).await.unwrap();
     let ids: Vec<_> = rows
         .iter()
-        .flat_map(|b| b.column(0).as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>())
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert_eq!(ids, ["S1"]);
     prepared.close().await.unwrap();
@@ -187,7 +200,10 @@ async fn ddl_creates_and_drops_tables_and_views() {
 
     let count = client
         .execute_update(
-            format!("CREATE EXTERNAL TABLE ext STORED AS FASTA LOCATION '{}'", fa.display()),
+            format!(
+                "CREATE EXTERNAL TABLE ext STORED AS FASTA LOCATION '{}'",
+                fa.display()
+            ),
             None,
         )
         .await
@@ -197,23 +213,37 @@ async fn ddl_creates_and_drops_tables_and_views() {
     assert_eq!(records_of(&batches), reference_read(FASTA));
 
     client
-        .execute_update("CREATE VIEW long_ones AS SELECT id FROM ext WHERE length(sequence) > 5".into(), None)
+        .execute_update(
+            "CREATE VIEW long_ones AS SELECT id FROM ext WHERE length(sequence) > 5".into(),
+            None,
+        )
         .await
         .unwrap();
     let batches = query(&mut client, "SELECT id FROM long_ones ORDER BY id").await;
     assert_eq!(row_count(&batches), 2);
 
     // Prepared DDL: empty dataset schema (JDBC reads that as an update), then executed as update.
-    let mut prepared = client.prepare("DROP VIEW long_ones".into(), None).await.unwrap();
+    let mut prepared = client
+        .prepare("DROP VIEW long_ones".into(), None)
+        .await
+        .unwrap();
     assert!(prepared.dataset_schema().unwrap().fields().is_empty());
     prepared.execute_update().await.unwrap();
-    let err = client.execute("SELECT * FROM long_ones".into(), None).await.unwrap_err();
+    let err = client
+        .execute("SELECT * FROM long_ones".into(), None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("long_ones"), "{err}");
 
     // DDL through a query statement also works (ADBC executes everything as a query).
     let info = client.execute("DROP TABLE ext".into(), None).await.unwrap();
     assert!(info.endpoint.is_empty());
-    assert!(client.execute("SELECT * FROM ext".into(), None).await.is_err());
+    assert!(
+        client
+            .execute("SELECT * FROM ext".into(), None)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,13 +256,21 @@ async fn create_external_table_on_a_directory_reads_every_fasta_file() {
     let mut client = client(&server).await;
     client
         .execute_update(
-            format!("CREATE EXTERNAL TABLE d STORED AS FASTA LOCATION '{}'", dir.path().display()),
+            format!(
+                "CREATE EXTERNAL TABLE d STORED AS FASTA LOCATION '{}'",
+                dir.path().display()
+            ),
             None,
         )
         .await
         .unwrap();
     let batches = query(&mut client, "SELECT id FROM d ORDER BY id").await;
-    let ids: Vec<_> = batches[0].column(0).as_string::<i32>().iter().map(|v| v.unwrap()).collect();
+    let ids: Vec<_> = batches[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
     assert_eq!(ids, ["a", "b"]);
 }
 
@@ -244,15 +282,28 @@ async fn metadata_commands_list_everything_without_filters() {
 
     let info = client.get_catalogs().await.unwrap();
     let batches = fetch(&mut client, &info).await.unwrap();
-    let catalogs: Vec<_> = batches[0].column(0).as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect();
+    let catalogs: Vec<_> = batches[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect();
     assert_eq!(catalogs, ["flightbear"]);
 
     let info = client
-        .get_db_schemas(CommandGetDbSchemas { catalog: None, db_schema_filter_pattern: None })
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: None,
+        })
         .await
         .unwrap();
     let batches = fetch(&mut client, &info).await.unwrap();
-    let schemas: Vec<_> = batches[0].column(1).as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect();
+    let schemas: Vec<_> = batches[0]
+        .column(1)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect();
     assert!(schemas.contains(&"public".to_string()), "{schemas:?}");
 
     let info = client
@@ -270,14 +321,24 @@ async fn metadata_commands_list_everything_without_filters() {
     assert_eq!(batches[0].schema().as_ref(), &announced);
     let batch = &batches[0];
     let names = batch.column(2).as_string::<i32>();
-    let seqs_row = (0..batch.num_rows()).find(|&i| names.value(i) == "seqs").expect("seqs listed");
+    let seqs_row = (0..batch.num_rows())
+        .find(|&i| names.value(i) == "seqs")
+        .expect("seqs listed");
     assert_eq!(batch.column(3).as_string::<i32>().value(seqs_row), "TABLE");
     let ipc = batch.column(4).as_binary::<i32>().value(seqs_row);
     let schema = datafusion::arrow::ipc::convert::try_schema_from_ipc_buffer(ipc).unwrap();
-    let fields: Vec<_> = schema.fields().iter().map(|f| (f.name().clone(), f.is_nullable())).collect();
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.is_nullable()))
+        .collect();
     assert_eq!(
         fields,
-        [("id".to_string(), false), ("description".to_string(), true), ("sequence".to_string(), false)]
+        [
+            ("id".to_string(), false),
+            ("description".to_string(), true),
+            ("sequence".to_string(), false)
+        ]
     );
 
     // Filters narrow the list.
@@ -299,7 +360,10 @@ async fn metadata_commands_list_everything_without_filters() {
     assert!(row_count(&batches) >= 2);
 
     let info = client
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerArrowVersion])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerArrowVersion,
+        ])
         .await
         .unwrap();
     let batches = fetch(&mut client, &info).await.unwrap();
@@ -316,7 +380,11 @@ async fn metadata_commands_list_everything_without_filters() {
     assert!(row_count(&batches) >= 5);
 
     let info = client
-        .get_primary_keys(CommandGetPrimaryKeys { catalog: None, db_schema: None, table: "seqs".into() })
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "seqs".into(),
+        })
         .await
         .unwrap();
     let announced = info.clone().try_decode_schema().unwrap();
@@ -342,7 +410,15 @@ async fn plain_flight_lists_tables_and_serves_paths_and_utf8_sql() {
         .await;
     let mut paths: Vec<_> = infos
         .iter()
-        .map(|i| i.as_ref().unwrap().flight_descriptor.clone().unwrap().path.join("."))
+        .map(|i| {
+            i.as_ref()
+                .unwrap()
+                .flight_descriptor
+                .clone()
+                .unwrap()
+                .path
+                .join(".")
+        })
         .collect();
     paths.sort();
     assert_eq!(paths, ["samples", "samples_gz", "samples_tsv", "seqs"]);
@@ -357,7 +433,9 @@ async fn plain_flight_lists_tables_and_serves_paths_and_utf8_sql() {
 
     let flight = sql_client.inner_mut();
     let info = flight
-        .get_flight_info(FlightDescriptor::new_cmd("SELECT COUNT(*) AS n FROM samples"))
+        .get_flight_info(FlightDescriptor::new_cmd(
+            "SELECT COUNT(*) AS n FROM samples",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -394,11 +472,23 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let mut client = client(&server).await;
 
     let err = client.execute("SELEC 1".into(), None).await.unwrap_err();
-    assert!(err.to_string().contains("SELEC") || err.to_string().to_lowercase().contains("sql"), "{err}");
+    assert!(
+        err.to_string().contains("SELEC") || err.to_string().to_lowercase().contains("sql"),
+        "{err}"
+    );
 
-    let status = status_of(client.execute("SELECT * FROM missing_table".into(), None).await.unwrap_err());
+    let status = status_of(
+        client
+            .execute("SELECT * FROM missing_table".into(), None)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("missing_table"), "{}", status.message());
+    assert!(
+        status.message().contains("missing_table"),
+        "{}",
+        status.message()
+    );
 
     let flight = client.inner_mut();
     let err = flight
@@ -412,13 +502,21 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = flight
-        .do_action(arrow_flight::Action::new("CreatePreparedStatement", vec![1u8, 2, 3]))
+        .do_action(arrow_flight::Action::new(
+            "CreatePreparedStatement",
+            vec![1u8, 2, 3],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // COPY would write files on the server: refused.
-    assert!(client.execute("COPY samples TO '/tmp/x.csv'".into(), None).await.is_err());
+    assert!(
+        client
+            .execute("COPY samples TO '/tmp/x.csv'".into(), None)
+            .await
+            .is_err()
+    );
 
     let batches = query(&mut client, "SELECT COUNT(*) FROM seqs").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
@@ -438,7 +536,10 @@ async fn a_large_fasta_streams_in_many_bounded_batches() {
     let text = write_random_fasta(&path, 3000, 4000, 42);
     let file_size = text.len();
     let budget = 64 * 1024;
-    assert!(file_size > 50 * budget, "file is many times the batch budget");
+    assert!(
+        file_size > 50 * budget,
+        "file is many times the batch budget"
+    );
     let tables = vec![TableSpec {
         name: "big".into(),
         path: path.display().to_string(),
@@ -450,7 +551,10 @@ async fn a_large_fasta_streams_in_many_bounded_batches() {
     })
     .await;
     let mut client = client(&server).await;
-    let info = client.execute("SELECT * FROM big".into(), None).await.unwrap();
+    let info = client
+        .execute("SELECT * FROM big".into(), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = client.do_get(ticket).await.unwrap();
     let mut batches = Vec::new();
@@ -483,7 +587,10 @@ async fn a_client_that_abandons_a_stream_does_not_disturb_the_server() {
     let server = start_server(tables, |c| c.batch_bytes = 16 * 1024).await;
     let mut client = client(&server).await;
     for _ in 0..5 {
-        let info = client.execute("SELECT * FROM big".into(), None).await.unwrap();
+        let info = client
+            .execute("SELECT * FROM big".into(), None)
+            .await
+            .unwrap();
         let ticket = info.endpoint[0].ticket.clone().unwrap();
         let mut stream = client.do_get(ticket).await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
@@ -491,8 +598,15 @@ async fn a_client_that_abandons_a_stream_does_not_disturb_the_server() {
         drop(stream);
     }
     let batches = query(&mut client, "SELECT COUNT(*) FROM big").await;
-    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4000);
-    let nulls = query(&mut client, "SELECT COUNT(*) FROM big WHERE description IS NULL").await;
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        4000
+    );
+    let nulls = query(
+        &mut client,
+        "SELECT COUNT(*) FROM big WHERE description IS NULL",
+    )
+    .await;
     let null_count = nulls[0].column(0).as_primitive::<Int64Type>().value(0);
     assert_eq!(null_count, (0..4000).filter(|i| i % 3 == 0).count() as i64);
     assert!(nulls[0].column(0).null_count() == 0);

@@ -290,8 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sequences.txt");
         std::fs::write(&file, ">a\nACGT\n").unwrap();
-        let (resolved, format) =
-            resolve(file.to_str().unwrap(), Some(TableFormat::Fasta)).unwrap();
+        let (resolved, format) = resolve(file.to_str().unwrap(), Some(TableFormat::Fasta)).unwrap();
         assert_eq!(format, TableFormat::Fasta);
         assert!(resolved.explicit_file);
         assert_eq!(resolved.files.len(), 1);

@@ -166,7 +166,11 @@ pub async fn build_table(
                 Some("zst") => FileCompressionType::ZSTD,
                 _ => FileCompressionType::UNCOMPRESSED,
             };
-            let delimiter = if format == TableFormat::Tsv { b'\t' } else { b',' };
+            let delimiter = if format == TableFormat::Tsv {
+                b'\t'
+            } else {
+                b','
+            };
             Arc::new(
                 CsvFormat::default()
                     .with_has_header(true)

@@ -89,8 +89,7 @@ mod tests {
 
     #[test]
     fn plan_errors_are_invalid_argument_and_keep_the_text() {
-        let status =
-            datafusion_status(DataFusionError::Plan("table 'nope' not found".to_string()));
+        let status = datafusion_status(DataFusionError::Plan("table 'nope' not found".to_string()));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("nope"));
     }

@@ -82,11 +82,7 @@ pub async fn tables(
         let mut names = schema.table_names();
         names.sort();
         for table_name in names {
-            let Some(table) = schema
-                .table(&table_name)
-                .await
-                .map_err(datafusion_status)?
-            else {
+            let Some(table) = schema.table(&table_name).await.map_err(datafusion_status)? else {
                 continue;
             };
             let table_schema = if include_schema {

@@ -363,8 +363,7 @@ impl FlightSqlService {
         let head = (!first.data_header.is_empty()).then_some(first);
         let data = futures::stream::iter(head.map(Ok))
             .chain(rest.map_err(|s| FlightError::Tonic(Box::new(s))));
-        let mut batches =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data);
+        let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data);
         let mut found: Option<RecordBatch> = None;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(flight_status)?;
@@ -491,8 +490,8 @@ fn decode_target(bytes: &[u8], what: &str) -> Result<Target, Status> {
     if let Ok(any) = Any::decode(bytes)
         && any.type_url.starts_with(FLIGHT_SQL_TYPE_PREFIX)
     {
-        let command = Command::try_from(any)
-            .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?;
+        let command =
+            Command::try_from(any).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?;
         return match command {
             Command::TicketStatementQuery(ticket) => Ok(Target::Statement(
                 StatementHandle::from_bytes(&ticket.statement_handle)?,
@@ -518,9 +517,9 @@ fn unsupported_command(command: &Command) -> Status {
         Command::CommandStatementSubstraitPlan(_) => {
             Status::unimplemented("Substrait plans are not supported; send SQL")
         }
-        Command::CommandStatementIngest(_) => {
-            Status::unimplemented("bulk ingestion is not supported: flightbear tables are read-only")
-        }
+        Command::CommandStatementIngest(_) => Status::unimplemented(
+            "bulk ingestion is not supported: flightbear tables are read-only",
+        ),
         _ => Status::invalid_argument(format!("{name} is not valid here")),
     }
 }
@@ -578,7 +577,9 @@ fn unpack<T: ProstMessageExt>(body: &[u8], what: &str) -> Result<T, Status> {
     let any = Any::decode(body).map_err(|e| decode_status(what, e))?;
     any.unpack::<T>()
         .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?
-        .ok_or_else(|| Status::invalid_argument(format!("{what}: unexpected message type {}", any.type_url)))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("{what}: unexpected message type {}", any.type_url))
+        })
 }
 
 #[tonic::async_trait]
@@ -707,7 +708,10 @@ impl FlightService for FlightSqlService {
         match command {
             Command::CommandStatementUpdate(cmd) => {
                 let count = self.update(StatementHandle::for_sql(cmd.query)).await?;
-                Ok(put(DoPutUpdateResult { record_count: count }.encode_to_vec()))
+                Ok(put(DoPutUpdateResult {
+                    record_count: count,
+                }
+                .encode_to_vec()))
             }
             Command::CommandPreparedStatementUpdate(cmd) => {
                 let mut handle = StatementHandle::from_bytes(&cmd.prepared_statement_handle)?;
@@ -715,7 +719,10 @@ impl FlightService for FlightSqlService {
                     handle = handle.with_parameters(&batch)?;
                 }
                 let count = self.update(handle).await?;
-                Ok(put(DoPutUpdateResult { record_count: count }.encode_to_vec()))
+                Ok(put(DoPutUpdateResult {
+                    record_count: count,
+                }
+                .encode_to_vec()))
             }
             Command::CommandPreparedStatementQuery(cmd) => {
                 let mut handle = StatementHandle::from_bytes(&cmd.prepared_statement_handle)?;

@@ -78,10 +78,13 @@ mod tests {
 
     #[test]
     fn more_than_nine_placeholders_keep_their_order() {
-        let sql = format!("SELECT {}", vec!["?"; 12].join(", "));
+        let sql = format!("SELECT {}", ["?"; 12].join(", "));
         let expected = format!(
             "SELECT {}",
-            (1..=12).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            (1..=12)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         assert_eq!(number_question_marks(&sql).unwrap(), expected);
     }

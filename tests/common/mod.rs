@@ -13,7 +13,10 @@ use futures::TryStreamExt;
 use tonic::transport::Channel;
 
 /// Starts a server on an ephemeral port serving the given tables.
-pub async fn start_server(tables: Vec<TableSpec>, tweak: impl FnOnce(&mut Config)) -> RunningServer {
+pub async fn start_server(
+    tables: Vec<TableSpec>,
+    tweak: impl FnOnce(&mut Config),
+) -> RunningServer {
     let mut config = Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         tables,
@@ -21,7 +24,9 @@ pub async fn start_server(tables: Vec<TableSpec>, tweak: impl FnOnce(&mut Config
         ..Config::default()
     };
     tweak(&mut config);
-    flightbear::server::start(config).await.expect("server starts")
+    flightbear::server::start(config)
+        .await
+        .expect("server starts")
 }
 
 /// A Flight SQL client connected to the server.
@@ -104,7 +109,10 @@ pub fn records_of(batches: &[RecordBatch]) -> Vec<Record> {
     let mut out = Vec::new();
     for batch in batches {
         let id = batch.column_by_name("id").unwrap().as_string::<i32>();
-        let description = batch.column_by_name("description").unwrap().as_string::<i32>();
+        let description = batch
+            .column_by_name("description")
+            .unwrap()
+            .as_string::<i32>();
         let sequence = batch.column_by_name("sequence").unwrap().as_string::<i32>();
         for i in 0..batch.num_rows() {
             out.push(Record {
@@ -151,7 +159,9 @@ pub fn write_random_fasta(path: &Path, records: usize, max_len: u64, seed: u64) 
         } else {
             text.push_str(&format!(">rec{i} random record number {i}\n"));
         }
-        let seq: String = (0..len).map(|_| b"ACGTN"[rng.below(5) as usize] as char).collect();
+        let seq: String = (0..len)
+            .map(|_| b"ACGTN"[rng.below(5) as usize] as char)
+            .collect();
         for chunk in seq.as_bytes().chunks(60) {
             text.push_str(std::str::from_utf8(chunk).unwrap());
             text.push('\n');
