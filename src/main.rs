@@ -99,7 +99,8 @@ struct HealthArgs {
 impl ServeArgs {
     fn overrides(&self) -> Result<Overrides, flightbear::config::ConfigError> {
         let mut tables = Vec::new();
-        for spec in &self.tables {
+        // An empty FLIGHTBEAR_TABLES (as Compose passes when it is unset) means "no tables".
+        for spec in self.tables.iter().filter(|s| !s.trim().is_empty()) {
             tables.push(TableSpec::parse(spec, None)?);
         }
         for (specs, format) in [
