@@ -52,9 +52,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .ok_or("--runs needs a positive number")?;
             }
             "-h" | "--help" => {
-                return Err(
-                    "usage: fasta_scan [--generate DIR] [--runs N] [FILES...]".to_string()
-                );
+                return Err("usage: fasta_scan [--generate DIR] [--runs N] [FILES...]".to_string());
             }
             _ => args.files.push(arg.into()),
         }
@@ -88,7 +86,7 @@ impl XorShift {
 fn generate_long_records(path: &Path) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut rng = XorShift(0x5eed_1234_abcd_ef01);
-    let mut line = vec![0u8; 80];
+    let mut line = [0u8; 80];
     for record in 0..8 {
         let width = if record % 2 == 0 { 60 } else { 80 };
         writeln!(out, ">chr{} synthetic chromosome {record}", record + 1)?;
@@ -134,8 +132,8 @@ async fn run_once(path: &Path, partitions: usize) -> Result<(Duration, i64, i64)
         .with_repartition_file_min_size(1 << 20);
     let ctx = SessionContext::new_with_config(config);
     let url = ListingTableUrl::parse(path.to_string_lossy())?;
-    let listing =
-        ListingOptions::new(Arc::new(FastaFormat::new(FastaOptions::default()))).with_file_extension("");
+    let listing = ListingOptions::new(Arc::new(FastaFormat::new(FastaOptions::default())))
+        .with_file_extension("");
     let table = ListingTable::try_new(
         ListingTableConfig::new(url)
             .with_listing_options(listing)

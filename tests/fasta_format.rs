@@ -42,7 +42,10 @@ fn reference_reader(text: &[u8]) -> std::result::Result<Vec<Row>, u64> {
             if let Some((id, description, sequence)) = current.take() {
                 rows.push((id, description, String::from_utf8(sequence).unwrap()));
             }
-            if header.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            if header
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
                 return Err(line_number);
             }
             let header = std::str::from_utf8(header).map_err(|_| line_number)?;
@@ -134,7 +137,11 @@ fn generate(seed: u64, shape: Shape) -> Vec<u8> {
             _ => write!(out, "  spaced  words ").unwrap(),
         }
         out.extend_from_slice(newline);
-        let len = if rng.below(10) == 0 { 0 } else { rng.below(shape.max_len + 1) };
+        let len = if rng.below(10) == 0 {
+            0
+        } else {
+            rng.below(shape.max_len + 1)
+        };
         let mut written = 0;
         while written < len {
             let take = (shape.line_width as u64).min(len - written);
@@ -172,8 +179,7 @@ fn table_url(path: &Path) -> ListingTableUrl {
 }
 
 async fn register(ctx: &SessionContext, name: &str, path: &Path, options: FastaOptions) {
-    let listing = ListingOptions::new(Arc::new(FastaFormat::new(options)))
-        .with_file_extension("");
+    let listing = ListingOptions::new(Arc::new(FastaFormat::new(options))).with_file_extension("");
     let config = ListingTableConfig::new(table_url(path))
         .with_listing_options(listing)
         .with_schema(fasta_schema());
@@ -357,7 +363,9 @@ async fn empty_and_blank_files_have_no_rows() {
             .collect()
             .await
             .unwrap();
-        let count = batches[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let count = batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!(count.value(0), 0);
     }
 }
@@ -389,7 +397,10 @@ async fn long_records_and_lines_longer_than_the_read_block() {
     assert_eq!(rows[0].2.len(), 12_000_000);
     assert_eq!(rows[1].2.len(), 9 << 20);
     // Each record over the budget is a batch of its own.
-    assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert_eq!(
+        batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
 }
 
 /// 300 Mbp in one record; slow, so run with `cargo test --release -- --ignored`.
@@ -413,7 +424,9 @@ async fn single_300_mbp_record() {
         .collect()
         .await
         .unwrap();
-    let n = batches[0].column(1).as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+    let n = batches[0]
+        .column(1)
+        .as_primitive::<datafusion::arrow::datatypes::Int32Type>();
     assert_eq!(n.value(0), 300_000_000);
 }
 
@@ -540,7 +553,11 @@ async fn batches_stay_within_the_byte_budget() {
         batch_bytes: budget,
     };
     let batches = raw_batches(&path, options).await;
-    assert!(batches.len() > text.len() / budget / 2, "{} batches", batches.len());
+    assert!(
+        batches.len() > text.len() / budget / 2,
+        "{} batches",
+        batches.len()
+    );
     for batch in &batches {
         assert!(
             string_bytes(batch) <= budget || batch.num_rows() == 1,
@@ -603,18 +620,28 @@ async fn projection_without_sequence_returns_exactly_the_projected_columns() {
         .unwrap();
     let mut got = Vec::new();
     for batch in &batches {
-        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, ["description", "id"]);
         let description = batch.column(0).as_string::<i32>();
         let id = batch.column(1).as_string::<i32>();
         for i in 0..batch.num_rows() {
             got.push((
                 id.value(i).to_string(),
-                description.is_valid(i).then(|| description.value(i).to_string()),
+                description
+                    .is_valid(i)
+                    .then(|| description.value(i).to_string()),
             ));
         }
     }
-    let want: Vec<_> = expected.iter().map(|(i, d, _)| (i.clone(), d.clone())).collect();
+    let want: Vec<_> = expected
+        .iter()
+        .map(|(i, d, _)| (i.clone(), d.clone()))
+        .collect();
     assert_eq!(got, want);
 
     // The scan node itself reads only the projected columns.
@@ -631,10 +658,15 @@ async fn projection_without_sequence_returns_exactly_the_projected_columns() {
         .iter()
         .flat_map(|b| {
             let a = b.column(0).as_string::<i32>();
-            (0..b.num_rows()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(ids, expected.iter().map(|r| r.0.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        expected.iter().map(|r| r.0.clone()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -663,8 +695,12 @@ async fn count_star_and_sequence_lengths() {
             .collect()
             .await
             .unwrap();
-        let count = batches[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let sum = batches[0].column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let count = batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let sum = batches[0]
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!(count.value(0), 777);
         assert_eq!(sum.value(0), total as i64);
     }
@@ -724,7 +760,12 @@ async fn every_split_point_gives_each_record_to_exactly_one_range() {
     let ctx = SessionContext::new();
     for split in 0..=size as i64 {
         let groups = vec![
-            FileGroup::new(vec![PartitionedFile::new_with_range(location.clone(), size, 0, split)]),
+            FileGroup::new(vec![PartitionedFile::new_with_range(
+                location.clone(),
+                size,
+                0,
+                split,
+            )]),
             FileGroup::new(vec![PartitionedFile::new_with_range(
                 location.clone(),
                 size,
@@ -755,23 +796,59 @@ async fn every_split_point_gives_each_record_to_exactly_one_range() {
 async fn malformed_input_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 7] = [
-        ("before_header.fa", b"\n\nACGT\n>a\nAC\n", "at line 3: expected a header line"),
-        ("nul.fa", b">a\nACGT\nAC\0T\n>b\nAA\n", "at line 3: sequence line contains byte 0x00"),
-        ("space.fa", b">a\nACGT\r\nAC GT\r\n", "at line 3: sequence line contains byte 0x20"),
-        ("latin1.fa", b">a\nAC\n>caf\xe9 x\nAC\n", "at line 3: header line is not valid UTF-8"),
-        ("control.fa", b">a\x01b\nAC\n", "at line 1: header line contains control byte 0x01"),
-        ("binary.fa", b">a\nAC\n\x7fELF\x02\x01\x01\0\0\0", "at line 3: sequence line contains byte 0x7f"),
-        ("utf8_seq.fa", b">a\nAC\xc3\xa9\n", "at line 2: sequence line contains byte 0xc3"),
+        (
+            "before_header.fa",
+            b"\n\nACGT\n>a\nAC\n",
+            "at line 3: expected a header line",
+        ),
+        (
+            "nul.fa",
+            b">a\nACGT\nAC\0T\n>b\nAA\n",
+            "at line 3: sequence line contains byte 0x00",
+        ),
+        (
+            "space.fa",
+            b">a\nACGT\r\nAC GT\r\n",
+            "at line 3: sequence line contains byte 0x20",
+        ),
+        (
+            "latin1.fa",
+            b">a\nAC\n>caf\xe9 x\nAC\n",
+            "at line 3: header line is not valid UTF-8",
+        ),
+        (
+            "control.fa",
+            b">a\x01b\nAC\n",
+            "at line 1: header line contains control byte 0x01",
+        ),
+        (
+            "binary.fa",
+            b">a\nAC\n\x7fELF\x02\x01\x01\0\0\0",
+            "at line 3: sequence line contains byte 0x7f",
+        ),
+        (
+            "utf8_seq.fa",
+            b">a\nAC\xc3\xa9\n",
+            "at line 2: sequence line contains byte 0xc3",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = write_file(&dir, name, text);
         let message = read(&path).await.unwrap_err().to_string();
         let wanted = format!("invalid FASTA in {} {expected}", path.display());
-        assert!(message.contains(&wanted), "{name}: {message}\nwanted: {wanted}");
+        assert!(
+            message.contains(&wanted),
+            "{name}: {message}\nwanted: {wanted}"
+        );
         // The error does not depend on the projection.
         let ctx = context(1);
         register(&ctx, "t", &path, FastaOptions::default()).await;
-        let result = ctx.sql("SELECT COUNT(*) FROM t").await.unwrap().collect().await;
+        let result = ctx
+            .sql("SELECT COUNT(*) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await;
         assert!(result.is_err(), "{name}: COUNT(*) succeeded");
     }
 }
@@ -796,7 +873,11 @@ async fn random_input_never_panics_and_agrees_with_the_reference_reader() {
     for seed in 1..=400u64 {
         let mut rng = XorShift(seed * 7919);
         let len = rng.below(300) as usize;
-        let mut text: Vec<u8> = if rng.below(2) == 0 { b">".to_vec() } else { Vec::new() };
+        let mut text: Vec<u8> = if rng.below(2) == 0 {
+            b">".to_vec()
+        } else {
+            Vec::new()
+        };
         for _ in 0..len {
             if rng.below(8) == 0 {
                 text.push(rng.next() as u8);
@@ -810,7 +891,10 @@ async fn random_input_never_panics_and_agrees_with_the_reference_reader() {
             (Ok(rows), Ok(expected)) => assert_eq!(rows, expected, "seed {seed}"),
             (Err(error), Err(line)) => {
                 let message = error.to_string();
-                assert!(message.contains(&format!("at line {line}:")), "seed {seed}: {message}");
+                assert!(
+                    message.contains(&format!("at line {line}:")),
+                    "seed {seed}: {message}"
+                );
             }
             (ours, reference) => panic!("seed {seed}: ours {ours:?}, reference {reference:?}"),
         }
@@ -827,11 +911,12 @@ async fn random_input_never_panics_and_agrees_with_the_reference_reader() {
 async fn create_external_table_stored_as_fasta_with_options() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(&dir, "sql.fa", b">a x\nAC\n>b\nGGG\n");
-    let mut state = SessionStateBuilder::new()
-        .with_default_features()
-        .build();
+    let mut state = SessionStateBuilder::new().with_default_features().build();
     state
-        .register_file_format(Arc::new(FastaFormatFactory::new(FastaOptions::default())), true)
+        .register_file_format(
+            Arc::new(FastaFormatFactory::new(FastaOptions::default())),
+            true,
+        )
         .unwrap();
     state.table_factories_mut().insert(
         "FASTA".to_string(),
@@ -851,7 +936,10 @@ async fn create_external_table_stored_as_fasta_with_options() {
         .collect()
         .await
         .unwrap();
-    assert_eq!(rows_of(&batches), vec![row("a", Some("x"), "AC"), row("b", None, "GGG")]);
+    assert_eq!(
+        rows_of(&batches),
+        vec![row("a", Some("x"), "AC"), row("b", None, "GGG")]
+    );
 
     let error = ctx
         .sql(&format!(
@@ -861,7 +949,10 @@ async fn create_external_table_stored_as_fasta_with_options() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("unknown FASTA option 'format.batch_size'"), "{error}");
+    assert!(
+        error.contains("unknown FASTA option 'format.batch_size'"),
+        "{error}"
+    );
     let error = ctx
         .sql(&format!(
             "CREATE EXTERNAL TABLE v STORED AS FASTA LOCATION '{}' OPTIONS ('batch_bytes' 'lots')",
@@ -870,7 +961,10 @@ async fn create_external_table_stored_as_fasta_with_options() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("invalid value 'lots' for FASTA option 'format.batch_bytes'"), "{error}");
+    assert!(
+        error.contains("invalid value 'lots' for FASTA option 'format.batch_bytes'"),
+        "{error}"
+    );
 }
 
 #[test]

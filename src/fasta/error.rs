@@ -42,7 +42,10 @@ pub enum FastaProblem {
     #[error("header line is longer than {0} bytes")]
     HeaderTooLong(usize),
     /// One record's sequence does not fit one Arrow Utf8 value.
-    #[error("record sequence is longer than {} bytes, the limit of one Arrow Utf8 value", i32::MAX)]
+    #[error(
+        "record sequence is longer than {} bytes, the limit of one Arrow Utf8 value",
+        i32::MAX
+    )]
     SequenceTooLong,
 }
 

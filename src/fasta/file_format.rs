@@ -126,7 +126,9 @@ impl FileFormat for FastaFormat {
             return internal_err!("a FASTA scan was planned with a non-FASTA file source");
         };
         let source = Arc::new(source.clone().with_options(self.options));
-        let config = FileScanConfigBuilder::from(conf).with_source(source).build();
+        let config = FileScanConfigBuilder::from(conf)
+            .with_source(source)
+            .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 

@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 4]), Compression::Gzip);
         assert_eq!(Compression::sniff(b">chr1\n"), Compression::None);
         assert_eq!(Compression::sniff(b"BZh91AY"), Compression::Bzip2);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(&[]), Compression::None);
     }
 

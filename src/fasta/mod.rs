@@ -59,7 +59,11 @@ pub fn fasta_schema() -> SchemaRef {
 /// True when `path` ends in a FASTA extension, optionally followed by a compression suffix
 /// (`x.fa`, `x.fasta.gz`, `x.fna.bgz`); case-insensitive.
 pub fn is_fasta_path(path: &str) -> bool {
-    let name = path.rsplit(['/', '\\']).next().unwrap_or(path).to_ascii_lowercase();
+    let name = path
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(path)
+        .to_ascii_lowercase();
     let name = match name.rsplit_once('.') {
         Some((stem, suffix)) if COMPRESSED_SUFFIXES.contains(&suffix) => stem,
         _ => name.as_str(),
@@ -88,10 +92,27 @@ mod tests {
 
     #[test]
     fn fasta_paths_are_recognised_with_and_without_compression() {
-        for yes in ["a.fa", "dir/b.FASTA", "c.fna.gz", "d.faa.bgz", "e.fas.bgzf", "x.y.ffn"] {
+        for yes in [
+            "a.fa",
+            "dir/b.FASTA",
+            "c.fna.gz",
+            "d.faa.bgz",
+            "e.fas.bgzf",
+            "x.y.ffn",
+        ] {
             assert!(is_fasta_path(yes), "{yes}");
         }
-        for no in ["fa", ".fa", "fa.gz", "a.gz", ".gz", "a.csv", "a.fa.zip", "dir.fa/readme", "a.fq"] {
+        for no in [
+            "fa",
+            ".fa",
+            "fa.gz",
+            "a.gz",
+            ".gz",
+            "a.csv",
+            "a.fa.zip",
+            "dir.fa/readme",
+            "a.fq",
+        ] {
             assert!(!is_fasta_path(no), "{no}");
         }
     }

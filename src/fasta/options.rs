@@ -44,12 +44,17 @@ impl FastaOptions {
             let name = key.strip_prefix("format.").unwrap_or(key);
             match name.to_ascii_lowercase().as_str() {
                 "batch_rows" => {
-                    let rows = parse_count(value).ok_or_else(|| invalid(key, value, "expected a positive integer"))?;
+                    let rows = parse_count(value)
+                        .ok_or_else(|| invalid(key, value, "expected a positive integer"))?;
                     self.batch_rows = Some(rows);
                 }
                 "batch_bytes" => {
                     let bytes = parse_byte_size(value).ok_or_else(|| {
-                        invalid(key, value, "expected a positive byte count such as 33554432 or 32MiB")
+                        invalid(
+                            key,
+                            value,
+                            "expected a positive byte count such as 33554432 or 32MiB",
+                        )
                     })?;
                     if bytes > MAX_BATCH_BYTES {
                         return Err(invalid(key, value, "must be at most 1GiB"));
@@ -59,7 +64,11 @@ impl FastaOptions {
                 "compression" => {
                     let known = ["", "uncompressed", "gzip", "bgzf", "bzip2", "xz", "zstd"];
                     if !known.contains(&value.to_ascii_lowercase().as_str()) {
-                        return Err(invalid(key, value, "expected one of gzip, bgzf, bzip2, xz, zstd, uncompressed"));
+                        return Err(invalid(
+                            key,
+                            value,
+                            "expected one of gzip, bgzf, bzip2, xz, zstd, uncompressed",
+                        ));
                     }
                 }
                 _ => return Err(FastaError::UnknownOption { key: key.clone() }),
@@ -114,13 +123,21 @@ mod tests {
         let parsed = options(&[("format.batch_bytes", "8MiB"), ("batch_rows", "100")]).unwrap();
         assert_eq!(parsed.batch_bytes, 8 << 20);
         assert_eq!(parsed.batch_rows, Some(100));
-        assert_eq!(options(&[("batch_bytes", "4096")]).unwrap().batch_bytes, 4096);
+        assert_eq!(
+            options(&[("batch_bytes", "4096")]).unwrap().batch_bytes,
+            4096
+        );
     }
 
     #[test]
     fn bad_keys_and_values_are_rejected_with_their_names() {
-        let unknown = options(&[("format.delimiter", ",")]).unwrap_err().to_string();
-        assert!(unknown.contains("unknown FASTA option 'format.delimiter'"), "{unknown}");
+        let unknown = options(&[("format.delimiter", ",")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("unknown FASTA option 'format.delimiter'"),
+            "{unknown}"
+        );
         for bad in ["0", "-1", "ten", "5 parsecs", "2GiB", ""] {
             let message = options(&[("batch_bytes", bad)]).unwrap_err().to_string();
             assert!(message.contains("batch_bytes"), "{message}");

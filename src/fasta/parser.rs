@@ -281,7 +281,13 @@ impl<R: Read> FastaBatchReader<R> {
         Self {
             input,
             phase,
-            buf: vec![0; std::env::var("FASTA_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCK_SIZE)],
+            buf: vec![
+                0;
+                std::env::var("FASTA_BLOCK")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(BLOCK_SIZE)
+            ],
             pos: 0,
             filled: 0,
             buf_offset,
@@ -341,7 +347,9 @@ impl<R: Read> FastaBatchReader<R> {
                 Parsed::NeedInput if self.pos < self.filled => {
                     return Err(FastaError::Io {
                         path: self.config.path.clone(),
-                        source: std::io::Error::other("internal error: FASTA parser made no progress"),
+                        source: std::io::Error::other(
+                            "internal error: FASTA parser made no progress",
+                        ),
                     });
                 }
                 Parsed::NeedInput => {}
@@ -757,13 +765,17 @@ impl<R: Read> FastaBatchReader<R> {
         }
         if columns.description {
             let nulls = self.description_nulls.finish();
-            let (offsets, values) = self.description.take(rows_hint, self.last_bytes[1].min(budget));
+            let (offsets, values) = self
+                .description
+                .take(rows_hint, self.last_bytes[1].min(budget));
             self.last_bytes[1] = values.len();
             let values = pooled_buffer(values, &self.description.pool);
             arrays[1] = Some(self.utf8_array(rows, offsets, values, nulls)?);
         }
         if columns.sequence {
-            let (offsets, values) = self.sequence.take(rows_hint, self.last_bytes[2].min(budget));
+            let (offsets, values) = self
+                .sequence
+                .take(rows_hint, self.last_bytes[2].min(budget));
             self.last_bytes[2] = values.len();
             let values = pooled_buffer(values, &self.sequence.pool);
             arrays[2] = Some(self.utf8_array(rows, offsets, values, None)?);
@@ -905,7 +917,9 @@ mod tests {
             for i in 0..batch.num_rows() {
                 out.push((
                     id.value(i).to_string(),
-                    description.is_valid(i).then(|| description.value(i).to_string()),
+                    description
+                        .is_valid(i)
+                        .then(|| description.value(i).to_string()),
                     sequence.value(i).to_string(),
                 ));
             }
@@ -939,9 +953,72 @@ mod tests {
         assert_eq!(first_invalid_sequence_byte(&bad), Some(130));
     }
 
+    /// Endless 60-column sequence lines after one header.
+    struct EndlessRecord {
+        header_sent: bool,
+        produced: u64,
+        limit: u64,
+    }
+
+    impl Read for EndlessRecord {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if !self.header_sent {
+                self.header_sent = true;
+                out[..5].copy_from_slice(b">big\n");
+                return Ok(5);
+            }
+            let mut written = 0;
+            for byte in out.iter_mut() {
+                if self.produced >= self.limit {
+                    break;
+                }
+                *byte = if self.produced % 61 == 60 {
+                    b'\n'
+                } else {
+                    b'A'
+                };
+                self.produced += 1;
+                written += 1;
+            }
+            Ok(written)
+        }
+    }
+
+    /// Needs ~2.2 GB of memory and a few seconds: `cargo test --release -- --ignored`.
+    #[test]
+    #[ignore]
+    fn a_record_longer_than_the_utf8_limit_is_an_error_not_an_overflow() {
+        let input = EndlessRecord {
+            header_sent: false,
+            produced: 0,
+            limit: (i32::MAX as u64) / 60 * 61 + 61 * 1000,
+        };
+        let config = ReaderConfig {
+            path: "huge.fa".into(),
+            schema: super::super::fasta_schema(),
+            columns: ColumnSelection::all(),
+            batch_rows: 1000,
+            batch_bytes: 1 << 20,
+            bounds: ScanBounds::Whole,
+        };
+        let error = FastaBatchReader::new(input, config)
+            .next_batch()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid FASTA in huge.fa at line 35791396: record sequence is longer than 2147483647 bytes"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn invalid_bytes_name_the_line() {
-        let err = read_all(b">a\nACGT\nAC\0T\n", 1 << 20).unwrap_err().to_string();
-        assert_eq!(err, "invalid FASTA in mem.fa at line 3: sequence line contains byte 0x00");
+        let err = read_all(b">a\nACGT\nAC\0T\n", 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid FASTA in mem.fa at line 3: sequence line contains byte 0x00"
+        );
     }
 }

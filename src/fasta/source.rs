@@ -8,12 +8,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::{FileRange, PartitionedFile};
 use datafusion::datasource::physical_plan::{
     FileOpenFuture, FileOpener, FileScanConfig, FileSource,
 };
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::table_schema::TableSchema;
-use datafusion::datasource::listing::{FileRange, PartitionedFile};
 use datafusion::error::DataFusionError;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr_common::sort_expr::LexOrdering;
@@ -238,8 +238,9 @@ impl FileOpener for FastaOpener {
             let runtime = tokio::runtime::Handle::current();
             let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
             tokio::task::spawn_blocking(move || {
-                let outcome =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| read_to_channel(get, config, runtime, &sender)));
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    read_to_channel(get, config, runtime, &sender)
+                }));
                 if outcome.is_err() {
                     let error = DataFusionError::Internal("the FASTA reader panicked".into());
                     let _ = sender.blocking_send(Err(error));
