@@ -4,7 +4,7 @@
 //! [`FastaFormat`] says what the format is (schema, extensions, how to plan a scan),
 //! [`FastaSource`] holds how one scan is configured (projection, batch size),
 //! and its opener reads one file (or one byte range of a file) on a blocking thread
-//! with [`parser`], the block parser that writes straight into Arrow buffers.
+//! with the `parser` module, the block parser that writes straight into Arrow buffers.
 //!
 //! Decisions worth knowing:
 //! - The schema is fixed (see [`fasta_schema`]); there is no inference.
@@ -18,7 +18,7 @@ mod error;
 mod file_format;
 mod input;
 mod options;
-pub mod parser;
+mod parser;
 mod source;
 
 use std::sync::{Arc, LazyLock};

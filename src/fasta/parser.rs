@@ -125,6 +125,7 @@ impl ColumnSelection {
     }
 
     /// Selects all three columns.
+    #[cfg(test)]
     pub fn all() -> Self {
         Self::new(&[0, 1, 2])
     }
@@ -281,13 +282,7 @@ impl<R: Read> FastaBatchReader<R> {
         Self {
             input,
             phase,
-            buf: vec![
-                0;
-                std::env::var("FASTA_BLOCK")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(BLOCK_SIZE)
-            ],
+            buf: vec![0; BLOCK_SIZE],
             pos: 0,
             filled: 0,
             buf_offset,
