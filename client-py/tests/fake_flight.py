@@ -65,12 +65,14 @@ class ScriptedServer(flight.FlightServerBase):
         self,
         on_info: Callable[[flight.FlightDescriptor], None] | None = None,
         batches: Callable[[flight.ServerCallContext], Iterator[pa.RecordBatch]] | None = None,
+        tls: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__("grpc://127.0.0.1:0", **kwargs)
+        scheme = "grpc+tls" if tls else "grpc"
+        super().__init__(f"{scheme}://127.0.0.1:0", **kwargs)
         self.on_info = on_info
         self.batches = batches
-        self.uri = f"grpc://127.0.0.1:{self.port}"
+        self.uri = f"{scheme}://127.0.0.1:{self.port}"
 
     def get_flight_info(self, context, descriptor):
         if self.on_info is not None:
