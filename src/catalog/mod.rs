@@ -130,7 +130,7 @@ impl BuildError {
 impl From<BuildError> for DataFusionError {
     fn from(e: BuildError) -> Self {
         match e {
-            BuildError::Location(e) => DataFusionError::Plan(e.to_string()),
+            BuildError::Location(e) => DataFusionError::External(Box::new(e)),
             BuildError::DataFusion(e) => e,
         }
     }

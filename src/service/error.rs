@@ -9,8 +9,16 @@ use tonic::Status;
 pub fn datafusion_status(error: DataFusionError) -> Status {
     let message = error.strip_backtrace();
     match error.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(..)
+        // sqlparser's errors print as Debug (`ParserError("...")`); show the sentence itself.
+        DataFusionError::SQL(parser_error, _) => {
+            use datafusion::sql::sqlparser::parser::ParserError;
+            let text = match parser_error.as_ref() {
+                ParserError::ParserError(text) | ParserError::TokenizerError(text) => text.clone(),
+                other => other.to_string(),
+            };
+            Status::invalid_argument(format!("SQL error: {text}"))
+        }
+        DataFusionError::Plan(..)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(..)
         | DataFusionError::Configuration(..)
@@ -26,7 +34,15 @@ pub fn datafusion_status(error: DataFusionError) -> Status {
             Status::not_found(message)
         }
         DataFusionError::External(inner) => {
-            if inner.downcast_ref::<crate::fasta::FastaError>().is_some() {
+            if let Some(location) = inner.downcast_ref::<crate::catalog::location::LocationError>()
+            {
+                match location {
+                    crate::catalog::location::LocationError::Missing(_) => {
+                        Status::not_found(message)
+                    }
+                    _ => Status::invalid_argument(message),
+                }
+            } else if inner.downcast_ref::<crate::fasta::FastaError>().is_some() {
                 // The table's file is malformed: say which file and where.
                 Status::invalid_argument(message)
             } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
@@ -92,6 +108,20 @@ mod tests {
         let status = datafusion_status(DataFusionError::Plan("table 'nope' not found".to_string()));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("nope"));
+    }
+
+    #[test]
+    fn parser_errors_read_as_sentences_not_debug_dumps() {
+        use datafusion::sql::sqlparser::parser::ParserError;
+        let error = DataFusionError::SQL(
+            Box::new(ParserError::ParserError(
+                "Expected: an SQL statement".into(),
+            )),
+            None,
+        );
+        let status = datafusion_status(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "SQL error: Expected: an SQL statement");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use arrow_flight::sql::{
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 use tonic::Status;
@@ -51,6 +53,7 @@ pub fn db_schemas(ctx: &SessionContext, cmd: CommandGetDbSchemas) -> Result<Reco
 }
 
 fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
+    let with_information_schema = ctx.state().config().information_schema();
     let mut pairs = Vec::new();
     for catalog_name in ctx.catalog_names() {
         let Some(catalog) = ctx.catalog(&catalog_name) else {
@@ -59,9 +62,32 @@ fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
         for schema_name in catalog.schema_names() {
             pairs.push((catalog_name.clone(), schema_name));
         }
+        // The session adds information_schema on top of the catalog, so the catalog does not list it.
+        if with_information_schema
+            && !pairs
+                .iter()
+                .any(|(c, s)| c == &catalog_name && s == INFORMATION_SCHEMA)
+        {
+            pairs.push((catalog_name.clone(), INFORMATION_SCHEMA.to_string()));
+        }
     }
     pairs.sort();
     pairs
+}
+
+const INFORMATION_SCHEMA: &str = "information_schema";
+
+/// The schema provider behind a (catalog, schema) pair, information_schema included.
+fn schema_provider(
+    ctx: &SessionContext,
+    catalog_name: &str,
+    schema_name: &str,
+) -> Option<Arc<dyn SchemaProvider>> {
+    if schema_name == INFORMATION_SCHEMA {
+        let catalogs = Arc::clone(ctx.state().catalog_list());
+        return Some(Arc::new(InformationSchemaProvider::new(catalogs)));
+    }
+    ctx.catalog(catalog_name)?.schema(schema_name)
 }
 
 /// GetTables: every table passing the filters, with its wire schema when asked.
@@ -73,10 +99,7 @@ pub async fn tables(
     let include_schema = cmd.include_schema;
     let mut builder = cmd.into_builder();
     for (catalog_name, schema_name) in schema_pairs(ctx) {
-        let Some(schema) = ctx
-            .catalog(&catalog_name)
-            .and_then(|c| c.schema(&schema_name))
-        else {
+        let Some(schema) = schema_provider(ctx, &catalog_name, &schema_name) else {
             continue;
         };
         let mut names = schema.table_names();

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -43,6 +43,7 @@ use handle::StatementHandle;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+const PROTOBUF_TYPE_PREFIX: &str = "type.googleapis.com/";
 const FLIGHT_SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
 const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
@@ -116,28 +117,9 @@ impl FlightSqlService {
         if values.is_empty() {
             return Ok(plan);
         }
-        let types = plan.get_parameter_types().map_err(datafusion_status)?;
-        let values = values
-            .into_iter()
-            .enumerate()
-            .map(|(i, value)| {
-                let name = format!("${}", i + 1);
-                match types.get(&name) {
-                    // DataFusion says Null when the SQL does not pin a parameter's type down.
-                    Some(Some(wanted))
-                        if &value.data_type() != wanted && wanted != &DataType::Null =>
-                    {
-                        value.cast_to(wanted).map_err(|e| {
-                            Status::invalid_argument(format!(
-                                "parameter {name}: cannot use a {} value where {wanted} is expected: {e}",
-                                value.data_type()
-                            ))
-                        })
-                    }
-                    _ => Ok(value),
-                }
-            })
-            .collect::<Result<Vec<ScalarValue>, Status>>()?;
+        // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
+        // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
+        // after substitution makes the comparison right.
         plan.with_param_values(values).map_err(datafusion_status)
     }
 
@@ -488,8 +470,14 @@ fn statement_ticket(handle: &StatementHandle) -> Ticket {
 /// Decodes a Flight SQL command packed in `Any`; other bytes are taken as UTF-8 SQL text.
 fn decode_target(bytes: &[u8], what: &str) -> Result<Target, Status> {
     if let Ok(any) = Any::decode(bytes)
-        && any.type_url.starts_with(FLIGHT_SQL_TYPE_PREFIX)
+        && any.type_url.starts_with(PROTOBUF_TYPE_PREFIX)
     {
+        if !any.type_url.starts_with(FLIGHT_SQL_TYPE_PREFIX) {
+            return Err(Status::invalid_argument(format!(
+                "{what} has unsupported command type {}",
+                any.type_url
+            )));
+        }
         let command =
             Command::try_from(any).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?;
         return match command {
