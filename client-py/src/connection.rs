@@ -450,7 +450,17 @@ impl BatchIterator {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        // Blocking on the lock while holding the GIL could deadlock with the thread that waits
+        // (GIL released) inside; one iterator is for one thread at a time.
+        let mut guard = match self.stream.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "this result iterator is being read by another thread",
+                ));
+            }
+        };
         let Some(stream) = guard.as_mut() else {
             return Ok(None);
         };
