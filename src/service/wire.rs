@@ -4,6 +4,7 @@
 //! cannot read views, and Flight sends dictionaries hydrated anyway. Converting here keeps
 //! the FlightInfo schema identical to the streamed one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -21,22 +22,68 @@ fn wire_type(data_type: &DataType, keep_views: bool) -> DataType {
     }
 }
 
-/// The schema clients are told about and receive.
-pub fn wire_schema(schema: &SchemaRef, keep_views: bool) -> SchemaRef {
-    let changed = schema
-        .fields()
-        .iter()
-        .any(|f| &wire_type(f.data_type(), keep_views) != f.data_type());
-    if !changed {
-        return Arc::clone(schema);
+/// The SQL type name reported in `ARROW:FLIGHT:SQL:TYPE_NAME` (JDBC/ADBC column metadata).
+fn sql_type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "TINYINT UNSIGNED".into(),
+        DataType::UInt16 => "SMALLINT UNSIGNED".into(),
+        DataType::UInt32 => "INTEGER UNSIGNED".into(),
+        DataType::UInt64 => "BIGINT UNSIGNED".into(),
+        DataType::Float16 | DataType::Float32 => "REAL".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
+        DataType::Timestamp(..) => "TIMESTAMP".into(),
+        DataType::Interval(_) => "INTERVAL".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BINARY".into(),
+        other => other.to_string(),
     }
+}
+
+/// The Flight SQL column metadata a field carries on the wire.
+fn column_metadata(field: &Field, data_type: &DataType) -> HashMap<String, String> {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(
+        "ARROW:FLIGHT:SQL:TYPE_NAME".into(),
+        sql_type_name(data_type),
+    );
+    if let DataType::Decimal128(precision, scale) = data_type {
+        metadata.insert("ARROW:FLIGHT:SQL:PRECISION".into(), precision.to_string());
+        metadata.insert("ARROW:FLIGHT:SQL:SCALE".into(), scale.to_string());
+    }
+    let is_text = matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    metadata.insert(
+        "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE".into(),
+        if is_text { "1" } else { "0" }.into(),
+    );
+    metadata.insert("ARROW:FLIGHT:SQL:IS_READ_ONLY".into(), "1".into());
+    metadata.insert("ARROW:FLIGHT:SQL:IS_SEARCHABLE".into(), "1".into());
+    metadata.insert("ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT".into(), "0".into());
+    metadata
+}
+
+/// The schema clients are told about and receive: wire types plus Flight SQL column metadata.
+pub fn wire_schema(schema: &SchemaRef, keep_views: bool) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| {
+            let data_type = wire_type(f.data_type(), keep_views);
+            let metadata = column_metadata(f, &data_type);
             f.as_ref()
                 .clone()
-                .with_data_type(wire_type(f.data_type(), keep_views))
+                .with_data_type(data_type)
+                .with_metadata(metadata)
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
@@ -75,7 +122,14 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)]));
         let wire = wire_schema(&schema, false);
         assert_eq!(wire.field(0).data_type(), &DataType::Utf8);
-        assert_eq!(wire_schema(&schema, true), schema);
+        assert_eq!(
+            wire.field(0).metadata()["ARROW:FLIGHT:SQL:TYPE_NAME"],
+            "VARCHAR"
+        );
+        assert_eq!(
+            wire_schema(&schema, true).field(0).data_type(),
+            &DataType::Utf8View
+        );
 
         let batch = RecordBatch::try_new(
             schema,
