@@ -157,17 +157,7 @@ async fn prepared_statements_bind_question_mark_and_dollar_parameters() {
     prepared.set_parameters(batch).unwrap();
     let info = prepared.execute().await.unwrap();
     let rows = fetch(&mut client, &info).await.unwrap();
-    let ids: Vec<_> = rows
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_eq!(ids, ["S1"]);
+    assert_eq!(strings(&rows, 0), ["S1"]);
     prepared.close().await.unwrap();
 
     let mut prepared = client
@@ -265,13 +255,7 @@ async fn create_external_table_on_a_directory_reads_every_fasta_file() {
         .await
         .unwrap();
     let batches = query(&mut client, "SELECT id FROM d ORDER BY id").await;
-    let ids: Vec<_> = batches[0]
-        .column(0)
-        .as_string::<i32>()
-        .iter()
-        .map(|v| v.unwrap())
-        .collect();
-    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(strings(&batches, 0), ["a", "b"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,13 +266,7 @@ async fn metadata_commands_list_everything_without_filters() {
 
     let info = client.get_catalogs().await.unwrap();
     let batches = fetch(&mut client, &info).await.unwrap();
-    let catalogs: Vec<_> = batches[0]
-        .column(0)
-        .as_string::<i32>()
-        .iter()
-        .map(|v| v.unwrap().to_string())
-        .collect();
-    assert_eq!(catalogs, ["flightbear"]);
+    assert_eq!(strings(&batches, 0), ["flightbear"]);
 
     let info = client
         .get_db_schemas(CommandGetDbSchemas {
@@ -298,12 +276,7 @@ async fn metadata_commands_list_everything_without_filters() {
         .await
         .unwrap();
     let batches = fetch(&mut client, &info).await.unwrap();
-    let schemas: Vec<_> = batches[0]
-        .column(1)
-        .as_string::<i32>()
-        .iter()
-        .map(|v| v.unwrap().to_string())
-        .collect();
+    let schemas = strings(&batches, 1);
     assert!(schemas.contains(&"public".to_string()), "{schemas:?}");
 
     let info = client

@@ -14,7 +14,6 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::GetCatalogsBuilder;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, Command, DoPutPreparedStatementResult,
@@ -63,6 +62,22 @@ enum Target {
     Statement(StatementHandle),
     /// A Flight SQL metadata command.
     Metadata(Command),
+}
+
+impl Target {
+    /// Turns the Flight SQL statement commands into statements; other commands stay as they are.
+    /// (DoPut must not do this: there a prepared-statement command means "bind parameters".)
+    fn statements_resolved(self) -> Result<Self, Status> {
+        match self {
+            Target::Metadata(Command::CommandStatementQuery(cmd)) => {
+                Ok(Target::Statement(StatementHandle::for_sql(cmd.query)))
+            }
+            Target::Metadata(Command::CommandPreparedStatementQuery(cmd)) => Ok(Target::Statement(
+                StatementHandle::from_bytes(&cmd.prepared_statement_handle)?,
+            )),
+            other => Ok(other),
+        }
+    }
 }
 
 /// A planned statement: either rows to stream, or a statement that has no rows (DDL, SET).
@@ -127,6 +142,11 @@ impl FlightSqlService {
     async fn plan(&self, handle: &StatementHandle) -> Result<Planned, Status> {
         let ctx = self.request_context();
         let plan = self.logical_plan(&ctx, handle).await?;
+        Self::plan_logical(plan, ctx).await
+    }
+
+    /// Takes an already parsed and bound plan down to an execution plan.
+    async fn plan_logical(plan: LogicalPlan, ctx: SessionContext) -> Result<Planned, Status> {
         if has_no_rows(&plan) {
             return Ok(Planned::NoRows(plan, ctx));
         }
@@ -319,19 +339,9 @@ impl FlightSqlService {
     }
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-        match self.target_of(&descriptor).await? {
+        match self.target_of(&descriptor).await?.statements_resolved()? {
             Target::Statement(handle) => self.statement_info(handle, descriptor).await,
-            Target::Metadata(command) => match command {
-                Command::CommandStatementQuery(cmd) => {
-                    self.statement_info(StatementHandle::for_sql(cmd.query), descriptor)
-                        .await
-                }
-                Command::CommandPreparedStatementQuery(cmd) => {
-                    let handle = StatementHandle::from_bytes(&cmd.prepared_statement_handle)?;
-                    self.statement_info(handle, descriptor).await
-                }
-                other => self.metadata_info(other, descriptor).await,
-            },
+            Target::Metadata(command) => self.metadata_info(command, descriptor).await,
         }
     }
 
@@ -373,13 +383,15 @@ impl FlightSqlService {
         let dataset_schema = if has_no_rows(&plan) {
             // JDBC reads an empty dataset schema as "this is an update".
             Bytes::new()
-        } else if parameter_schema.fields().is_empty() {
-            let schema = self.statement_schema(&handle).await?;
-            ipc_schema(&schema)?
-        } else {
+        } else if !parameter_schema.fields().is_empty() {
             // Placeholders cannot be planned physically before they are bound.
             let schema = Arc::new(plan.schema().as_arrow().clone());
             ipc_schema(&wire::wire_schema(&schema, self.keep_views))?
+        } else {
+            match Self::plan_logical(plan, ctx).await? {
+                Planned::Query(physical, _) => ipc_schema(&self.schema_of(&physical))?,
+                Planned::NoRows(..) => Bytes::new(),
+            }
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.to_bytes(),
@@ -628,17 +640,8 @@ impl FlightService for FlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let descriptor = request.into_inner();
-        let schema = match self.target_of(&descriptor).await? {
+        let schema = match self.target_of(&descriptor).await?.statements_resolved()? {
             Target::Statement(handle) => self.statement_schema(&handle).await?,
-            Target::Metadata(Command::CommandStatementQuery(cmd)) => {
-                self.statement_schema(&StatementHandle::for_sql(cmd.query))
-                    .await?
-            }
-            Target::Metadata(Command::CommandPreparedStatementQuery(cmd)) => {
-                let handle = StatementHandle::from_bytes(&cmd.prepared_statement_handle)?;
-                self.statement_schema(&handle).await?
-            }
-            Target::Metadata(Command::CommandGetCatalogs(_)) => GetCatalogsBuilder::new().schema(),
             Target::Metadata(command) => self.metadata_batch(&command).await?.schema(),
         };
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -652,16 +655,8 @@ impl FlightService for FlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner();
-        let stream = match decode_target(&ticket.ticket, "ticket")? {
+        let stream = match decode_target(&ticket.ticket, "ticket")?.statements_resolved()? {
             Target::Statement(handle) => self.statement_stream(handle).await?,
-            Target::Metadata(Command::CommandStatementQuery(cmd)) => {
-                self.statement_stream(StatementHandle::for_sql(cmd.query))
-                    .await?
-            }
-            Target::Metadata(Command::CommandPreparedStatementQuery(cmd)) => {
-                let handle = StatementHandle::from_bytes(&cmd.prepared_statement_handle)?;
-                self.statement_stream(handle).await?
-            }
             Target::Metadata(command) => {
                 let batch = self.metadata_batch(&command).await?;
                 batches_stream(batch.schema(), vec![batch])

@@ -125,6 +125,21 @@ pub fn records_of(batches: &[RecordBatch]) -> Vec<Record> {
     out
 }
 
+/// The non-null values of a string column, across all batches.
+pub fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    use datafusion::arrow::array::AsArray;
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(column)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.expect("non-null string").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Total rows of some batches.
 pub fn row_count(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
