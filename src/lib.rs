@@ -2,6 +2,15 @@
 //!
 //! Data flows one way: [`config`] → [`catalog`] (DataFusion session and tables, using [`fasta`])
 //! → [`service`] (Flight SQL over gRPC) → [`server`] (listener, health, shutdown).
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
+//! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
+//! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
+//! | [`service`] | the Flight service: requests, planning, statements, metadata, errors |
+//! | [`server`] | the gRPC server: listener, health service, graceful shutdown |
+//! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
 
 pub mod catalog;
 pub mod config;

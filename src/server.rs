@@ -11,7 +11,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::catalog::{self, CatalogError};
 use crate::config::{Config, TableFormat, TableSpec};
-use crate::service::FlightSqlService;
+use crate::service::FlightbearService;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +86,13 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
         (
             "sequences",
             "sequences.fa",
-            include_bytes!("../tests/data/sample/sequences.fa"),
+            include_bytes!("sample/sequences.fa"),
             TableFormat::Fasta,
         ),
         (
             "samples",
             "samples.csv",
-            include_bytes!("../tests/data/sample/samples.csv"),
+            include_bytes!("sample/samples.csv"),
             TableFormat::Csv,
         ),
     ];
@@ -139,10 +139,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         source,
     })?;
 
-    let service = FlightSqlService::new(ctx, config.string_view).into_server();
+    let service = FlightbearService::new(ctx, config.string_view).into_server();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightSqlService>>()
+        .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightbearService>>(
+        )
         .await;
     // An empty service name asks about the server as a whole.
     health_reporter

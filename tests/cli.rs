@@ -77,13 +77,13 @@ async fn serve_without_tables_serves_the_sample_data_and_stops_on_sigterm() {
     wait_healthy(port, &mut child);
     let mut server = ServerProcess(child);
 
-    let fasta = include_str!("data/sample/sequences.fa");
+    let fasta = include_str!("../src/sample/sequences.fa");
     let expected = common::reference_read(fasta).len() as i64;
     assert_eq!(
         count(port, "SELECT COUNT(*) FROM sequences").await,
         expected
     );
-    let csv_rows = include_str!("data/sample/samples.csv").lines().count() as i64 - 1;
+    let csv_rows = include_str!("../src/sample/samples.csv").lines().count() as i64 - 1;
     assert_eq!(count(port, "SELECT COUNT(*) FROM samples").await, csv_rows);
 
     let pid = server.0.id().to_string();

@@ -495,6 +495,121 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
 }
 
+/// A gRPC codec that sends and receives raw bytes, to put undecodable messages on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_protobuf_requests_are_invalid_argument_and_the_server_keeps_serving() {
+    let fx = fixture();
+    let server = start_server(fx.tables.clone(), |_| {}).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // A varint cut short: no protobuf message decodes from these bytes.
+    let garbage = vec![0x0a, 0xff, 0xff, 0xff];
+    for method in ["GetFlightInfo", "GetSchema", "PollFlightInfo"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let path = format!("/arrow.flight.protocol.FlightService/{method}");
+        let status = grpc
+            .unary(
+                tonic::Request::new(garbage.clone()),
+                path.parse().unwrap(),
+                RawBytes,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status}");
+    }
+    for method in ["DoGet", "DoAction", "ListFlights"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let path = format!("/arrow.flight.protocol.FlightService/{method}");
+        let answer = grpc
+            .server_streaming(
+                tonic::Request::new(garbage.clone()),
+                path.parse().unwrap(),
+                RawBytes,
+            )
+            .await;
+        let status = match answer {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                stream.message().await.unwrap_err()
+            }
+        };
+        assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status}");
+    }
+    // DoPut decodes its messages as they stream in, inside the handler.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let answer = grpc
+        .streaming(
+            tonic::Request::new(futures::stream::iter([garbage.clone()])),
+            "/arrow.flight.protocol.FlightService/DoPut"
+                .parse()
+                .unwrap(),
+            RawBytes,
+        )
+        .await;
+    let status = match answer {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "DoPut: {status}");
+
+    let mut client = client(&server).await;
+    let batches = query(&mut client, "SELECT COUNT(*) FROM seqs").await;
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
+}
+
 fn status_of(err: arrow_flight::error::FlightError) -> tonic::Status {
     match err {
         arrow_flight::error::FlightError::Tonic(status) => *status,

@@ -93,3 +93,18 @@ impl From<FastaError> for DataFusionError {
         DataFusionError::External(Box::new(error))
     }
 }
+
+impl FastaError {
+    /// True when the file or the table options are at fault (the client's or the file's
+    /// author's mistake); false for failures of the server itself. A compressed stream that
+    /// is corrupt or cut short is malformed input, not a server fault.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            Self::Invalid { .. } | Self::UnknownOption { .. } | Self::InvalidOption { .. } => true,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ),
+        }
+    }
+}

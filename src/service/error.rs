@@ -1,61 +1,195 @@
-//! Maps DataFusion, Arrow and decoding errors to gRPC statuses with readable messages.
+//! The service's one error type, and its single conversion to a gRPC status at the edge.
+//!
+//! The rule: what the client controls (SQL, descriptors, tickets, parameters, the files it
+//! names) is the client's fault (INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED); a broken
+//! invariant or a failed I/O call of ours is the server's fault (INTERNAL). A server bug
+//! must never look like the client's mistake, nor the other way round.
 
 use arrow_flight::error::FlightError;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
-use tonic::Status;
+use tonic::{Code, Status};
 
-/// The gRPC status for a DataFusion error: the client's mistakes are INVALID_ARGUMENT, ours INTERNAL.
-pub fn datafusion_status(error: DataFusionError) -> Status {
-    let message = error.strip_backtrace();
-    match error.find_root() {
-        // sqlparser's errors print as Debug (`ParserError("...")`); show the sentence itself.
-        DataFusionError::SQL(parser_error, _) => {
-            use datafusion::sql::sqlparser::parser::ParserError;
-            let text = match parser_error.as_ref() {
-                ParserError::ParserError(text) | ParserError::TokenizerError(text) => text.clone(),
-                other => other.to_string(),
-            };
-            Status::invalid_argument(format!("SQL error: {text}"))
-        }
-        DataFusionError::Plan(..)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(..)
-        | DataFusionError::Configuration(..)
-        | DataFusionError::Execution(..) => Status::invalid_argument(message),
-        DataFusionError::ResourcesExhausted(..) => Status::resource_exhausted(message),
-        DataFusionError::ArrowError(arrow, _) => arrow_code(arrow, message),
-        DataFusionError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            Status::not_found(message)
-        }
-        DataFusionError::ObjectStore(store)
-            if matches!(**store, object_store::Error::NotFound { .. }) =>
-        {
-            Status::not_found(message)
-        }
-        DataFusionError::External(inner) => {
-            if let Some(location) = inner.downcast_ref::<crate::catalog::location::LocationError>()
-            {
-                match location {
-                    crate::catalog::location::LocationError::Missing(_) => {
-                        Status::not_found(message)
-                    }
-                    _ => Status::invalid_argument(message),
+use super::handle::HandleError;
+use super::placeholders::PlaceholderError;
+use crate::catalog::location::LocationError;
+use crate::fasta::FastaError;
+
+/// Everything that can go wrong while the service answers a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed, or asks for something that is not valid where it was sent.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A protobuf message in the request does not decode.
+    #[error("{what} is not a valid protobuf message: {source}")]
+    Undecodable {
+        /// Which message.
+        what: &'static str,
+        /// prost's description of the problem.
+        source: prost::DecodeError,
+    },
+    /// A path descriptor names a table that does not exist.
+    #[error("table '{0}' not found")]
+    TableNotFound(String),
+    /// A feature of the protocol flightbear does not offer.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A statement handle or its parameters could not be read or written.
+    #[error(transparent)]
+    Handle(#[from] HandleError),
+    /// `?` placeholders could not be numbered.
+    #[error(transparent)]
+    Placeholder(#[from] PlaceholderError),
+    /// Planning or running a query failed.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// Building or converting Arrow data failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Encoding or decoding a Flight stream failed.
+    #[error(transparent)]
+    Flight(#[from] FlightError),
+    /// The client's request stream failed (a transport error or a message tonic could not decode).
+    #[error("{}", .0.message())]
+    Transport(Box<Status>),
+    /// An invariant of ours does not hold: a server bug, never the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// An [`InvalidRequest`](Self::InvalidRequest) with the given message.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    /// The gRPC code this error is reported with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidRequest(_) | Self::Undecodable { .. } => Code::InvalidArgument,
+            Self::TableNotFound(_) => Code::NotFound,
+            Self::Unsupported(_) => Code::Unimplemented,
+            Self::Handle(error) => error.code(),
+            Self::Placeholder(error) => {
+                if error.is_client_fault() {
+                    Code::InvalidArgument
+                } else {
+                    Code::Internal
                 }
-            } else if inner.downcast_ref::<crate::fasta::FastaError>().is_some() {
-                // The table's file is malformed: say which file and where.
-                Status::invalid_argument(message)
-            } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
-                arrow_code(arrow, message)
-            } else {
-                Status::internal(message)
             }
+            Self::DataFusion(error) => datafusion_code(error),
+            Self::Arrow(error) => arrow_code(error),
+            Self::Flight(error) => flight_code(error),
+            Self::Transport(status) => transport_code(status),
+            Self::Internal(_) => Code::Internal,
         }
-        _ => Status::internal(message),
+    }
+
+    /// The text the client sees: a sentence, never a Debug dump.
+    fn message(&self) -> String {
+        match self {
+            Self::DataFusion(error) => datafusion_message(error),
+            Self::Flight(FlightError::ExternalError(inner)) => {
+                match inner.downcast_ref::<DataFusionError>() {
+                    Some(error) => datafusion_message(error),
+                    None => inner.to_string(),
+                }
+            }
+            Self::Flight(FlightError::Tonic(status)) => status.message().to_string(),
+            other => other.to_string(),
+        }
     }
 }
 
-fn arrow_code(error: &ArrowError, message: String) -> Status {
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let code = error.code();
+        let message = error.message();
+        if code == Code::Internal {
+            tracing::error!(%message, "internal error answering a request");
+        }
+        Status::new(code, message)
+    }
+}
+
+impl From<Status> for ServiceError {
+    fn from(status: Status) -> Self {
+        Self::Transport(Box::new(status))
+    }
+}
+
+/// prost's decode errors print with this prefix; tonic reports them as INTERNAL.
+pub(crate) const PROST_DECODE_PREFIX: &str = "failed to decode Protobuf message";
+
+/// A status from the client's request stream: tonic calls an undecodable message INTERNAL,
+/// but a message the client sent that does not decode is the client's fault.
+fn transport_code(status: &Status) -> Code {
+    if status.code() == Code::Internal && status.message().starts_with(PROST_DECODE_PREFIX) {
+        Code::InvalidArgument
+    } else {
+        status.code()
+    }
+}
+
+fn datafusion_code(error: &DataFusionError) -> Code {
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(..)
+        | DataFusionError::Configuration(..)
+        | DataFusionError::Execution(..) => Code::InvalidArgument,
+        DataFusionError::ResourcesExhausted(..) => Code::ResourceExhausted,
+        DataFusionError::ArrowError(arrow, _) => arrow_code(arrow),
+        DataFusionError::IoError(io) => io_code(io),
+        DataFusionError::ObjectStore(store)
+            if matches!(**store, object_store::Error::NotFound { .. }) =>
+        {
+            Code::NotFound
+        }
+        DataFusionError::External(inner) => external_code(inner.as_ref()),
+        _ => Code::Internal,
+    }
+}
+
+/// Errors our own components hand to DataFusion as `External`.
+fn external_code(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
+    if let Some(location) = inner.downcast_ref::<LocationError>() {
+        match location {
+            LocationError::Missing(_) => Code::NotFound,
+            LocationError::Io { .. } => Code::Internal,
+            _ => Code::InvalidArgument,
+        }
+    } else if let Some(fasta) = inner.downcast_ref::<FastaError>() {
+        if fasta.is_client_fault() {
+            Code::InvalidArgument
+        } else {
+            Code::Internal
+        }
+    } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
+        arrow_code(arrow)
+    } else if let Some(status) = inner.downcast_ref::<Status>() {
+        status.code()
+    } else {
+        Code::Internal
+    }
+}
+
+fn datafusion_message(error: &DataFusionError) -> String {
+    // sqlparser's errors print as Debug (`ParserError("...")`); show the sentence itself.
+    if let DataFusionError::SQL(parser_error, _) = error.find_root() {
+        use datafusion::sql::sqlparser::parser::ParserError;
+        let text = match parser_error.as_ref() {
+            ParserError::ParserError(text) | ParserError::TokenizerError(text) => text.clone(),
+            other => other.to_string(),
+        };
+        return format!("SQL error: {text}");
+    }
+    error.strip_backtrace()
+}
+
+fn arrow_code(error: &ArrowError) -> Code {
     match error {
         ArrowError::CastError(_)
         | ArrowError::ParseError(_)
@@ -65,47 +199,45 @@ fn arrow_code(error: &ArrowError, message: String) -> Status {
         | ArrowError::DivideByZero
         | ArrowError::ArithmeticOverflow(_)
         | ArrowError::ComputeError(_)
-        | ArrowError::SchemaError(_) => Status::invalid_argument(message),
-        ArrowError::MemoryError(_) => Status::resource_exhausted(message),
-        ArrowError::IoError(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
-            Status::not_found(message)
-        }
-        _ => Status::internal(message),
+        | ArrowError::SchemaError(_) => Code::InvalidArgument,
+        ArrowError::MemoryError(_) => Code::ResourceExhausted,
+        ArrowError::IoError(_, io) => io_code(io),
+        ArrowError::ExternalError(inner) => external_code(inner.as_ref()),
+        _ => Code::Internal,
     }
 }
 
-/// The gRPC status for an Arrow error raised while handling a request.
-pub fn arrow_status(error: ArrowError) -> Status {
-    let message = error.to_string();
-    arrow_code(&error, message)
+fn io_code(error: &std::io::Error) -> Code {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => Code::NotFound,
+        _ => Code::Internal,
+    }
 }
 
-/// The gRPC status for a failure while streaming Flight data.
-pub fn flight_status(error: FlightError) -> Status {
+fn flight_code(error: &FlightError) -> Code {
     match error {
-        FlightError::Tonic(status) => *status,
-        FlightError::Arrow(e) => arrow_status(e),
-        FlightError::ExternalError(e) => match e.downcast::<DataFusionError>() {
-            Ok(df) => datafusion_status(*df),
-            Err(e) => Status::internal(e.to_string()),
+        FlightError::Tonic(status) => transport_code(status),
+        FlightError::Arrow(arrow) => arrow_code(arrow),
+        FlightError::ExternalError(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(error) => datafusion_code(error),
+            None => external_code(inner.as_ref()),
         },
-        other => Status::internal(other.to_string()),
+        FlightError::DecodeError(_) | FlightError::ProtocolError(_) => Code::InvalidArgument,
+        _ => Code::Internal,
     }
-}
-
-/// INVALID_ARGUMENT for a protobuf message that does not decode.
-pub fn decode_status(what: &str, error: prost::DecodeError) -> Status {
-    Status::invalid_argument(format!("{what} is not a valid protobuf message: {error}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+
+    fn status(error: impl Into<ServiceError>) -> Status {
+        error.into().into()
+    }
 
     #[test]
     fn plan_errors_are_invalid_argument_and_keep_the_text() {
-        let status = datafusion_status(DataFusionError::Plan("table 'nope' not found".to_string()));
+        let status = status(DataFusionError::Plan("table 'nope' not found".to_string()));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("nope"));
     }
@@ -119,14 +251,14 @@ mod tests {
             )),
             None,
         );
-        let status = datafusion_status(error);
+        let status = status(error);
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "SQL error: Expected: an SQL statement");
     }
 
     #[test]
     fn resource_exhaustion_maps_to_resource_exhausted() {
-        let status = datafusion_status(DataFusionError::ResourcesExhausted("memory".into()));
+        let status = status(DataFusionError::ResourcesExhausted("memory".into()));
         assert_eq!(status.code(), Code::ResourceExhausted);
     }
 
@@ -134,6 +266,49 @@ mod tests {
     fn wrapped_errors_are_classified_by_their_root() {
         let inner = DataFusionError::Plan("bad".into());
         let wrapped = DataFusionError::Context("while planning".into(), Box::new(inner));
-        assert_eq!(datafusion_status(wrapped).code(), Code::InvalidArgument);
+        assert_eq!(status(wrapped).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn undecodable_requests_are_the_clients_fault() {
+        use prost::Message;
+        let decode = prost_types::Any::decode(&[0x0a, 0xff][..]).unwrap_err();
+        let undecodable = ServiceError::Undecodable {
+            what: "CancelFlightInfo request",
+            source: decode.clone(),
+        };
+        assert_eq!(status(undecodable).code(), Code::InvalidArgument);
+        // tonic reports a request message it could not decode as INTERNAL.
+        let from_tonic = Status::internal(decode.to_string());
+        assert_eq!(status(from_tonic).code(), Code::InvalidArgument);
+        // Other transport statuses keep their code.
+        assert_eq!(status(Status::cancelled("gone")).code(), Code::Cancelled);
+    }
+
+    #[test]
+    fn broken_invariants_and_our_io_failures_are_internal() {
+        assert_eq!(
+            status(ServiceError::Internal("offsets".into())).code(),
+            Code::Internal
+        );
+        let io = DataFusionError::IoError(std::io::Error::other("disk on fire"));
+        assert_eq!(status(io).code(), Code::Internal);
+        let fasta = FastaError::Io {
+            path: "x.fa".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        assert_eq!(status(DataFusionError::from(fasta)).code(), Code::Internal);
+    }
+
+    #[test]
+    fn malformed_files_are_invalid_argument() {
+        let fasta = FastaError::Invalid {
+            path: "x.fa".into(),
+            location: crate::fasta::FastaErrorLocation::Line(3),
+            problem: crate::fasta::FastaProblem::MissingHeader,
+        };
+        let status = status(DataFusionError::from(fasta));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("x.fa at line 3"), "{status}");
     }
 }

@@ -4,14 +4,42 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
 use prost::Message;
-use tonic::Status;
+use tonic::Code;
 
-use super::error::{arrow_status, decode_status};
 pub use crate::proto::StatementHandle;
+
+/// Why a handle or its parameters could not be read or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The bytes a client sent back are not a handle.
+    #[error("statement handle is not a valid protobuf message: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    /// The bound parameters are not an Arrow IPC stream.
+    #[error("bad parameter data: {0}")]
+    BadParameters(ArrowError),
+    /// A parameter has a type that cannot be a SQL value.
+    #[error("unsupported parameter value: {0}")]
+    UnsupportedValue(DataFusionError),
+    /// Parameters the server already holds as Arrow data could not be encoded.
+    #[error("cannot encode parameter values: {0}")]
+    Encode(ArrowError),
+}
+
+impl HandleError {
+    /// The gRPC code: everything but encoding is about what the client sent.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Encode(_) => Code::Internal,
+            _ => Code::InvalidArgument,
+        }
+    }
+}
 
 impl StatementHandle {
     /// A handle for SQL with no parameters bound.
@@ -28,41 +56,41 @@ impl StatementHandle {
     }
 
     /// Decodes a handle a client sent back to us.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Status> {
-        Self::decode(bytes).map_err(|e| decode_status("statement handle", e))
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, HandleError> {
+        Ok(Self::decode(bytes)?)
     }
 
     /// Stores one row of parameter values (Arrow IPC stream).
-    pub fn with_parameters(mut self, batch: &RecordBatch) -> Result<Self, Status> {
+    pub fn with_parameters(mut self, batch: &RecordBatch) -> Result<Self, HandleError> {
         let mut buffer = Vec::new();
         {
             let mut writer =
-                StreamWriter::try_new(&mut buffer, &batch.schema()).map_err(arrow_status)?;
-            writer.write(batch).map_err(arrow_status)?;
-            writer.finish().map_err(arrow_status)?;
+                StreamWriter::try_new(&mut buffer, &batch.schema()).map_err(HandleError::Encode)?;
+            writer.write(batch).map_err(HandleError::Encode)?;
+            writer.finish().map_err(HandleError::Encode)?;
         }
         self.parameters = buffer.into();
         Ok(self)
     }
 
     /// The bound parameter values in order, or an empty list.
-    pub fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
+    pub fn parameter_values(&self) -> Result<Vec<ScalarValue>, HandleError> {
         if self.parameters.is_empty() {
             return Ok(Vec::new());
         }
         let reader = StreamReader::try_new(Cursor::new(&self.parameters[..]), None)
-            .map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?;
+            .map_err(HandleError::BadParameters)?;
         let mut values = Vec::new();
         for batch in reader {
-            let batch =
-                batch.map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?;
+            let batch = batch.map_err(HandleError::BadParameters)?;
             if batch.num_rows() == 0 {
                 continue;
             }
             for column in batch.columns() {
-                values.push(ScalarValue::try_from_array(column, 0).map_err(|e| {
-                    Status::invalid_argument(format!("unsupported parameter value: {e}"))
-                })?);
+                values.push(
+                    ScalarValue::try_from_array(column, 0)
+                        .map_err(HandleError::UnsupportedValue)?,
+                );
             }
             break;
         }
@@ -107,6 +135,6 @@ mod tests {
     #[test]
     fn garbage_handle_is_invalid_argument() {
         let err = StatementHandle::from_bytes(&[0xff, 0xff, 0xff]).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.code(), Code::InvalidArgument);
     }
 }

@@ -7,19 +7,60 @@ use arrow_flight::sql::metadata::{
     XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
-    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering,
+    Command, CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering,
     SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType,
 };
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::SchemaProvider;
 use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
-use tonic::Status;
+use prost::Message;
 
-use super::error::{datafusion_status, flight_status};
+use super::error::ServiceError;
 use super::wire::wire_schema;
+
+/// The result of a metadata command, computed in full (metadata results are small).
+pub async fn answer(
+    ctx: &SessionContext,
+    command: &Command,
+    string_view: bool,
+) -> Result<RecordBatch, ServiceError> {
+    match command.clone() {
+        Command::CommandGetCatalogs(_) => catalogs(ctx),
+        Command::CommandGetDbSchemas(cmd) => db_schemas(ctx, cmd),
+        Command::CommandGetTables(cmd) => tables(ctx, cmd, string_view).await,
+        Command::CommandGetTableTypes(_) => table_types(),
+        Command::CommandGetSqlInfo(cmd) => Ok(cmd.into_builder(&SQL_INFO).build()?),
+        Command::CommandGetXdbcTypeInfo(cmd) => Ok(cmd.into_builder(&XDBC_TYPES).build()?),
+        Command::CommandGetPrimaryKeys(_) => Ok(RecordBatch::new_empty(primary_keys_schema())),
+        Command::CommandGetExportedKeys(_)
+        | Command::CommandGetImportedKeys(_)
+        | Command::CommandGetCrossReference(_) => Ok(RecordBatch::new_empty(foreign_keys_schema())),
+        // The request decoder lets only the commands above through.
+        other => Err(ServiceError::Internal(format!(
+            "{} reached the metadata handler",
+            other.type_url()
+        ))),
+    }
+}
+
+/// The FlightInfo of a metadata command's answer; its ticket carries the command itself.
+pub fn flight_info(
+    answer: &RecordBatch,
+    command: Command,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, ServiceError> {
+    let ticket = Ticket::new(command.into_any().encode_to_vec());
+    Ok(FlightInfo::new()
+        .try_with_schema(&answer.schema())?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor)
+        .with_total_records(answer.num_rows() as i64)
+        .with_ordered(true))
+}
 
 /// Table types flightbear reports, in the order GetTableTypes lists them.
 pub const TABLE_TYPES: &[&str] = &["TABLE", "VIEW", "LOCAL TEMPORARY"];
@@ -33,23 +74,23 @@ fn table_type_name(table_type: TableType) -> &'static str {
 }
 
 /// GetCatalogs: every catalog of the session.
-pub fn catalogs(ctx: &SessionContext) -> Result<RecordBatch, Status> {
+fn catalogs(ctx: &SessionContext) -> Result<RecordBatch, ServiceError> {
     let mut builder = GetCatalogsBuilder::new();
     let mut names = ctx.catalog_names();
     names.sort();
     for name in names {
         builder.append(name);
     }
-    builder.build().map_err(flight_status)
+    Ok(builder.build()?)
 }
 
 /// GetDbSchemas: every (catalog, schema) pair passing the command's filters.
-pub fn db_schemas(ctx: &SessionContext, cmd: CommandGetDbSchemas) -> Result<RecordBatch, Status> {
+fn db_schemas(ctx: &SessionContext, cmd: CommandGetDbSchemas) -> Result<RecordBatch, ServiceError> {
     let mut builder = cmd.into_builder();
     for (catalog_name, schema_name) in schema_pairs(ctx) {
         builder.append(catalog_name, schema_name);
     }
-    builder.build().map_err(flight_status)
+    Ok(builder.build()?)
 }
 
 fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
@@ -91,11 +132,11 @@ fn schema_provider(
 }
 
 /// GetTables: every table passing the filters, with its wire schema when asked.
-pub async fn tables(
+async fn tables(
     ctx: &SessionContext,
     cmd: CommandGetTables,
-    keep_views: bool,
-) -> Result<RecordBatch, Status> {
+    string_view: bool,
+) -> Result<RecordBatch, ServiceError> {
     let include_schema = cmd.include_schema;
     let mut builder = cmd.into_builder();
     for (catalog_name, schema_name) in schema_pairs(ctx) {
@@ -105,39 +146,37 @@ pub async fn tables(
         let mut names = schema.table_names();
         names.sort();
         for table_name in names {
-            let Some(table) = schema.table(&table_name).await.map_err(datafusion_status)? else {
+            let Some(table) = schema.table(&table_name).await? else {
                 continue;
             };
             let table_schema = if include_schema {
-                wire_schema(&table.schema(), keep_views)
+                wire_schema(&table.schema(), string_view)
             } else {
                 Arc::new(Schema::empty())
             };
-            builder
-                .append(
-                    &catalog_name,
-                    &schema_name,
-                    &table_name,
-                    table_type_name(table.table_type()),
-                    &table_schema,
-                )
-                .map_err(flight_status)?;
+            builder.append(
+                &catalog_name,
+                &schema_name,
+                &table_name,
+                table_type_name(table.table_type()),
+                &table_schema,
+            )?;
         }
     }
-    builder.build().map_err(flight_status)
+    Ok(builder.build()?)
 }
 
 /// GetTableTypes: the fixed list of table types.
-pub fn table_types() -> Result<RecordBatch, Status> {
+fn table_types() -> Result<RecordBatch, ServiceError> {
     let mut builder = arrow_flight::sql::CommandGetTableTypes {}.into_builder();
     for table_type in TABLE_TYPES {
         builder.append(table_type);
     }
-    builder.build().map_err(flight_status)
+    Ok(builder.build()?)
 }
 
 /// The SqlInfo values flightbear reports (GetSqlInfo); JDBC's metadata tree needs them.
-pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     let mut builder = SqlInfoDataBuilder::new();
     builder.append(SqlInfo::FlightSqlServerName, "flightbear");
     builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -261,7 +300,7 @@ pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 });
 
 /// The types flightbear's SQL supports, for GetXdbcTypeInfo.
-pub static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
+static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
     let mut builder = XdbcTypeInfoDataBuilder::new();
     let mut add = |name: &str, data_type: XdbcDataType, size: Option<i32>, quoted: bool| {
         let quote = quoted.then(|| "'".to_string());
@@ -302,7 +341,7 @@ pub static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
 });
 
 /// Schema of GetPrimaryKeys results (Flight SQL spec).
-pub fn primary_keys_schema() -> SchemaRef {
+fn primary_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("catalog_name", DataType::Utf8, true),
         Field::new("db_schema_name", DataType::Utf8, true),
@@ -314,7 +353,7 @@ pub fn primary_keys_schema() -> SchemaRef {
 }
 
 /// Schema of GetExportedKeys / GetImportedKeys / GetCrossReference results (Flight SQL spec).
-pub fn foreign_keys_schema() -> SchemaRef {
+fn foreign_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("pk_catalog_name", DataType::Utf8, true),
         Field::new("pk_db_schema_name", DataType::Utf8, true),

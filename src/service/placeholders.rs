@@ -1,21 +1,39 @@
 //! Rewrites JDBC-style `?` placeholders to DataFusion's positional `$1`, `$2`, ….
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use tonic::Status;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, TokenizerError};
+
+/// Why placeholders could not be numbered.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceholderError {
+    /// The SQL text does not tokenize.
+    #[error("SQL error: {0}")]
+    Tokenize(#[from] TokenizerError),
+    /// `?` and `$n` placeholders in one statement.
+    #[error("SQL error: use either ? or $1-style placeholders, not both")]
+    Mixed,
+    /// A `?` token the tokenizer reported was not found at its position: a bug of ours.
+    #[error("could not locate every ? placeholder in the SQL text")]
+    NotLocated,
+}
+
+impl PlaceholderError {
+    /// True when the SQL text is at fault rather than this module.
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(self, Self::NotLocated)
+    }
+}
 
 /// Returns the SQL with every `?` placeholder replaced by `$n`, numbered left to right.
 ///
 /// Only real placeholder tokens are replaced: a `?` inside a string literal, a quoted
 /// identifier or a comment is left alone. SQL without `?` is returned unchanged.
-pub fn number_question_marks(sql: &str) -> Result<String, Status> {
+pub fn number_question_marks(sql: &str) -> Result<String, PlaceholderError> {
     if !sql.contains('?') {
         return Ok(sql.to_string());
     }
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| Status::invalid_argument(format!("SQL error: {e}")))?;
+    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location()?;
     let mut positions = Vec::new();
     let mut has_dollar = false;
     for token in &tokens {
@@ -31,9 +49,7 @@ pub fn number_question_marks(sql: &str) -> Result<String, Status> {
         return Ok(sql.to_string());
     }
     if has_dollar {
-        return Err(Status::invalid_argument(
-            "SQL error: use either ? or $1-style placeholders, not both",
-        ));
+        return Err(PlaceholderError::Mixed);
     }
     // Spans count lines and characters from 1; walk the text once to turn them into byte offsets.
     let mut out = String::with_capacity(sql.len() + positions.len() * 2);
@@ -57,9 +73,8 @@ pub fn number_question_marks(sql: &str) -> Result<String, Status> {
         }
     }
     if next.peek().is_some() {
-        return Err(Status::internal(
-            "could not locate every ? placeholder in the SQL text",
-        ));
+        debug_assert!(false, "a ? placeholder token was not found in the text");
+        return Err(PlaceholderError::NotLocated);
     }
     Ok(out)
 }

@@ -13,11 +13,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
 /// The type a column is sent as.
-fn wire_type(data_type: &DataType, keep_views: bool) -> DataType {
+fn wire_type(data_type: &DataType, string_view: bool) -> DataType {
     match data_type {
-        DataType::Utf8View if !keep_views => DataType::Utf8,
-        DataType::BinaryView if !keep_views => DataType::Binary,
-        DataType::Dictionary(_, value) => wire_type(value, keep_views),
+        DataType::Utf8View if !string_view => DataType::Utf8,
+        DataType::BinaryView if !string_view => DataType::Binary,
+        DataType::Dictionary(_, value) => wire_type(value, string_view),
         other => other.clone(),
     }
 }
@@ -73,12 +73,12 @@ fn column_metadata(field: &Field, data_type: &DataType) -> HashMap<String, Strin
 }
 
 /// The schema clients are told about and receive: wire types plus Flight SQL column metadata.
-pub fn wire_schema(schema: &SchemaRef, keep_views: bool) -> SchemaRef {
+pub fn wire_schema(schema: &SchemaRef, string_view: bool) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| {
-            let data_type = wire_type(f.data_type(), keep_views);
+            let data_type = wire_type(f.data_type(), string_view);
             let metadata = column_metadata(f, &data_type);
             f.as_ref()
                 .clone()

@@ -74,30 +74,28 @@ pub struct Record {
 }
 
 /// A deliberately simple FASTA reader, independent of the server's parser.
+///
+/// The README's rule: `id` is the header up to the first space or tab, `description` the rest
+/// trimmed of ASCII whitespace (None when empty); sequence lines lose their line ends (LF or
+/// CRLF) and are joined; empty lines are skipped.
 pub fn reference_read(text: &str) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if let Some(header) = line.strip_prefix('>') {
-            let header = header.trim_end();
-            let (id, description) = match header.find(char::is_whitespace) {
-                Some(i) => {
-                    let rest = header[i..].trim();
-                    (&header[..i], (!rest.is_empty()).then(|| rest.to_string()))
-                }
-                None => (header, None),
-            };
+            let (id, rest) = header.split_at(header.find([' ', '\t']).unwrap_or(header.len()));
+            let rest = rest.trim_ascii();
             records.push(Record {
                 id: id.to_string(),
-                description,
+                description: (!rest.is_empty()).then(|| rest.to_string()),
                 sequence: String::new(),
             });
-        } else if !line.trim().is_empty() {
+        } else if !line.is_empty() {
             records
                 .last_mut()
                 .expect("sequence before first header")
                 .sequence
-                .push_str(line.trim());
+                .push_str(line);
         }
     }
     records

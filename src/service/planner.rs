@@ -1,0 +1,132 @@
+//! From a statement handle to a DataFusion plan: SQL options, placeholders, logical and physical planning, parameter schemas.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+use super::error::ServiceError;
+use super::handle::StatementHandle;
+use super::placeholders;
+
+/// Clients may define tables and views, set session variables and query; they may not write files.
+static SQL_OPTIONS: LazyLock<SQLOptions> = LazyLock::new(|| {
+    SQLOptions::new()
+        .with_allow_ddl(true)
+        .with_allow_dml(false)
+        .with_allow_statements(true)
+});
+
+/// A planned statement: rows to stream, or a statement that has no rows (DDL, SET).
+pub enum Planned {
+    /// A query: an execution plan and the session it runs in.
+    Rows(Arc<dyn ExecutionPlan>, SessionContext),
+    /// DDL or a session statement, still to be run.
+    NoRows(LogicalPlan, SessionContext),
+}
+
+/// Plans statements over the shared catalog.
+#[derive(Clone)]
+pub struct Planner {
+    ctx: SessionContext,
+}
+
+impl Planner {
+    /// A planner over the session that holds the catalog.
+    pub fn new(ctx: SessionContext) -> Self {
+        Self { ctx }
+    }
+
+    /// The session holding the shared catalog (for metadata and table lookups).
+    pub fn catalog(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Each request gets its own session state (so `SET` stays local) over the shared catalog.
+    fn request_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.ctx.state())
+    }
+
+    /// Parses, checks and binds a statement, without executing anything.
+    pub async fn logical_plan(
+        &self,
+        handle: &StatementHandle,
+    ) -> Result<(LogicalPlan, SessionContext), ServiceError> {
+        let ctx = self.request_context();
+        let sql = placeholders::number_question_marks(&handle.sql)?;
+        let plan = ctx.state().create_logical_plan(&sql).await?;
+        SQL_OPTIONS.verify_plan(&plan)?;
+        let values = handle.parameter_values()?;
+        if values.is_empty() {
+            return Ok((plan, ctx));
+        }
+        // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
+        // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
+        // after substitution makes the comparison right.
+        Ok((plan.with_param_values(values)?, ctx))
+    }
+
+    /// Plans a statement down to an execution plan (or recognises it as having no rows).
+    pub async fn plan(&self, handle: &StatementHandle) -> Result<Planned, ServiceError> {
+        let (plan, ctx) = self.logical_plan(handle).await?;
+        Self::physical_plan(plan, ctx).await
+    }
+
+    /// Takes an already parsed and bound plan down to an execution plan.
+    pub async fn physical_plan(
+        plan: LogicalPlan,
+        ctx: SessionContext,
+    ) -> Result<Planned, ServiceError> {
+        if has_no_rows(&plan) {
+            return Ok(Planned::NoRows(plan, ctx));
+        }
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let physical = frame.create_physical_plan().await?;
+        Ok(Planned::Rows(physical, ctx))
+    }
+
+    /// Runs a statement that has no rows (DDL, SET) and returns how many rows it changed.
+    pub async fn run_no_rows(plan: LogicalPlan, ctx: SessionContext) -> Result<i64, ServiceError> {
+        let frame = ctx.execute_logical_plan(plan).await?;
+        frame.collect().await?;
+        Ok(0)
+    }
+}
+
+/// DDL and session statements produce no rows: they run once, at GetFlightInfo or DoPut.
+pub fn has_no_rows(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Ddl(_) => true,
+        LogicalPlan::Statement(statement) => !matches!(statement, Statement::Execute(_)),
+        _ => false,
+    }
+}
+
+/// The schema of a statement's parameters: `$1`, `$2`, … in order.
+pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, ServiceError> {
+    let types = plan.get_parameter_types()?;
+    let mut numbered: Vec<(usize, String, Option<DataType>)> = types
+        .into_iter()
+        .map(|(name, data_type)| {
+            let number = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(usize::MAX);
+            (number, name, data_type)
+        })
+        .collect();
+    numbered.sort();
+    Ok(Schema::new(
+        numbered
+            .into_iter()
+            // A parameter whose type the SQL does not pin down is sent as text.
+            .map(|(_, name, t)| {
+                let t = t.filter(|t| t != &DataType::Null).unwrap_or(DataType::Utf8);
+                Field::new(name, t, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
