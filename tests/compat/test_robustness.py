@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from compat_support import Dataset, Server, server_binary
+from compat_support import Dataset
+from flightbear_testing import Server, server_binary
 
 CLIENTS = 12
 # 3000 x 3000 rows: far more than any client reads in these tests, so a server that does not
