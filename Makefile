@@ -66,11 +66,11 @@ bench-client: build
 # --- Compatibility suite (third-party clients) and deployment checks ---------------------------
 .PHONY: test-compat lint-docker
 
-# ADBC and pyarrow.flight against the real server binary.
+# ADBC and pyarrow.flight against the real server binary; then the shared Python test support.
 test-compat: build
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
-	$(CLIENT_PY) -m pytest tests/compat
+	$(CLIENT_PY) -m pytest tests/compat tests/support
 
 # No Docker engine is needed: hadolint checks the Dockerfile, the Compose spec schema the compose file.
 lint-docker:

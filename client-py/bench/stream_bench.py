@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,19 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "bench-data"
-
-
-def server_binary() -> Path:
-    candidates = []
-    if os.environ.get("FLIGHTBEAR_BIN"):
-        candidates.append(Path(os.environ["FLIGHTBEAR_BIN"]))
-    if os.environ.get("CARGO_TARGET_DIR"):
-        candidates.append(Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "flightbear")
-    candidates.append(REPO / "target" / "release" / "flightbear")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    sys.exit(f"flightbear binary not found in {candidates}; run `cargo build --release`")
+# Shared test support (flightbear_testing.py): finds the server binary and runs it.
+SUPPORT = REPO / "tests" / "support"
 
 
 def write_reads(path: Path, rows: int) -> None:
@@ -58,12 +45,6 @@ def write_reads(path: Path, rows: int) -> None:
                 chunk.clear()
         out.write("".join(chunk))
     tmp.rename(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def peak_rss_mib() -> float:
@@ -141,23 +122,11 @@ def measure(client: str, uri: str, query: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def wait_until_serving(uri: str, process: subprocess.Popen) -> None:
-    import flightbear
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server exited early")
-        try:
-            with flightbear.connect(uri, timeout=2) as conn:
-                conn.tables()
-            return
-        except flightbear.Error:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
-
-
 def main() -> None:
+    # Imported here, not at module level: a measured worker loads its own client and no more.
+    sys.path.insert(0, str(SUPPORT))
+    from flightbear_testing import Server, ServerError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--runs", type=int, default=3)
@@ -170,14 +139,13 @@ def main() -> None:
     if not fasta.exists():
         print(f"generating {fasta} ...", flush=True)
         write_reads(fasta, args.rows)
-    port = free_port()
-    uri = f"grpc://127.0.0.1:{port}"
-    command = [str(server_binary()), "serve", "--bind", f"127.0.0.1:{port}"]
-    command += ["--fasta", f"reads={fasta}"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until_serving(uri, server)
-        print(f"server: {' '.join(command)}")
+        server = Server(["--fasta", f"reads={fasta}"], args.data_dir / "server.log")
+    except ServerError as error:
+        raise SystemExit(str(error)) from None
+    with server:
+        uri = server.uri
+        print(f"server: {' '.join(server.command)} (log: {server.log_path})")
         print(f"query:  {args.query}")
         print(f"file:   {fasta} ({fasta.stat().st_size / 2**20:.0f} MiB)\n", flush=True)
         measure("flightbear", uri, args.query)  # warm the page cache and the server
@@ -185,9 +153,6 @@ def main() -> None:
         for _ in range(args.runs):
             for client in results:
                 results[client].append(measure(client, uri, args.query))
-    finally:
-        server.terminate()
-        server.wait(10)
 
     header = (
         f"{'client':<16}{'rows':>11}{'batches':>9}{'best s':>8}{'median s':>10}"

@@ -3,36 +3,52 @@
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+# The shared test support (tests/support/flightbear_testing.py) is a plain module on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
+
+from flightbear_testing import (
+    FastaRecord,
+    Server,
+    fasta_text,
+    make_records,
+    random_bases,
+    write_samples_csv,
+)
+
 import flightbear
-from support import DataFiles, RunningServer, write_csv, write_fasta
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    fasta: Path
+    csv: Path
+    big_record_fasta: Path
 
 
 @pytest.fixture(scope="session")
 def data_files(tmp_path_factory: pytest.TempPathFactory) -> DataFiles:
     root = tmp_path_factory.mktemp("data")
     files = DataFiles(root / "reads.fa", root / "samples.csv", root / "big_record.fa")
-    write_fasta(files.fasta, 3000, seed=7)
-    write_csv(files.csv, 500, seed=11)
-    rng = random.Random(3)
+    rng = random.Random(7)
+    files.fasta.write_text(fasta_text(make_records(rng, "seq", 3000, 900), rng))
+    write_samples_csv(files.csv, rng, 500)
     # One 6 Mbase record: its batch is far above gRPC's usual 4 MiB message limit.
-    big = "".join(rng.choice("ACGT") for _ in range(6_000_000))
-    with open(files.big_record_fasta, "w") as out:
-        out.write(">chrBig a single large record\n")
-        for start in range(0, len(big), 80):
-            out.write(big[start : start + 80] + "\n")
+    big = FastaRecord("chrBig", "a single large record", random_bases(rng, 6_000_000))
+    files.big_record_fasta.write_text(fasta_text([big], rng))
     return files
 
 
 @pytest.fixture(scope="session")
-def server(
-    data_files: DataFiles, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+def server(data_files: DataFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server") / "server.log"
-    running = RunningServer(
+    with Server(
         [
             "--fasta",
             f"reads={data_files.fasta}",
@@ -44,12 +60,11 @@ def server(
             "1000",
         ],
         log,
-    )
-    yield running
-    running.stop()
+    ) as running:
+        yield running
 
 
 @pytest.fixture
-def conn(server: RunningServer) -> Iterator[flightbear.Connection]:
+def conn(server: Server) -> Iterator[flightbear.Connection]:
     with flightbear.connect(server.uri, timeout=30) as connection:
         yield connection

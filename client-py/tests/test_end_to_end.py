@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from flightbear_testing import Server, read_delimited, read_fasta
 
 import flightbear
-from support import DataFiles, RunningServer, read_csv_rows, read_fasta
 
 
 def rows_by_id(table: pa.Table, key: str = "id") -> dict:
@@ -35,7 +35,7 @@ def test_table_schema_of_unknown_table_is_a_lookup_error_naming_it(conn):
     assert isinstance(info.value, LookupError)
 
 
-def test_select_star_returns_every_fasta_record(conn, data_files: DataFiles):
+def test_select_star_returns_every_fasta_record(conn, data_files):
     expected = {r.id: r for r in read_fasta(data_files.fasta)}
     table = conn.sql("SELECT * FROM reads").to_arrow_table()
     assert table.num_rows == len(expected)
@@ -46,7 +46,7 @@ def test_select_star_returns_every_fasta_record(conn, data_files: DataFiles):
         assert got[name]["sequence"] == record.sequence, name
 
 
-def test_aggregates_match_the_reference_reader(conn, data_files: DataFiles):
+def test_aggregates_match_the_reference_reader(conn, data_files):
     records = read_fasta(data_files.fasta)
     table = conn.sql(
         "SELECT count(*) AS n, sum(length(sequence)) AS bases, "
@@ -61,7 +61,7 @@ def test_aggregates_match_the_reference_reader(conn, data_files: DataFiles):
     ]
 
 
-def test_question_mark_parameters_filter_rows(conn, data_files: DataFiles):
+def test_question_mark_parameters_filter_rows(conn, data_files):
     records = read_fasta(data_files.fasta)
     result = conn.sql(
         "SELECT id, length(sequence) AS n FROM reads WHERE length(sequence) > ? ORDER BY id",
@@ -71,7 +71,7 @@ def test_question_mark_parameters_filter_rows(conn, data_files: DataFiles):
     assert [(row["id"], row["n"]) for row in result.to_arrow_table().to_pylist()] == expected
 
 
-def test_dollar_parameters_bind_in_order(conn, data_files: DataFiles):
+def test_dollar_parameters_bind_in_order(conn, data_files):
     records = read_fasta(data_files.fasta)
     lo, hi, prefix = 100, 300, "seq0001"
     table = conn.sql(
@@ -99,8 +99,8 @@ def test_parameters_reject_strings_and_mappings(conn):
         conn.sql("SELECT $1", {"a": 1})
 
 
-def test_csv_table_matches_the_csv_module(conn, data_files: DataFiles):
-    expected = read_csv_rows(data_files.csv)
+def test_csv_table_matches_the_csv_module(conn, data_files):
+    expected = read_delimited(data_files.csv)
     table = conn.sql("SELECT * FROM samples ORDER BY sample_id").to_arrow_table()
     assert table.column_names == ["sample_id", "species", "read_count", "score"]
     got = table.to_pylist()
@@ -112,9 +112,9 @@ def test_csv_table_matches_the_csv_module(conn, data_files: DataFiles):
         assert row["score"] == pytest.approx(float(want["score"]))
 
 
-def test_group_by_on_csv_matches_python(conn, data_files: DataFiles):
+def test_group_by_on_csv_matches_python(conn, data_files):
     expected: dict[str, int] = {}
-    for row in read_csv_rows(data_files.csv):
+    for row in read_delimited(data_files.csv):
         expected[row["species"]] = expected.get(row["species"], 0) + int(row["read_count"])
     table = conn.sql(
         "SELECT species, sum(read_count) AS total FROM samples GROUP BY species"
@@ -139,8 +139,8 @@ def test_read_fasta_file_registers_and_reads_a_server_side_file(server, tmp_path
         assert not registered & set(conn.tables())
 
 
-def test_read_csv_file_reads_every_row(conn, data_files: DataFiles):
-    expected = read_csv_rows(data_files.csv)
+def test_read_csv_file_reads_every_row(conn, data_files):
+    expected = read_delimited(data_files.csv)
     table = conn.read_csv_file(str(data_files.csv)).to_arrow_table()
     assert table.num_rows == len(expected)
     assert sorted(table.column("sample_id").to_pylist()) == sorted(r["sample_id"] for r in expected)
@@ -194,7 +194,7 @@ def test_a_result_can_be_fetched_again(conn):
     assert result.to_arrow_table().equals(result.to_arrow_table())
 
 
-def test_iterating_a_result_yields_record_batches(conn, data_files: DataFiles):
+def test_iterating_a_result_yields_record_batches(conn, data_files):
     batches = list(conn.sql("SELECT id FROM reads"))
     assert all(isinstance(b, pa.RecordBatch) for b in batches)
     assert sum(b.num_rows for b in batches) == len(read_fasta(data_files.fasta))
@@ -207,7 +207,7 @@ def test_pyarrow_consumes_the_capsule_stream(conn):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("polars") is None, reason="polars not installed")
-def test_polars_consumes_a_result_directly(conn, data_files: DataFiles):
+def test_polars_consumes_a_result_directly(conn, data_files):
     import polars as pl
 
     frame = pl.DataFrame(conn.sql("SELECT id, length(sequence) AS n FROM reads"))
@@ -217,7 +217,7 @@ def test_polars_consumes_a_result_directly(conn, data_files: DataFiles):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("duckdb") is None, reason="duckdb not installed")
-def test_duckdb_consumes_a_result_directly(conn, data_files: DataFiles):
+def test_duckdb_consumes_a_result_directly(conn, data_files):
     import duckdb
 
     result = conn.sql("SELECT id, length(sequence) AS n FROM reads")  # noqa: F841
@@ -237,11 +237,8 @@ def test_execute_runs_ddl(conn):
 
 
 def test_server_sample_tables_when_started_without_tables(tmp_path: Path):
-    sample = RunningServer([], tmp_path / "sample.log")
-    try:
+    with Server([], tmp_path / "sample.log", sample_data=True) as sample:
         with flightbear.connect(sample.uri) as conn:
             assert {"sequences", "samples"} <= set(conn.tables())
             count = conn.sql("SELECT count(*) AS n FROM sequences").to_arrow_table()
             assert count.column("n")[0].as_py() > 0
-    finally:
-        sample.stop()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+from flightbear_testing import Server, free_port
 
 import flightbear
 from fake_flight import (
@@ -20,7 +21,6 @@ from fake_flight import (
     ScriptedServer,
     fails_after_first_batch,
 )
-from support import RunningServer, free_port
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_unreachable_server_is_a_connection_error():
 
 
 def test_server_that_goes_away_is_a_connection_error(data_files, tmp_path):
-    server = RunningServer(["--fasta", f"r={data_files.fasta}"], tmp_path / "dying.log")
+    server = Server(["--fasta", f"r={data_files.fasta}"], tmp_path / "dying.log")
     conn = flightbear.connect(server.uri)
     assert "r" in conn.tables()
     server.stop()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from flightbear_testing import read_fasta
 
 import flightbear
-from support import DataFiles, read_fasta
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +34,7 @@ def test_large_result_arrives_in_many_batches(conn):
     assert batches > 10
 
 
-def test_fasta_table_streams_in_many_batches_and_matches_the_reference(conn, data_files: DataFiles):
+def test_fasta_table_streams_in_many_batches_and_matches_the_reference(conn, data_files):
     records = read_fasta(data_files.fasta)
     reader = conn.sql("SELECT id, sequence FROM reads").to_arrow_record_batch_reader()
     seen: dict[str, str] = {}
@@ -69,7 +69,7 @@ def test_abandoned_capsule_stream_is_released(conn):
     assert conn.sql("SELECT 2 AS two").to_arrow_table().column("two")[0].as_py() == 2
 
 
-def test_messages_larger_than_4_mib_are_received(conn, data_files: DataFiles):
+def test_messages_larger_than_4_mib_are_received(conn, data_files):
     (record,) = read_fasta(data_files.big_record_fasta)
     table = conn.sql("SELECT id, sequence FROM big_record").to_arrow_table()
     assert table.column("id").to_pylist() == [record.id]
@@ -174,7 +174,7 @@ def test_ctrl_c_interrupts_a_blocked_fetch_within_a_second(how, tmp_path: Path):
     assert seconds < 1.5, out
 
 
-def test_results_can_be_read_from_another_thread(conn, data_files: DataFiles):
+def test_results_can_be_read_from_another_thread(conn, data_files):
     reader = conn.sql("SELECT id FROM reads").to_arrow_record_batch_reader()
     rows: list[int] = []
     thread = threading.Thread(target=lambda: rows.append(reader.read_all().num_rows))

@@ -1,84 +1,30 @@
-"""Support for the compatibility suite: oracles, generated data, the real server.
+"""The compatibility suite's data: generated files, each table's expectation, the server flags.
 
-The helpers generate FASTA / CSV / TSV files with a seeded RNG, start the server binary on a free
-loopback port and hand the tests the URI together with an *independent* expectation of every
-table: a tiny FASTA reader written here and Python's csv module. Nothing here shares code with the
-server.
-
-The binary is found through ``FLIGHTBEAR_BIN``, else ``$CARGO_TARGET_DIR/release/flightbear``,
-else ``<repo>/target/release/flightbear`` (build it with ``cargo build --release``).
+``build_dataset`` writes FASTA / CSV / TSV files with a seeded RNG and computes what every served
+table must answer with the independent oracles of ``flightbear_testing`` (a plain-Python FASTA
+reader, Python's csv module). Nothing here shares code with the server.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import os
 import random
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.flight as flight
-import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-# ---------------------------------------------------------------------------------------------
-# Independent oracles
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FastaRecord:
-    id: str
-    description: str | None
-    sequence: str
-
-    def row(self) -> dict[str, Any]:
-        return {"id": self.id, "description": self.description, "sequence": self.sequence}
-
-
-def read_fasta(path: Path) -> list[FastaRecord]:
-    """The obvious FASTA reader: '>' starts a header, other non-blank lines are joined.
-
-    Gzip files (including several concatenated members) are read through ``gzip.open``.
-    """
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    records: list[FastaRecord] = []
-    header: str | None = None
-    lines: list[str] = []
-
-    def flush() -> None:
-        if header is None:
-            return
-        parts = header.split(None, 1)
-        name = parts[0] if parts else ""
-        description = parts[1].strip() if len(parts) > 1 else ""
-        records.append(FastaRecord(name, description or None, "".join(lines)))
-
-    with opener(path, "rt", encoding="ascii", newline="") as handle:
-        for raw in handle:
-            line = raw.rstrip("\r\n")
-            if line.startswith(">"):
-                flush()
-                header, lines = line[1:], []
-            elif line.strip():
-                lines.append(line.strip())
-    flush()
-    return records
-
-
-def read_delimited(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter))
-
+from flightbear_testing import (
+    FastaRecord,
+    fasta_text,
+    make_records,
+    random_bases,
+    read_delimited,
+    read_fasta,
+    write_samples_csv,
+)
 
 FASTA_SCHEMA = pa.schema(
     [
@@ -96,60 +42,6 @@ def rows_by(table: pa.Table, key: str = "id") -> list[dict[str, Any]]:
 
 def gc_count(sequence: str) -> int:
     return sum(1 for base in sequence.upper() if base in "GC")
-
-
-# ---------------------------------------------------------------------------------------------
-# Generated data (seeded: every run sees the same files)
-# ---------------------------------------------------------------------------------------------
-
-WORDS = ["alpha", "beta", "gamma", "kinase", "putative", "chromosome", "plasmid", "X", "17", "a,b"]
-_BASES = bytes(b"ACGT"[i % 4] for i in range(256))
-
-
-def random_bases(rng: random.Random, length: int, alphabet: str = "ACGT") -> str:
-    if alphabet == "ACGT":
-        return rng.randbytes(length).translate(_BASES).decode("ascii")
-    return "".join(rng.choices(alphabet, k=length))
-
-
-def fasta_text(
-    records: Sequence[FastaRecord],
-    rng: random.Random,
-    newline: str = "\n",
-    blank_lines: bool = False,
-) -> str:
-    out: list[str] = []
-    for record in records:
-        header = record.id if record.description is None else f"{record.id} {record.description}"
-        # Some headers get a tab or extra spaces between id and description, or trailing blanks.
-        if record.description is not None and rng.random() < 0.1:
-            header = f"{record.id}\t  {record.description}  "
-        out.append(f">{header}{newline}")
-        width = rng.choice([50, 60, 61, 70, 80])
-        for start in range(0, len(record.sequence), width):
-            out.append(record.sequence[start : start + width] + newline)
-        if blank_lines and rng.random() < 0.2:
-            out.append(newline)
-    return "".join(out)
-
-
-def make_records(
-    rng: random.Random, prefix: str, count: int, max_len: int, empty_every: int = 0
-) -> list[FastaRecord]:
-    records = []
-    for i in range(count):
-        described = rng.random() < 0.7
-        description = (
-            " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) if described else None
-        )
-        if empty_every and i % empty_every == 0:
-            sequence = ""
-        elif i % 11 == 0:
-            sequence = random_bases(rng, rng.randint(1, max_len), "acgtnRYKMSWN")
-        else:
-            sequence = random_bases(rng, rng.randint(1, max_len))
-        records.append(FastaRecord(f"{prefix}{i:06d}", description, sequence))
-    return records
 
 
 @dataclass
@@ -232,14 +124,7 @@ def build_dataset(root: Path) -> Dataset:
 
     # samples.csv: quoted fields with commas, integers, floats.
     samples = root / "samples.csv"
-    species = ["E. coli", "S. aureus", "H. sapiens, cell line", 'B. "subtilis"']
-    with open(samples, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["sample_id", "species", "read_count", "score"])
-        for i in range(300):
-            writer.writerow(
-                [f"S{i:04d}", rng.choice(species), rng.randint(0, 10**9), f"{rng.random():.6f}"]
-            )
+    write_samples_csv(samples, rng, 300)
 
     # The same sample sheet, gzipped (.csv.gz is decompressed on the fly).
     samples_gz = root / "samples_gz.csv.gz"
@@ -295,106 +180,3 @@ def build_dataset(root: Path) -> Dataset:
         "--table", f"runs={runs}",
     ]  # fmt: skip
     return data
-
-
-# ---------------------------------------------------------------------------------------------
-# The real server
-# ---------------------------------------------------------------------------------------------
-
-
-def server_binary() -> Path:
-    candidates = []
-    if os.environ.get("FLIGHTBEAR_BIN"):
-        candidates.append(Path(os.environ["FLIGHTBEAR_BIN"]))
-    if os.environ.get("CARGO_TARGET_DIR"):
-        candidates.append(Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "flightbear")
-    candidates.append(REPO / "target" / "release" / "flightbear")
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(
-        "flightbear server binary not found (tried "
-        + ", ".join(map(str, candidates))
-        + "); run `cargo build --release` or set FLIGHTBEAR_BIN"
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """One flightbear process on a free loopback port; its log goes to a file."""
-
-    def __init__(self, args: Sequence[str], log_path: Path, rust_log: str = "warn") -> None:
-        self.args = list(args)
-        self.log_path = log_path
-        for _attempt in range(3):  # another process may grab the port between probe and bind
-            self.port = free_port()
-            self.uri = f"grpc://127.0.0.1:{self.port}"
-            self._log = open(log_path, "wb")
-            command = [
-                str(server_binary()),
-                "serve",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--no-sample-data",
-                *self.args,
-            ]
-            env = {**os.environ, "RUST_LOG": rust_log}
-            env = {k: v for k, v in env.items() if not k.startswith("FLIGHTBEAR_")}
-            self.process = subprocess.Popen(
-                command, stdout=self._log, stderr=subprocess.STDOUT, env=env
-            )
-            if self._wait_until_serving():
-                return
-            self._log.close()
-        pytest.fail(f"flightbear did not start:\n{self.log()}")
-
-    def _wait_until_serving(self, limit: float = 60.0) -> bool:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                if "in use" in self.log().lower():
-                    return False
-                pytest.fail(f"flightbear exited early ({self.process.returncode}):\n{self.log()}")
-            try:
-                client = flight.FlightClient(self.uri)
-                try:
-                    list(client.list_flights())
-                finally:
-                    client.close()
-                return True
-            except flight.FlightError:
-                time.sleep(0.05)
-        self.kill()
-        pytest.fail(f"flightbear did not start within {limit} s:\n{self.log()}")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")[-8000:]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def terminate(self, timeout: float) -> int:
-        """SIGTERM, then the exit code (raises subprocess.TimeoutExpired when it hangs)."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.terminate(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if not self._log.closed:
-            self._log.close()

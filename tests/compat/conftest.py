@@ -6,6 +6,7 @@ server with every table (``server`` / ``uri``) and a factory for private servers
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,11 @@ from typing import Any
 import pyarrow.flight as flight
 import pytest
 
-from compat_support import Dataset, Server, build_dataset
+# The shared test support (tests/support/flightbear_testing.py) is a plain module on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+
+from compat_support import Dataset, build_dataset
+from flightbear_testing import Server
 
 
 @pytest.fixture(scope="session")

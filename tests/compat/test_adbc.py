@@ -12,7 +12,8 @@ import adbc_driver_manager
 import pyarrow as pa
 import pytest
 
-from compat_support import FASTA_SCHEMA, Dataset, Server, gc_count, read_fasta, rows_by
+from compat_support import FASTA_SCHEMA, Dataset, gc_count, rows_by
+from flightbear_testing import Server, read_fasta
 
 FASTA_TABLES = ["reads", "crlf", "packed", "shards", "big_record", "mixedcase", "tiled", "ranged"]
 STRING, BIGINT = 12, -5  # XDBC / JDBC type codes

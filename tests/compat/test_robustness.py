@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from compat_support import Dataset, Server, server_binary
+from compat_support import Dataset
+from flightbear_testing import Server, server_binary
 
 CLIENTS = 12
 # 3000 x 3000 rows: far more than any client reads in these tests, so a server that does not
@@ -140,6 +141,13 @@ def stream_closed_rows(server: Server, marker: str, timeout: float = 15.0) -> in
     pytest.fail(f"the server never closed the stream of {marker!r}:\n{server.log()}")
 
 
+def assert_server_noticed_the_client_leave(server: Server, dataset: Dataset, marker: str) -> None:
+    """The stream of ``marker`` ended long before its 9 million rows; the server still answers."""
+    total = len(dataset.fasta["reads"]) ** 2
+    assert stream_closed_rows(server, marker) < total
+    assert_server_healthy(server, dataset)
+
+
 def test_flight_client_abandons_stream(logged_server: Server, dataset: Dataset) -> None:
     marker = "abandoned_by_flight"
     client = flight.FlightClient(logged_server.uri)
@@ -152,10 +160,7 @@ def test_flight_client_abandons_stream(logged_server: Server, dataset: Dataset) 
     reader.cancel()
     client.close()
 
-    # The server noticed: the query's stream ended long before its 9 million rows.
-    total = len(dataset.fasta["reads"]) ** 2
-    assert stream_closed_rows(logged_server, marker) < total
-    assert_server_healthy(logged_server, dataset)
+    assert_server_noticed_the_client_leave(logged_server, dataset, marker)
 
 
 def test_adbc_client_abandons_stream(logged_server: Server, dataset: Dataset) -> None:
@@ -167,9 +172,7 @@ def test_adbc_client_abandons_stream(logged_server: Server, dataset: Dataset) ->
         assert reader.read_next_batch().num_rows > 0
         reader.close()
         cur.close()
-    total = len(dataset.fasta["reads"]) ** 2
-    assert stream_closed_rows(logged_server, marker) < total
-    assert_server_healthy(logged_server, dataset)
+    assert_server_noticed_the_client_leave(logged_server, dataset, marker)
 
 
 CLIENT_SCRIPT = """
@@ -197,9 +200,7 @@ def test_client_process_killed_mid_stream(logged_server: Server, dataset: Datase
     finally:
         child.kill()
         child.wait()
-    total = len(dataset.fasta["reads"]) ** 2
-    assert stream_closed_rows(logged_server, marker) < total
-    assert_server_healthy(logged_server, dataset)
+    assert_server_noticed_the_client_leave(logged_server, dataset, marker)
 
 
 def test_abandoned_streams_do_not_disturb_other_clients(uri: str, dataset: Dataset) -> None:
