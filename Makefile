@@ -70,6 +70,7 @@ bench-client: build
 test-compat: build
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_VENV)/bin/ruff check tests
 	$(CLIENT_PY) -m pytest tests/compat tests/support
 
 # No Docker engine is needed: hadolint checks the Dockerfile, the Compose spec schema the compose file.
