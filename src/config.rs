@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::bytesize::ByteSize;
+
 /// Default address the server listens on.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 /// Default byte budget of one FASTA record batch.
@@ -33,7 +35,34 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Serve the sample tables shipped with flightbear when no table is configured.
     pub sample_data: bool,
+    /// Memory all queries together may reserve; `None`: half of the machine's (or the
+    /// container's cgroup) memory. See [`Config::memory_limit`].
+    pub memory_limit: Option<ByteSize>,
+    /// Where sorts, aggregations and joins spill when memory runs short (`None`: a temp dir).
+    pub spill_dir: Option<PathBuf>,
+    /// Longest SQL text accepted.
+    pub max_sql_bytes: ByteSize,
+    /// Seconds a query may run (0: no limit).
+    pub query_timeout: u64,
+    /// Queries that may run at once (0: four per query thread).
+    pub max_concurrent_queries: usize,
+    /// Seconds a query waits for a free slot before RESOURCE_EXHAUSTED.
+    pub queue_timeout: u64,
+    /// Threads that plan and run queries (0: one per core).
+    pub query_threads: usize,
+    /// Open client connections accepted at once; more are refused until some close.
+    pub max_connections: usize,
+    /// Seconds a connection may stay silent (no bytes either way, keepalive pings included)
+    /// before it is closed; also the time a new connection has to start speaking HTTP/2.
+    pub idle_timeout: u64,
+    /// Seconds between HTTP/2 keepalive pings (and TCP keepalive probes).
+    pub keepalive_interval: u64,
+    /// Where Prometheus metrics are served at `/metrics` (`None`: not served).
+    pub metrics_bind: Option<SocketAddr>,
 }
+
+/// Default longest SQL text.
+pub const DEFAULT_MAX_SQL_BYTES: ByteSize = ByteSize::mib(1);
 
 impl Default for Config {
     fn default() -> Self {
@@ -46,6 +75,17 @@ impl Default for Config {
             target_partitions: 0,
             log_format: LogFormat::Text,
             sample_data: true,
+            memory_limit: None,
+            spill_dir: None,
+            max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
+            query_timeout: 3600,
+            max_concurrent_queries: 0,
+            queue_timeout: 30,
+            query_threads: 0,
+            max_connections: 1024,
+            idle_timeout: 120,
+            keepalive_interval: 30,
+            metrics_bind: None,
         }
     }
 }
@@ -195,6 +235,39 @@ pub struct Overrides {
     /// `--no-sample-data`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_data: Option<bool>,
+    /// `--memory-limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<ByteSize>,
+    /// `--spill-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<PathBuf>,
+    /// `--max-sql-bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sql_bytes: Option<ByteSize>,
+    /// `--query-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_timeout: Option<u64>,
+    /// `--max-concurrent-queries`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries: Option<usize>,
+    /// `--queue-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<u64>,
+    /// `--query-threads`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_threads: Option<usize>,
+    /// `--max-connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// `--idle-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// `--keepalive-interval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval: Option<u64>,
+    /// `--metrics-bind`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Tables from `--table`, `--fasta`, `--csv`; added to those of the file.
     #[serde(skip)]
     pub tables: Vec<TableSpec>,
@@ -235,8 +308,88 @@ impl Config {
                 "batch_bytes must be at least 1024".into(),
             ));
         }
+        if let Some(limit) = self.memory_limit
+            && limit < MIN_MEMORY_LIMIT
+        {
+            return Err(ConfigError::Invalid(format!(
+                "memory_limit must be at least {MIN_MEMORY_LIMIT} (got {limit})"
+            )));
+        }
+        if self.max_sql_bytes.0 < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_sql_bytes must be at least 1KiB".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if self.idle_timeout <= self.keepalive_interval * 2 {
+            return Err(ConfigError::Invalid(format!(
+                "idle_timeout ({} s) must be more than twice keepalive_interval ({} s), or \
+                 healthy idle connections would be closed between keepalive pings",
+                self.idle_timeout, self.keepalive_interval
+            )));
+        }
         Ok(())
     }
+
+    /// The memory limit in force: the configured one, or half of the memory this process
+    /// may use (the container's cgroup limit when there is one, else the machine's memory).
+    pub fn memory_limit(&self) -> ByteSize {
+        self.memory_limit.unwrap_or_else(|| {
+            let available = available_memory().unwrap_or(ByteSize(4 << 30));
+            ByteSize((available.0 / 2).max(MIN_MEMORY_LIMIT.0))
+        })
+    }
+
+    /// Threads that run queries.
+    pub fn query_threads(&self) -> usize {
+        if self.query_threads > 0 {
+            self.query_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Queries that may run at once.
+    pub fn max_concurrent_queries(&self) -> usize {
+        if self.max_concurrent_queries > 0 {
+            self.max_concurrent_queries
+        } else {
+            4 * self.query_threads()
+        }
+    }
+}
+
+/// The smallest memory limit accepted: below it even small scans cannot run.
+pub const MIN_MEMORY_LIMIT: ByteSize = ByteSize::mib(16);
+
+/// The memory this process may use: the cgroup (v2, then v1) limit when one is set, else the
+/// machine's total memory (`/proc/meminfo`). `None` where neither can be read.
+pub fn available_memory() -> Option<ByteSize> {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kib| kib.trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        // "max" (v2) or a huge number (v1) mean "no limit".
+        text.trim().parse::<u64>().ok()
+    })
+    .filter(|&limit| machine.is_none_or(|machine| limit < machine));
+    cgroup.or(machine).map(ByteSize)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | [`bytesize`] | byte sizes as people write them (`512MiB`) |
 //! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
 //! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
 //! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
@@ -12,6 +13,7 @@
 //! | [`server`] | the gRPC server: listener, health service, graceful shutdown |
 //! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
 
+pub mod bytesize;
 pub mod catalog;
 pub mod config;
 pub mod fasta;

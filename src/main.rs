@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use flightbear::config::{Config, LogFormat, Overrides, TableFormat, TableSpec};
+use flightbear::config::{ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -72,6 +72,42 @@ struct ServeArgs {
     /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
     #[arg(long, env = "FLIGHTBEAR_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Memory all queries together may use, e.g. 512MiB or 4GiB [default: half of the
+    /// machine's or container's memory]. Sorts, aggregations and joins spill to disk beyond it;
+    /// what cannot fit fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLIGHTBEAR_MEMORY_LIMIT", value_name = "SIZE")]
+    memory_limit: Option<ByteSize>,
+    /// Directory for spill files [default: a temporary directory].
+    #[arg(long, env = "FLIGHTBEAR_SPILL_DIR", value_name = "DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Longest SQL text accepted [default: 1MiB].
+    #[arg(long, env = "FLIGHTBEAR_MAX_SQL_BYTES", value_name = "SIZE")]
+    max_sql_bytes: Option<ByteSize>,
+    /// Seconds a query may run before it is stopped with DEADLINE_EXCEEDED; 0 for no limit
+    /// [default: 3600]. A shorter gRPC deadline from the client wins.
+    #[arg(long, env = "FLIGHTBEAR_QUERY_TIMEOUT", value_name = "SECONDS")]
+    query_timeout: Option<u64>,
+    /// Queries that may run at once [default: 4 per query thread].
+    #[arg(long, env = "FLIGHTBEAR_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    max_concurrent_queries: Option<usize>,
+    /// Seconds a query waits for a free slot before RESOURCE_EXHAUSTED [default: 30].
+    #[arg(long, env = "FLIGHTBEAR_QUEUE_TIMEOUT", value_name = "SECONDS")]
+    queue_timeout: Option<u64>,
+    /// Threads that plan and run queries, apart from those serving gRPC [default: cores].
+    #[arg(long, env = "FLIGHTBEAR_QUERY_THREADS", value_name = "N")]
+    query_threads: Option<usize>,
+    /// Client connections open at once; more are refused [default: 1024].
+    #[arg(long, env = "FLIGHTBEAR_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may stay silent before it is closed [default: 120].
+    #[arg(long, env = "FLIGHTBEAR_IDLE_TIMEOUT", value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
+    /// Seconds between HTTP/2 and TCP keepalive probes [default: 30].
+    #[arg(long, env = "FLIGHTBEAR_KEEPALIVE_INTERVAL", value_name = "SECONDS")]
+    keepalive_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    #[arg(long, env = "FLIGHTBEAR_METRICS_BIND", value_name = "ADDR")]
+    metrics_bind: Option<SocketAddr>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
     #[arg(
         long,
@@ -120,6 +156,17 @@ impl ServeArgs {
             target_partitions: self.target_partitions,
             log_format: self.log_format,
             sample_data: self.no_sample_data.then_some(false),
+            memory_limit: self.memory_limit,
+            spill_dir: self.spill_dir.clone(),
+            max_sql_bytes: self.max_sql_bytes,
+            query_timeout: self.query_timeout,
+            max_concurrent_queries: self.max_concurrent_queries,
+            queue_timeout: self.queue_timeout,
+            query_threads: self.query_threads,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            metrics_bind: self.metrics_bind,
             tables,
         })
     }

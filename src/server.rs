@@ -35,6 +35,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The query runtime or its resources (memory pool, spill directory) could not be set up.
+    #[error("cannot set up query execution: {0}")]
+    Execution(String),
     /// The server task died.
     #[error("server task failed: {0}")]
     Crashed(String),
@@ -119,7 +122,8 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
 
 /// Builds the catalog, binds the address and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    let ctx = catalog::session_context(&config);
+    let ctx =
+        catalog::session_context(&config).map_err(|e| ServerError::Execution(e.strip_backtrace()))?;
     let tables = if config.tables.is_empty() && config.sample_data {
         tracing::info!("no table configured: serving the sample tables 'sequences' and 'samples'");
         sample_tables()?
@@ -139,7 +143,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         source,
     })?;
 
-    let service = FlightbearService::new(ctx, config.string_view).into_server();
+    let service = FlightbearService::new(ctx, &config)
+        .map_err(|e| ServerError::Execution(e.to_string()))?
+        .into_server();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightbearService>>(

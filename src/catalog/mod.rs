@@ -1,6 +1,7 @@
 //! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
 
 pub mod location;
+pub mod runtime;
 pub mod table_factory;
 
 use std::sync::Arc;
@@ -55,8 +56,10 @@ pub fn fasta_options(config: &Config) -> FastaOptions {
     }
 }
 
-/// Builds the session every request runs in: FASTA registered, `STORED AS FASTA` available.
-pub fn session_context(config: &Config) -> SessionContext {
+/// Builds the session every request runs in: FASTA registered, `STORED AS FASTA` available,
+/// the server's memory limit and spill directory in force.
+pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionError> {
+    let runtime = runtime::runtime_env(config.memory_limit(), config.spill_dir.clone())?;
     let mut session = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_information_schema(true)
@@ -72,6 +75,7 @@ pub fn session_context(config: &Config) -> SessionContext {
     let fasta = Arc::new(FastaFormatFactory::new(fasta_options(config)));
     let mut state = SessionStateBuilder::new()
         .with_config(session)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_table_factory(
             "FASTA".to_string(),
@@ -82,7 +86,7 @@ pub fn session_context(config: &Config) -> SessionContext {
     if let Err(e) = state.register_file_format(fasta, true) {
         tracing::error!("could not register the FASTA file format: {e}");
     }
-    SessionContext::new_with_state(state)
+    Ok(SessionContext::new_with_state(state))
 }
 
 /// Registers every configured table; the first failure stops start-up with a readable message.

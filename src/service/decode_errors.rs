@@ -1,10 +1,11 @@
-//! Reports request messages tonic could not decode as INVALID_ARGUMENT instead of INTERNAL.
+//! Reports request messages tonic refused (undecodable, or over the size limit) as INVALID_ARGUMENT.
 //!
 //! tonic decodes the request message of a unary or server-streaming call (GetFlightInfo,
 //! DoGet, DoAction, …) before our handler runs, and answers a message that does not decode
-//! with INTERNAL. Bytes the client sent that are not a valid message are the client's fault,
-//! so this wrapper rewrites exactly those answers. Streaming requests (DoPut, Handshake)
-//! surface the same errors inside the handler, where [`super::ServiceError`] maps them.
+//! with INTERNAL and one over the size limit with OUT_OF_RANGE. Both are the client's fault,
+//! so this wrapper rewrites exactly those answers, in words that name the limit. Streaming
+//! requests (DoPut, Handshake) surface the same errors inside the handler, where
+//! [`super::ServiceError`] maps them.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -14,19 +15,42 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
-use super::error::PROST_DECODE_PREFIX;
+use super::error::{PROST_DECODE_PREFIX, TOO_LARGE_PREFIX};
+use crate::bytesize::ByteSize;
 
 /// Wraps a gRPC service; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct DecodeErrorsAsInvalidArgument<S> {
     inner: S,
+    max_request_bytes: usize,
 }
 
 impl<S> DecodeErrorsAsInvalidArgument<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// Wraps `inner`, whose request messages may be at most `max_request_bytes` long.
+    pub fn new(inner: S, max_request_bytes: usize) -> Self {
+        Self {
+            inner,
+            max_request_bytes,
+        }
     }
+}
+
+/// The INVALID_ARGUMENT answer for a request tonic refused, if it refused it for the client's fault.
+fn client_fault(status: &Status, max_request_bytes: usize) -> Option<Status> {
+    let message = status.message();
+    if status.code() == Code::Internal && message.starts_with(PROST_DECODE_PREFIX) {
+        return Some(Status::invalid_argument(format!(
+            "invalid request message: {message}"
+        )));
+    }
+    if status.code() == Code::OutOfRange && message.starts_with(TOO_LARGE_PREFIX) {
+        return Some(Status::invalid_argument(format!(
+            "the request message is larger than this server accepts ({}; SQL text may be at \
+             most --max-sql-bytes): {message}",
+            ByteSize(max_request_bytes as u64)
+        )));
+    }
+    None
 }
 
 impl<S: NamedService> NamedService for DecodeErrorsAsInvalidArgument<S> {
@@ -48,17 +72,16 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let answer = self.inner.call(request);
+        let max_request_bytes = self.max_request_bytes;
         Box::pin(async move {
             let response = answer.await?;
             // tonic keeps the Status of an error answer in the response extensions.
-            let undecodable = response.extensions().get::<Status>().filter(|status| {
-                status.code() == Code::Internal && status.message().starts_with(PROST_DECODE_PREFIX)
-            });
-            Ok(match undecodable {
-                Some(status) => {
-                    let message = format!("invalid request message: {}", status.message());
-                    Status::invalid_argument(message).into_http()
-                }
+            let rewritten = response
+                .extensions()
+                .get::<Status>()
+                .and_then(|status| client_fault(status, max_request_bytes));
+            Ok(match rewritten {
+                Some(status) => status.into_http(),
                 None => response,
             })
         })

@@ -53,6 +53,15 @@ pub enum ServiceError {
     /// The client's request stream failed (a transport error or a message tonic could not decode).
     #[error("{}", .0.message())]
     Transport(Box<Status>),
+    /// The query was cancelled (CancelFlightInfo) or its client went away.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The query ran past the server's time limit or the client's deadline.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// No query slot freed up in time.
+    #[error("{0}")]
+    Busy(String),
     /// An invariant of ours does not hold: a server bug, never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,6 +91,9 @@ impl ServiceError {
             Self::Arrow(error) => arrow_code(error),
             Self::Flight(error) => flight_code(error),
             Self::Transport(status) => transport_code(status),
+            Self::Cancelled(_) => Code::Cancelled,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Busy(_) => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -121,14 +133,17 @@ impl From<Status> for ServiceError {
 
 /// prost's decode errors print with this prefix; tonic reports them as INTERNAL.
 pub(crate) const PROST_DECODE_PREFIX: &str = "failed to decode Protobuf message";
+/// tonic's OUT_OF_RANGE answer to a request message over the size limit starts so.
+pub(crate) const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large";
 
-/// A status from the client's request stream: tonic calls an undecodable message INTERNAL,
-/// but a message the client sent that does not decode is the client's fault.
+/// A status from the client's request stream: tonic calls an undecodable message INTERNAL
+/// and one over the size limit OUT_OF_RANGE, but both are the client's fault.
 fn transport_code(status: &Status) -> Code {
-    if status.code() == Code::Internal && status.message().starts_with(PROST_DECODE_PREFIX) {
-        Code::InvalidArgument
-    } else {
-        status.code()
+    let message = status.message();
+    match status.code() {
+        Code::Internal if message.starts_with(PROST_DECODE_PREFIX) => Code::InvalidArgument,
+        Code::OutOfRange if message.starts_with(TOO_LARGE_PREFIX) => Code::InvalidArgument,
+        code => code,
     }
 }
 

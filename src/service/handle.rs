@@ -47,6 +47,7 @@ impl StatementHandle {
         Self {
             sql: sql.into(),
             parameters: Bytes::new(),
+            query_id: Bytes::new(),
         }
     }
 

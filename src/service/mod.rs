@@ -5,6 +5,9 @@
 //! |---|---|
 //! | [`request`] | descriptors, tickets, DoPut commands and action bodies → one `Request` |
 //! | [`planner`] | SQL options, `?` placeholders, logical/physical plans, parameter schemas |
+//! | [`executor`] | the query runtime, apart from the runtime that serves gRPC |
+//! | [`running`] | query slots (admission) and the running queries CancelFlightInfo can stop |
+//! | [`deadline`] | the server's query timeout and the client's gRPC deadline |
 //! | [`statement`] | FlightInfo, schema and result stream of statements; updates; the query log |
 //! | [`prepared`] | creating prepared statements and binding their parameters |
 //! | [`tables`] | plain Flight: path descriptors and ListFlights |
@@ -14,24 +17,29 @@
 //! | [`error`] | the one error type and its mapping to gRPC codes |
 
 pub mod actions;
+pub mod deadline;
 pub mod decode_errors;
 pub mod error;
+pub mod executor;
 pub mod handle;
 pub mod metadata;
 pub mod placeholders;
 pub mod planner;
 pub mod prepared;
 pub mod request;
+pub mod running;
 pub mod statement;
 pub mod tables;
 pub mod wire;
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::{DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt};
 use arrow_flight::{
-    Action, ActionType, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightData,
+    Action, ActionType, CancelFlightInfoResult, Criteria, Empty, FlightData,
     FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult,
     SchemaAsIpc, SchemaResult, Ticket,
 };
@@ -43,37 +51,71 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
+use deadline::Deadline;
 pub use decode_errors::DecodeErrorsAsInvalidArgument;
 pub use error::ServiceError;
+use executor::QueryExecutor;
 use planner::Planner;
 use request::Request;
+use running::RunningQueries;
+
+use crate::config::Config;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Request messages may always be this large, whatever `--max-sql-bytes` says.
+const MIN_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// The flightbear Flight service: Flight SQL plus plain Flight over one DataFusion catalog.
 #[derive(Clone)]
 pub struct FlightbearService {
     planner: Planner,
     string_view: bool,
+    executor: Arc<QueryExecutor>,
+    queries: Arc<RunningQueries>,
+    query_timeout: Option<Duration>,
+    max_request_bytes: usize,
 }
 
 impl FlightbearService {
-    /// A service over the given session; `string_view` sends Utf8View columns as they are.
-    pub fn new(ctx: SessionContext, string_view: bool) -> Self {
-        Self {
-            planner: Planner::new(ctx),
-            string_view,
-        }
+    /// A service over the given session, with the limits and settings of `config`.
+    pub fn new(ctx: SessionContext, config: &Config) -> std::io::Result<Self> {
+        let max_sql_bytes = config.max_sql_bytes.as_usize();
+        Ok(Self {
+            planner: Planner::new(ctx, max_sql_bytes),
+            string_view: config.string_view,
+            executor: Arc::new(QueryExecutor::new(config.query_threads())?),
+            queries: Arc::new(RunningQueries::new(
+                config.max_concurrent_queries(),
+                Duration::from_secs(config.queue_timeout),
+            )),
+            query_timeout: (config.query_timeout > 0)
+                .then(|| Duration::from_secs(config.query_timeout)),
+            // Room for the SQL text plus a bound parameter row and protobuf framing.
+            max_request_bytes: max_sql_bytes.saturating_add(MIN_REQUEST_BYTES),
+        })
     }
 
-    /// The tonic service for this server, with message limits that suit large results and
-    /// undecodable requests reported as the client's fault.
+    /// The tonic service for this server: requests are bounded, responses are not (large
+    /// records stream as large messages), undecodable requests are the client's fault.
     pub fn into_server(self) -> DecodeErrorsAsInvalidArgument<FlightServiceServer<Self>> {
+        let max_request_bytes = self.max_request_bytes;
         DecodeErrorsAsInvalidArgument::new(
             FlightServiceServer::new(self)
-                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_decoding_message_size(max_request_bytes)
                 .max_encoding_message_size(usize::MAX),
+            max_request_bytes,
         )
+    }
+
+    /// The running queries of this service (for metrics).
+    pub fn running_queries(&self) -> &Arc<RunningQueries> {
+        &self.queries
+    }
+
+    /// The deadline of a request: the server's query timeout or the client's, if sooner.
+    fn deadline<T>(&self, request: &GrpcRequest<T>) -> Option<Deadline> {
+        Deadline::for_request(self.query_timeout, request.metadata())
     }
 
     /// The schema clients see for a result schema.
@@ -82,12 +124,16 @@ impl FlightbearService {
     }
 
     /// GetFlightInfo (and PollFlightInfo): what a descriptor's results will be, and the ticket.
-    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, ServiceError> {
+    async fn flight_info(
+        &self,
+        descriptor: FlightDescriptor,
+        deadline: Option<Deadline>,
+    ) -> Result<FlightInfo, ServiceError> {
         match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => self.statement_info(handle, descriptor).await,
+            Request::Query(handle) => self.statement_info(handle, descriptor, deadline).await,
             Request::Table(path) => {
                 let handle = self.table_query(&path)?;
-                self.statement_info(handle, descriptor).await
+                self.statement_info(handle, descriptor, deadline).await
             }
             Request::Metadata(command) => {
                 let answer = metadata::answer(self.planner.catalog(), &command, self.string_view);
@@ -97,10 +143,17 @@ impl FlightbearService {
         }
     }
 
-    async fn schema(&self, descriptor: FlightDescriptor) -> Result<SchemaResult, ServiceError> {
+    async fn schema(
+        &self,
+        descriptor: FlightDescriptor,
+        deadline: Option<Deadline>,
+    ) -> Result<SchemaResult, ServiceError> {
         let schema = match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => self.statement_schema(&handle).await?,
-            Request::Table(path) => self.statement_schema(&self.table_query(&path)?).await?,
+            Request::Query(handle) => self.statement_schema(handle, deadline).await?,
+            Request::Table(path) => {
+                let handle = self.table_query(&path)?;
+                self.statement_schema(handle, deadline).await?
+            }
             Request::Metadata(command) => {
                 metadata::answer(self.planner.catalog(), &command, self.string_view)
                     .await?
@@ -111,9 +164,13 @@ impl FlightbearService {
         Ok(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into()?)
     }
 
-    async fn stream(&self, ticket: Ticket) -> Result<BoxStream<FlightData>, ServiceError> {
+    async fn stream(
+        &self,
+        ticket: Ticket,
+        deadline: Option<Deadline>,
+    ) -> Result<BoxStream<FlightData>, ServiceError> {
         match Request::from_ticket(&ticket)? {
-            Request::Query(handle) => self.statement_stream(handle).await,
+            Request::Query(handle) => self.statement_stream(handle, deadline).await,
             Request::Metadata(command) => {
                 let answer =
                     metadata::answer(self.planner.catalog(), &command, self.string_view).await?;
@@ -123,7 +180,11 @@ impl FlightbearService {
         }
     }
 
-    async fn put(&self, mut stream: Streaming<FlightData>) -> Result<Bytes, ServiceError> {
+    async fn put(
+        &self,
+        mut stream: Streaming<FlightData>,
+        deadline: Option<Deadline>,
+    ) -> Result<Bytes, ServiceError> {
         let first = stream
             .message()
             .await?
@@ -139,7 +200,7 @@ impl FlightbearService {
                 } else {
                     handle
                 };
-                let record_count = self.update(handle).await?;
+                let record_count = self.update(handle, deadline).await?;
                 DoPutUpdateResult { record_count }.encode_to_vec()
             }
             Request::Bind(handle) => {
@@ -164,10 +225,9 @@ impl FlightbearService {
                 self.close_prepared_statement(request);
                 Ok(None)
             }
-            Request::CancelFlightInfo(_) => {
-                // Queries run only while their DoGet stream is open; closing it cancels them.
-                let result = CancelFlightInfoResult::new(CancelStatus::NotCancellable);
-                Ok(Some(result.encode_to_vec().into()))
+            Request::CancelFlightInfo(request) => {
+                let status = self.cancel(request)?;
+                Ok(Some(CancelFlightInfoResult::new(status).encode_to_vec().into()))
             }
             other => Err(unexpected(other)),
         }
@@ -217,7 +277,10 @@ impl FlightService for FlightbearService {
         &self,
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(self.flight_info(request.into_inner()).await?))
+        let deadline = self.deadline(&request);
+        Ok(Response::new(
+            self.flight_info(request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn poll_flight_info(
@@ -225,7 +288,8 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
         // Planning is quick, so the answer is always complete on the first poll.
-        let info = self.flight_info(request.into_inner()).await?;
+        let deadline = self.deadline(&request);
+        let info = self.flight_info(request.into_inner(), deadline).await?;
         Ok(Response::new(PollInfo {
             info: Some(info),
             flight_descriptor: None,
@@ -238,21 +302,24 @@ impl FlightService for FlightbearService {
         &self,
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        Ok(Response::new(self.schema(request.into_inner()).await?))
+        let deadline = self.deadline(&request);
+        Ok(Response::new(self.schema(request.into_inner(), deadline).await?))
     }
 
     async fn do_get(
         &self,
         request: GrpcRequest<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        Ok(Response::new(self.stream(request.into_inner()).await?))
+        let deadline = self.deadline(&request);
+        Ok(Response::new(self.stream(request.into_inner(), deadline).await?))
     }
 
     async fn do_put(
         &self,
         request: GrpcRequest<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let app_metadata = self.put(request.into_inner()).await?;
+        let deadline = self.deadline(&request);
+        let app_metadata = self.put(request.into_inner(), deadline).await?;
         Ok(Response::new(single(PutResult { app_metadata })))
     }
 

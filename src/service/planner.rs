@@ -32,12 +32,13 @@ pub enum Planned {
 #[derive(Clone)]
 pub struct Planner {
     ctx: SessionContext,
+    max_sql_bytes: usize,
 }
 
 impl Planner {
-    /// A planner over the session that holds the catalog.
-    pub fn new(ctx: SessionContext) -> Self {
-        Self { ctx }
+    /// A planner over the session that holds the catalog, for SQL of at most `max_sql_bytes`.
+    pub fn new(ctx: SessionContext, max_sql_bytes: usize) -> Self {
+        Self { ctx, max_sql_bytes }
     }
 
     /// The session holding the shared catalog (for metadata and table lookups).
@@ -55,6 +56,13 @@ impl Planner {
         &self,
         handle: &StatementHandle,
     ) -> Result<(LogicalPlan, SessionContext), ServiceError> {
+        if handle.sql.len() > self.max_sql_bytes {
+            return Err(ServiceError::InvalidRequest(format!(
+                "the SQL text is {} bytes; this server accepts at most {} (--max-sql-bytes)",
+                handle.sql.len(),
+                crate::bytesize::ByteSize(self.max_sql_bytes as u64)
+            )));
+        }
         let ctx = self.request_context();
         let sql = placeholders::number_question_marks(&handle.sql)?;
         let plan = ctx.state().create_logical_plan(&sql).await?;

@@ -1,6 +1,13 @@
 //! Statements: the FlightInfo and schema of a query without running it, its result stream, updates, and the query log.
+//!
+//! Everything here runs on the query runtime under the server's limits (a query slot, the
+//! deadline, cancellation); results come back to the gRPC runtime over a small channel.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -10,115 +17,284 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Tic
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_plan::execute_stream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
 
+use super::deadline::Deadline;
 use super::error::ServiceError;
+use super::executor::QueryTask;
 use super::handle::StatementHandle;
+use super::request::Request;
 use super::planner::{Planned, Planner};
+use super::running::new_query_id;
 use super::{BoxStream, FlightbearService, wire};
+
+/// Flight messages buffered between a running query and its gRPC stream.
+const RESULT_CHANNEL_CAPACITY: usize = 1;
 
 impl FlightbearService {
     /// GetFlightInfo for a statement: plan only, return the exact schema DoGet will stream.
+    /// DDL runs now, once; its FlightInfo has no endpoint.
     pub(super) async fn statement_info(
         &self,
-        handle: StatementHandle,
+        mut handle: StatementHandle,
         descriptor: FlightDescriptor,
+        deadline: Option<Deadline>,
     ) -> Result<FlightInfo, ServiceError> {
-        match self.planner.plan(&handle).await? {
-            Planned::NoRows(plan, ctx) => {
-                // DDL takes effect now; a stateless ticket replayed later must not run it again.
-                Planner::run_no_rows(plan, ctx).await?;
-                Ok(FlightInfo::new()
-                    .try_with_schema(&Schema::empty())?
-                    .with_descriptor(descriptor)
-                    .with_total_records(0))
-            }
-            Planned::Rows(physical, _) => {
-                let schema = self.wire_schema(&physical.schema());
-                Ok(FlightInfo::new()
-                    .try_with_schema(&schema)?
-                    .with_endpoint(FlightEndpoint::new().with_ticket(statement_ticket(&handle)))
-                    .with_descriptor(descriptor)
-                    .with_total_records(-1)
-                    .with_total_bytes(-1)
-                    .with_ordered(true))
-            }
-        }
+        let service = self.clone();
+        let sql = handle.sql.clone();
+        let planned = self
+            .run_limited(deadline, async move {
+                match service.planner.plan(&handle).await? {
+                    Planned::NoRows(plan, ctx) => {
+                        let mut log = QueryLog::new(&handle.sql, "statement");
+                        let outcome = Planner::run_no_rows(plan, ctx).await;
+                        log.finish(&outcome);
+                        outcome.map(|_| None)
+                    }
+                    Planned::Rows(physical, _) => {
+                        // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
+                        handle.query_id = new_query_id();
+                        Ok(Some((service.wire_schema(&physical.schema()), handle)))
+                    }
+                }
+            })
+            .await;
+        let Some((schema, handle)) = planned.inspect_err(|e| log_failed_planning(&sql, e))? else {
+            return Ok(FlightInfo::new()
+                .try_with_schema(&Schema::empty())?
+                .with_descriptor(descriptor)
+                .with_total_records(0));
+        };
+        Ok(FlightInfo::new()
+            .try_with_schema(&schema)?
+            .with_endpoint(FlightEndpoint::new().with_ticket(statement_ticket(&handle)))
+            .with_descriptor(descriptor)
+            .with_total_records(-1)
+            .with_total_bytes(-1)
+            .with_ordered(true))
     }
 
     /// The schema a statement's results will have, without running it.
     pub(super) async fn statement_schema(
         &self,
-        handle: &StatementHandle,
+        handle: StatementHandle,
+        deadline: Option<Deadline>,
     ) -> Result<SchemaRef, ServiceError> {
-        match self.planner.plan(handle).await? {
-            Planned::NoRows(..) => Ok(Arc::new(Schema::empty())),
-            Planned::Rows(physical, _) => Ok(self.wire_schema(&physical.schema())),
-        }
+        let service = self.clone();
+        self.run_limited(deadline, async move {
+            Ok(match service.planner.plan(&handle).await? {
+                Planned::NoRows(..) => Arc::new(Schema::empty()),
+                Planned::Rows(physical, _) => service.wire_schema(&physical.schema()),
+            })
+        })
+        .await
     }
 
-    /// DoGet for a statement: execute and stream batches as they are produced.
+    /// DoGet for a statement: run it on the query runtime and stream batches as they come.
+    ///
+    /// The query stops when the client drops the stream, when CancelFlightInfo names its
+    /// query id, or at its deadline; the stream then ends with CANCELLED or DEADLINE_EXCEEDED.
     pub(super) async fn statement_stream(
         &self,
         handle: StatementHandle,
+        deadline: Option<Deadline>,
     ) -> Result<BoxStream<FlightData>, ServiceError> {
-        let (physical, ctx) = match self.planner.plan(&handle).await? {
+        let registration = self.queries.register(&handle.query_id)?;
+        let slot = self.queries.admit().await?;
+        let (sender, receiver) = mpsc::channel(RESULT_CHANNEL_CAPACITY);
+        let service = self.clone();
+        let task = self.executor.spawn(async move {
+            let _slot = slot;
+            let mut log = QueryLog::new(&handle.sql, "query");
+            let cancelled = registration.token().clone();
+            let outcome = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => Err(ServiceError::Cancelled(
+                    "the query was cancelled (CancelFlightInfo)".into(),
+                )),
+                () = sleep_until(deadline) => Err(deadline_error(deadline)),
+                outcome = service.produce(handle, &sender, &log) => outcome,
+            };
+            log.finish(&outcome);
+            if let Err(error) = outcome {
+                // The client may be gone already; then nobody needs to hear about it.
+                let _ = sender.send(Err(error.into())).await;
+            }
+        });
+        Ok(Box::pin(ResultStream {
+            receiver,
+            _task: task,
+        }))
+    }
+
+    /// Plans and runs a statement, sending its Flight messages until the end or an error.
+    async fn produce(
+        &self,
+        handle: StatementHandle,
+        sender: &mpsc::Sender<Result<FlightData, Status>>,
+        log: &QueryLog,
+    ) -> Result<(), ServiceError> {
+        let (schema, batches) = match self.planner.plan(&handle).await? {
             Planned::NoRows(plan, ctx) => {
                 Planner::run_no_rows(plan, ctx).await?;
-                return Ok(batches_stream(Arc::new(Schema::empty()), Vec::new()));
+                (Arc::new(Schema::empty()), futures::stream::empty().boxed())
             }
-            Planned::Rows(physical, ctx) => (physical, ctx),
+            Planned::Rows(physical, ctx) => {
+                let schema = self.wire_schema(&physical.schema());
+                let stream = execute_stream(physical, ctx.task_ctx())?;
+                let wire_schema = Arc::clone(&schema);
+                let rows = Arc::clone(&log.rows);
+                let batches = stream.map(move |batch| {
+                    let batch = batch.map_err(|e| FlightError::ExternalError(Box::new(e)))?;
+                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    wire::to_wire(batch, &wire_schema).map_err(FlightError::Arrow)
+                });
+                (schema, batches.boxed())
+            }
         };
-        let schema = self.wire_schema(&physical.schema());
-        let stream = execute_stream(physical, ctx.task_ctx())?;
-        let mut log = QueryLog {
-            sql: handle.sql,
-            started: Instant::now(),
-            rows: 0,
-        };
-        let wire_schema = Arc::clone(&schema);
-        let batches = stream.map(move |batch| {
-            let batch = batch.map_err(|e| FlightError::ExternalError(Box::new(e)))?;
-            // Use the whole `log` so the closure owns it and it is dropped with the stream.
-            let log = &mut log;
-            log.rows += batch.num_rows();
-            wire::to_wire(batch, &wire_schema).map_err(FlightError::Arrow)
-        });
-        let flight = FlightDataEncoderBuilder::new()
+        let mut messages = FlightDataEncoderBuilder::new()
             .with_schema(schema)
-            .build(batches)
-            .map_err(|e| ServiceError::from(e).into());
-        Ok(Box::pin(flight))
+            .build(batches);
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let size = message.data_body.len() + message.data_header.len();
+            log.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            if sender.send(Ok(message)).await.is_err() {
+                return Err(ServiceError::Cancelled("the client closed the stream".into()));
+            }
+        }
+        Ok(())
     }
 
     /// Runs a statement that returns no rows (CREATE/DROP/SET) and returns its record count.
-    pub(super) async fn update(&self, handle: StatementHandle) -> Result<i64, ServiceError> {
-        match self.planner.plan(&handle).await? {
-            Planned::NoRows(plan, ctx) => Planner::run_no_rows(plan, ctx).await,
-            Planned::Rows(..) => Err(ServiceError::invalid(
-                "this statement returns rows: run it as a query, not as an update",
-            )),
-        }
+    pub(super) async fn update(
+        &self,
+        handle: StatementHandle,
+        deadline: Option<Deadline>,
+    ) -> Result<i64, ServiceError> {
+        let service = self.clone();
+        self.run_limited(deadline, async move {
+            match service.planner.plan(&handle).await? {
+                Planned::NoRows(plan, ctx) => {
+                    let mut log = QueryLog::new(&handle.sql, "statement");
+                    let outcome = Planner::run_no_rows(plan, ctx).await;
+                    log.finish(&outcome);
+                    outcome
+                }
+                Planned::Rows(..) => Err(ServiceError::invalid(
+                    "this statement returns rows: run it as a query, not as an update",
+                )),
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` on the query runtime in a query slot, stopping it at the deadline.
+    pub(super) async fn run_limited<T: Send + 'static>(
+        &self,
+        deadline: Option<Deadline>,
+        work: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let slot = self.queries.admit().await?;
+        self.executor
+            .run(async move {
+                let _slot = slot;
+                tokio::select! {
+                    biased;
+                    () = sleep_until(deadline) => Err(deadline_error(deadline)),
+                    outcome = work => outcome,
+                }
+            })
+            .await
     }
 }
 
-/// Logs a query's row count and duration when its stream ends or the client goes away.
+/// Sleeps until the deadline, or forever without one.
+async fn sleep_until(deadline: Option<Deadline>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.instant()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn deadline_error(deadline: Option<Deadline>) -> ServiceError {
+    match deadline {
+        Some(deadline) => deadline.exceeded(),
+        None => ServiceError::Internal("a query without deadline timed out".into()),
+    }
+}
+
+/// The gRPC side of a running query: Flight messages from the query runtime. Dropping it
+/// (the client went away) aborts the query.
+struct ResultStream {
+    receiver: mpsc::Receiver<Result<FlightData, Status>>,
+    _task: QueryTask<()>,
+}
+
+impl Stream for ResultStream {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// One log line per statement, written when it ends, however it ends: outcome (gRPC code),
+/// duration, rows, bytes and the SQL on one line.
 struct QueryLog {
     sql: String,
+    kind: &'static str,
     started: Instant,
-    rows: usize,
+    rows: Arc<AtomicU64>,
+    bytes: AtomicU64,
+    outcome: Option<(Code, String)>,
+}
+
+impl QueryLog {
+    fn new(sql: &str, kind: &'static str) -> Self {
+        Self {
+            sql: sql.to_string(),
+            kind,
+            started: Instant::now(),
+            rows: Arc::new(AtomicU64::new(0)),
+            bytes: AtomicU64::new(0),
+            outcome: None,
+        }
+    }
+
+    fn finish<T>(&mut self, outcome: &Result<T, ServiceError>) {
+        self.outcome = Some(match outcome {
+            Ok(_) => (Code::Ok, String::new()),
+            Err(error) => (error.code(), error.to_string()),
+        });
+    }
 }
 
 impl Drop for QueryLog {
     fn drop(&mut self) {
-        tracing::info!(
-            sql = %self.sql,
-            rows = self.rows,
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            "query stream closed"
-        );
+        // A query aborted because its client went away never reached `finish`.
+        let (code, error) = self
+            .outcome
+            .take()
+            .unwrap_or((Code::Cancelled, "the client went away".into()));
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        let rows = self.rows.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        // Debug formatting keeps multi-line SQL on one log line.
+        if code == Code::Ok {
+            tracing::info!(kind = self.kind, code = ?code, elapsed_ms, rows, bytes, sql = ?self.sql, "query finished");
+        } else {
+            tracing::warn!(kind = self.kind, code = ?code, elapsed_ms, rows, bytes, sql = ?self.sql, error = %error, "query failed");
+        }
     }
+}
+
+/// Planning errors of GetFlightInfo are logged like failed queries.
+fn log_failed_planning(sql: &str, error: &ServiceError) {
+    tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
 }
 
 /// The ticket that streams a statement: a Flight SQL TicketStatementQuery around our handle.
@@ -130,10 +306,7 @@ pub(super) fn statement_ticket(handle: &StatementHandle) -> Ticket {
 }
 
 /// A stream of a schema and the given batches.
-pub(super) fn batches_stream(
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> BoxStream<FlightData> {
+pub(super) fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> BoxStream<FlightData> {
     let input = futures::stream::iter(batches.into_iter().map(Ok));
     Box::pin(
         FlightDataEncoderBuilder::new()
@@ -141,4 +314,33 @@ pub(super) fn batches_stream(
             .build(input)
             .map_err(|e| ServiceError::from(e).into()),
     )
+}
+
+impl FlightbearService {
+    /// CancelFlightInfo: cancels every running stream of the FlightInfo's query on this
+    /// replica, and refuses streams of it that start later.
+    pub(super) fn cancel(
+        &self,
+        request: arrow_flight::CancelFlightInfoRequest,
+    ) -> Result<arrow_flight::CancelStatus, ServiceError> {
+        let info = request
+            .info
+            .ok_or_else(|| ServiceError::invalid("CancelFlightInfo request carries no FlightInfo"))?;
+        let mut cancellable = false;
+        for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()) {
+            if let Request::Query(handle) = Request::from_ticket(ticket)?
+                && !handle.query_id.is_empty()
+            {
+                cancellable = true;
+                let streams = self.queries.cancel(&handle.query_id);
+                tracing::info!(streams, "query cancelled (CancelFlightInfo)");
+            }
+        }
+        // Metadata answers and statements without a query id have nothing to cancel.
+        Ok(if cancellable {
+            arrow_flight::CancelStatus::Cancelled
+        } else {
+            arrow_flight::CancelStatus::NotCancellable
+        })
+    }
 }

@@ -1,0 +1,130 @@
+//! What every query shares: the memory pool that enforces the server's memory limit, and the spill directory.
+//!
+//! Operators that can spill (sorts, aggregations, joins) get fair shares of the pool and spill
+//! to disk beyond them; everything else that reserves memory (the FASTA reader, in-memory
+//! tables, result buffers) fails with RESOURCES_EXHAUSTED naming the limit once the pool is
+//! full. Memory nobody reserves is not limited, so every big buffer must be reserved.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+
+use crate::bytesize::ByteSize;
+
+/// How many of the largest consumers an out-of-memory error names.
+const TOP_CONSUMERS: usize = 3;
+
+/// The runtime environment queries run in: `limit` bytes of memory, spills to `spill_dir`
+/// (a temporary directory when `None`).
+pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
+    let pool = MemoryLimitPool::new(limit);
+    let disk = DiskManagerBuilder::default().with_mode(match spill_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                DataFusionError::Configuration(format!(
+                    "cannot create the spill directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            DiskManagerMode::Directories(vec![dir])
+        }
+        None => DiskManagerMode::OsTmpDirectory,
+    });
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(disk)
+        .build_arc()
+}
+
+/// A fair spill pool whose out-of-memory errors say which limit was reached and who holds
+/// the memory.
+#[derive(Debug)]
+pub struct MemoryLimitPool {
+    inner: TrackConsumersPool<FairSpillPool>,
+    limit: ByteSize,
+}
+
+impl MemoryLimitPool {
+    /// A pool of `limit` bytes.
+    pub fn new(limit: ByteSize) -> Self {
+        let top = NonZeroUsize::new(TOP_CONSUMERS).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            inner: TrackConsumersPool::new(FairSpillPool::new(limit.as_usize()), top),
+            limit,
+        }
+    }
+}
+
+impl fmt::Display for MemoryLimitPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "memory limit of {}", self.limit)
+    }
+}
+
+impl MemoryPool for MemoryLimitPool {
+    fn name(&self) -> &str {
+        "flightbear"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        self.inner.try_grow(reservation, additional).map_err(|error| {
+            // Keep the variant: spilling operators and the gRPC mapping both rely on it.
+            DataFusionError::ResourcesExhausted(format!(
+                "the server's memory limit of {} (--memory-limit) is reached: {}",
+                self.limit,
+                error.strip_backtrace()
+            ))
+        })
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit.as_usize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_names_the_limit() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(MemoryLimitPool::new(ByteSize::mib(1)));
+        let mut reservation = MemoryConsumer::new("test reader").register(&pool);
+        reservation.try_grow(512 << 10).unwrap();
+        let error = reservation.try_grow(1 << 20).unwrap_err();
+        assert!(matches!(error, DataFusionError::ResourcesExhausted(_)));
+        let message = error.to_string();
+        assert!(message.contains("memory limit of 1MiB"), "{message}");
+        assert!(message.contains("test reader"), "{message}");
+        drop(reservation);
+        assert_eq!(pool.reserved(), 0);
+    }
+}
