@@ -4,6 +4,7 @@
 //! → [`service`] (Flight SQL over gRPC) → [`server`] (listener, health, shutdown).
 
 pub mod catalog;
+pub mod compression;
 pub mod config;
 pub mod fasta;
 pub mod server;

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use super::error::FastaError;
 
+/// Rows per batch when neither the table options nor the session's `batch_size` say otherwise.
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
+
 /// Default byte budget of one record batch: the sum of the id, description and sequence bytes it holds.
 pub const DEFAULT_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
