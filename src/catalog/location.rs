@@ -136,11 +136,7 @@ pub fn resolve(
             .find_map(|f| format_of(f))
             .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
     };
-    let files = files
-        .iter()
-        .map(|f| absolute(f, location))
-        .collect::<Result<Vec<_>, _>>()?;
-    finish(location, files, format, false)
+    finish(location, &files, format)
 }
 
 /// Keeps the files of a directory that have the format's extensions.
@@ -171,19 +167,19 @@ fn select(
             extensions: extensions_of(format),
         });
     }
-    let wanted = wanted
+    finish(location, &wanted, format)
+}
+
+/// The files a directory or glob names, made absolute, sorted and checked for mixed compression.
+fn finish(
+    location: &str,
+    files: &[PathBuf],
+    format: TableFormat,
+) -> Result<(ResolvedLocation, TableFormat), LocationError> {
+    let mut files = files
         .iter()
         .map(|f| absolute(f, location))
         .collect::<Result<Vec<_>, _>>()?;
-    finish(location, wanted, format, false)
-}
-
-fn finish(
-    location: &str,
-    mut files: Vec<PathBuf>,
-    format: TableFormat,
-    explicit_file: bool,
-) -> Result<(ResolvedLocation, TableFormat), LocationError> {
     files.sort();
     files.dedup();
     if format != TableFormat::Fasta {
@@ -195,7 +191,7 @@ fn finish(
     Ok((
         ResolvedLocation {
             files,
-            explicit_file,
+            explicit_file: false,
         },
         format,
     ))

@@ -185,7 +185,7 @@ impl<R: Read> FastaBatchReader<R> {
         // Validation must see the source lines still in the block, to name a bad one.
         self.validate_pending()?;
         self.block.discard_parsed();
-        self.pending.source_start = self.block.pos;
+        self.pending.restart_at(self.block.pos);
         if !self.block.grow_if_full(MAX_HEADER_BYTES + BLOCK_SIZE) {
             return Err(self.invalid_here(FastaProblem::HeaderTooLong(MAX_HEADER_BYTES)));
         }
@@ -299,7 +299,7 @@ impl<R: Read> FastaBatchReader<R> {
                 }
                 Some(b'>') => {
                     self.block.pos = candidate;
-                    self.pending.source_start = candidate;
+                    self.pending.restart_at(candidate);
                     self.phase = Phase::Lines;
                     self.cursor.at_line_start = true;
                     return true;
@@ -492,7 +492,8 @@ impl<R: Read> FastaBatchReader<R> {
             self.config.batch_bytes,
         );
         // The carried-over tail of an unfinished record was validated above.
-        self.pending.checked_values = self.batch.sequence.values.len();
+        self.pending
+            .mark_checked(&self.batch.sequence.values, self.block.pos, self.cursor);
         taken.map_err(|InconsistentBatch(message)| self.internal(message))
     }
 }
@@ -500,7 +501,7 @@ impl<R: Read> FastaBatchReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::array::AsArray;
 
     fn read_all(text: &[u8], batch_bytes: usize) -> Result<Vec<RecordBatch>, FastaError> {
         let config = ReaderConfig {
@@ -519,23 +520,25 @@ mod tests {
         Ok(batches)
     }
 
+    /// The (id, description, sequence) rows of `batches`, in order.
     fn rows(batches: &[RecordBatch]) -> Vec<(String, Option<String>, String)> {
-        let mut out = vec![];
-        for batch in batches {
-            let id = batch.column(0).as_string::<i32>();
-            let description = batch.column(1).as_string::<i32>();
-            let sequence = batch.column(2).as_string::<i32>();
-            for i in 0..batch.num_rows() {
-                out.push((
-                    id.value(i).to_string(),
-                    description
-                        .is_valid(i)
-                        .then(|| description.value(i).to_string()),
-                    sequence.value(i).to_string(),
-                ));
-            }
-        }
-        out
+        let text = |value: Option<&str>| value.map(str::to_owned);
+        batches
+            .iter()
+            .flat_map(|batch| {
+                let [id, description, sequence] =
+                    [0, 1, 2].map(|i| batch.column(i).as_string::<i32>());
+                let ids = id
+                    .iter()
+                    .map(|value| text(value).expect("id is never null"));
+                let sequences = sequence
+                    .iter()
+                    .map(|value| text(value).expect("sequence is never null"));
+                ids.zip(description.iter().map(text))
+                    .zip(sequences)
+                    .map(|((id, description), sequence)| (id, description, sequence))
+            })
+            .collect()
     }
 
     #[test]

@@ -82,11 +82,11 @@ pub(super) struct InvalidByte {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PendingCheck {
     /// Sequence column bytes before this index have been validated.
-    pub(super) checked_values: usize,
+    checked_values: usize,
     /// Block index the unvalidated bytes were read from.
-    pub(super) source_start: usize,
+    source_start: usize,
     /// The line cursor at `source_start`.
-    pub(super) cursor: LineCursor,
+    cursor: LineCursor,
 }
 
 impl PendingCheck {
@@ -119,6 +119,13 @@ impl PendingCheck {
         self.checked_values = values.len();
         self.source_start = source_start;
         self.cursor = cursor;
+    }
+
+    /// Notes that the unvalidated bytes are now read from block index `source_start`: the block
+    /// moved its unparsed bytes to the front, or a range scan skipped to its first record.
+    #[inline]
+    pub(super) fn restart_at(&mut self, source_start: usize) {
+        self.source_start = source_start;
     }
 
     /// Walks the source lines of the unvalidated bytes again, `parsed[source_start..]`, to find
