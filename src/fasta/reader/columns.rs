@@ -158,6 +158,7 @@ impl Utf8Column {
     }
 
     /// Ends the current value.
+    #[inline]
     fn finish_value(&mut self) -> Result<(), FastaProblem> {
         let end = i32::try_from(self.values.len()).map_err(|_| FastaProblem::SequenceTooLong)?;
         self.offsets.push(end);
@@ -298,6 +299,7 @@ impl BatchBuilder {
     }
 
     /// Opens a record with the two parts of its header; `description` is empty when absent.
+    #[inline]
     pub(super) fn open_record(&mut self, id: &[u8], description: &[u8]) {
         if self.selection.selected[ID] {
             self.id.values.extend_from_slice(id);
@@ -310,6 +312,7 @@ impl BatchBuilder {
     }
 
     /// Ends the open record, making it a row.
+    #[inline]
     pub(super) fn finish_record(&mut self) -> Result<(), FastaProblem> {
         if self.selection.selected[ID] {
             self.id.finish_value()?;

@@ -94,7 +94,7 @@ enum Parsed {
 /// Streaming FASTA reader producing record batches of the configured columns.
 pub struct FastaBatchReader<R> {
     input: R,
-    /// File name, schema, batch limits and bounds (the column selection lives in `batch`).
+    /// File name, schema, batch limits and bounds; `batch` keeps its own copy of the columns.
     config: ReaderConfig,
     phase: Phase,
     block: Block,
