@@ -28,7 +28,9 @@ const UNITS: &[(&str, u64)] = &[
 
 /// Why a size could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a byte size (expected a whole number with an optional unit: 4096, 64KiB, 512MiB, 4GiB)")]
+#[error(
+    "'{0}' is not a byte size (expected a whole number with an optional unit: 4096, 64KiB, 512MiB, 4GiB)"
+)]
 pub struct ByteSizeError(String);
 
 impl ByteSize {
@@ -71,8 +73,13 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     /// The largest binary unit that divides the size exactly (`512MiB`), else bytes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, multiplier) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= multiplier && self.0 % multiplier == 0 {
+        for (name, multiplier) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if self.0 >= multiplier && self.0.is_multiple_of(multiplier) {
                 return write!(f, "{}{name}", self.0 / multiplier);
             }
         }
@@ -114,7 +121,14 @@ mod tests {
         assert_eq!("512 mb".parse(), Ok(ByteSize(512 << 20)));
         assert_eq!("4GiB".parse(), Ok(ByteSize(4 << 30)));
         assert_eq!("2g".parse(), Ok(ByteSize(2 << 30)));
-        for bad in ["", "MiB", "-1", "1.5GiB", "5 parsecs", "99999999999999999999"] {
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5GiB",
+            "5 parsecs",
+            "99999999999999999999",
+        ] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
         }
     }

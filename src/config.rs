@@ -12,8 +12,6 @@ pub use crate::bytesize::ByteSize;
 
 /// Default address the server listens on.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
-/// Default byte budget of one FASTA record batch.
-pub const DEFAULT_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything `flightbear serve` needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,8 +67,8 @@ impl Default for Config {
         Self {
             bind: DEFAULT_BIND.parse().expect("valid default address"),
             tables: Vec::new(),
-            batch_rows: 8192,
-            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_rows: crate::fasta::DEFAULT_BATCH_ROWS,
+            batch_bytes: crate::fasta::DEFAULT_BATCH_BYTES,
             string_view: false,
             target_partitions: 0,
             log_format: LogFormat::Text,

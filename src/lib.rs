@@ -6,6 +6,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`bytesize`] | byte sizes as people write them (`512MiB`) |
+//! | [`compression`] | compression suffixes and magic-byte sniffing, shared by FASTA and CSV |
 //! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
 //! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
 //! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
@@ -15,6 +16,7 @@
 
 pub mod bytesize;
 pub mod catalog;
+pub mod compression;
 pub mod config;
 pub mod fasta;
 pub mod server;

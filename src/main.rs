@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (with no table given, it serves small sample tables).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Exit 0 if a server answers grpc.health.v1 with SERVING, 1 otherwise.
     Healthcheck(HealthArgs),
 }
@@ -311,7 +311,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Healthcheck(args) => healthcheck(args).await,
         }
     })

@@ -122,8 +122,8 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
 
 /// Builds the catalog, binds the address and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    let ctx =
-        catalog::session_context(&config).map_err(|e| ServerError::Execution(e.strip_backtrace()))?;
+    let ctx = catalog::session_context(&config)
+        .map_err(|e| ServerError::Execution(e.strip_backtrace()))?;
     let tables = if config.tables.is_empty() && config.sample_data {
         tracing::info!("no table configured: serving the sample tables 'sequences' and 'samples'");
         sample_tables()?

@@ -12,13 +12,14 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use flightbear::fasta::{
-    FastaFormat, FastaFormatFactory, FastaOptions, FastaSource, fasta_schema, is_fasta_path,
+    FastaError, FastaFormat, FastaFormatFactory, FastaOptions, FastaSource, fasta_schema,
+    is_fasta_path,
 };
 use futures::StreamExt;
 use tempfile::TempDir;
@@ -862,6 +863,46 @@ async fn malformed_gzip_input_names_the_line_too() {
     let path = write_file(&dir, "truncated.fa.gz", &gzip(b">a\nACGT\n")[..12]);
     let message = read(&path).await.unwrap_err().to_string();
     assert!(message.contains("truncated.fa.gz"), "{message}");
+}
+
+/// The [`FastaError`] behind a failed scan.
+fn fasta_error(error: &DataFusionError) -> &FastaError {
+    match error.find_root() {
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<FastaError>()
+            .unwrap_or_else(|| panic!("not a FASTA error: {error}")),
+        root => panic!("not a FASTA error: {root}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_text_and_corrupt_or_truncated_gzip_are_the_clients_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = b">a first\nACGT\n>b\nAC\n";
+    let mut corrupt = gzip(text);
+    // Past the 10-byte gzip header: the deflate data itself is damaged.
+    for byte in &mut corrupt[10..14] {
+        *byte = 0xff;
+    }
+    // The malformed text is an invalid-FASTA error, the damaged streams are read errors.
+    let cases = [
+        ("bad.fa", b">a\nAC GT\n".to_vec(), "invalid FASTA in"),
+        ("corrupt.fa.gz", corrupt, "cannot read FASTA file"),
+        (
+            "truncated.fa.gz",
+            gzip(text)[..12].to_vec(),
+            "cannot read FASTA file",
+        ),
+    ];
+    for (name, bytes, kind) in cases {
+        let path = write_file(&dir, name, &bytes);
+        let error = read(&path).await.unwrap_err();
+        let fasta = fasta_error(&error);
+        let message = fasta.to_string();
+        assert!(message.starts_with(kind), "{name}: {message}");
+        assert!(message.contains(name), "{name}: {message}");
+        assert!(fasta.is_client_fault(), "{name}: {fasta:?}");
+    }
 }
 
 /// Random bytes, biased towards FASTA's own characters: never a panic, and the same verdict

@@ -2,11 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::compression::{Compression, strip_compression_suffixes};
 use crate::config::TableFormat;
 use crate::fasta;
-
-/// Extensions of compressed files; stripped before looking at the format extension.
-const COMPRESSION_SUFFIXES: &[&str] = &["gz", "bgz", "bgzf", "bz2", "xz", "zst"];
 
 /// Why a location could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -62,40 +60,18 @@ pub struct ResolvedLocation {
     pub explicit_file: bool,
 }
 
-/// The file name with compression suffixes removed, lower-cased: `GRCh38.FA.gz` → `grch38.fa`.
-fn base_name(path: &Path) -> String {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    while let Some((stem, ext)) = name.rsplit_once('.') {
-        if COMPRESSION_SUFFIXES.contains(&ext) {
-            name = stem.to_string();
-        } else {
-            break;
-        }
-    }
-    name
-}
-
-/// The compression suffix of a file, if any (`x.csv.gz` → `Some("gz")`).
-pub fn compression_suffix(path: &Path) -> Option<String> {
-    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
-    COMPRESSION_SUFFIXES.contains(&ext.as_str()).then_some(ext)
-}
-
-/// Guesses a file's format from its extension (`.fa.gz` → FASTA, `.tsv` → TSV).
+/// Guesses a file's format from its extension, looking through compression suffixes
+/// (`.fa.gz` → FASTA, `.tsv` → TSV); FASTA names follow [`fasta::is_fasta_path`].
 pub fn format_of(path: &Path) -> Option<TableFormat> {
-    let name = base_name(path);
-    let ext = name.rsplit_once('.')?.1;
-    if fasta::FASTA_EXTENSIONS.contains(&ext) {
-        Some(TableFormat::Fasta)
-    } else if ext == "csv" {
-        Some(TableFormat::Csv)
-    } else if ext == "tsv" || ext == "tab" {
-        Some(TableFormat::Tsv)
-    } else {
-        None
+    let name = path.file_name()?.to_string_lossy();
+    if fasta::is_fasta_path(&name) {
+        return Some(TableFormat::Fasta);
+    }
+    let (_, ext) = strip_compression_suffixes(&name).rsplit_once('.')?;
+    match ext.to_ascii_lowercase().as_str() {
+        "csv" => Some(TableFormat::Csv),
+        "tsv" | "tab" => Some(TableFormat::Tsv),
+        _ => None,
     }
 }
 
@@ -160,11 +136,7 @@ pub fn resolve(
             .find_map(|f| format_of(f))
             .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
     };
-    let files = files
-        .iter()
-        .map(|f| absolute(f, location))
-        .collect::<Result<Vec<_>, _>>()?;
-    finish(location, files, format, false)
+    finish(location, &files, format)
 }
 
 /// Keeps the files of a directory that have the format's extensions.
@@ -195,31 +167,31 @@ fn select(
             extensions: extensions_of(format),
         });
     }
-    let wanted = wanted
+    finish(location, &wanted, format)
+}
+
+/// The files a directory or glob names, made absolute, sorted and checked for mixed compression.
+fn finish(
+    location: &str,
+    files: &[PathBuf],
+    format: TableFormat,
+) -> Result<(ResolvedLocation, TableFormat), LocationError> {
+    let mut files = files
         .iter()
         .map(|f| absolute(f, location))
         .collect::<Result<Vec<_>, _>>()?;
-    finish(location, wanted, format, false)
-}
-
-fn finish(
-    location: &str,
-    mut files: Vec<PathBuf>,
-    format: TableFormat,
-    explicit_file: bool,
-) -> Result<(ResolvedLocation, TableFormat), LocationError> {
     files.sort();
     files.dedup();
     if format != TableFormat::Fasta {
-        let first = compression_suffix(&files[0]);
-        if files.iter().any(|f| compression_suffix(f) != first) {
+        let first = Compression::of_path(&files[0]);
+        if files.iter().any(|f| Compression::of_path(f) != first) {
             return Err(LocationError::MixedCompression(location.to_string()));
         }
     }
     Ok((
         ResolvedLocation {
             files,
-            explicit_file,
+            explicit_file: false,
         },
         format,
     ))

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -18,6 +17,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::compression::Compression;
 use crate::config::{Config, TableFormat, TableSpec};
 use crate::fasta::{FastaFormat, FastaFormatFactory, FastaOptions};
 use location::LocationError;
@@ -163,13 +163,7 @@ pub async fn build_table(
     let file_format: Arc<dyn FileFormat> = match format {
         TableFormat::Fasta => fasta,
         TableFormat::Csv | TableFormat::Tsv => {
-            let compression = match location::compression_suffix(first).as_deref() {
-                Some("gz" | "bgz" | "bgzf") => FileCompressionType::GZIP,
-                Some("bz2") => FileCompressionType::BZIP2,
-                Some("xz") => FileCompressionType::XZ,
-                Some("zst") => FileCompressionType::ZSTD,
-                _ => FileCompressionType::UNCOMPRESSED,
-            };
+            let compression = Compression::of_path(first).file_compression_type();
             let delimiter = if format == TableFormat::Tsv {
                 b'\t'
             } else {

@@ -91,14 +91,16 @@ impl MemoryPool for MemoryLimitPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        self.inner.try_grow(reservation, additional).map_err(|error| {
-            // Keep the variant: spilling operators and the gRPC mapping both rely on it.
-            DataFusionError::ResourcesExhausted(format!(
-                "the server's memory limit of {} (--memory-limit) is reached: {}",
-                self.limit,
-                error.strip_backtrace()
-            ))
-        })
+        self.inner
+            .try_grow(reservation, additional)
+            .map_err(|error| {
+                // Keep the variant: spilling operators and the gRPC mapping both rely on it.
+                DataFusionError::ResourcesExhausted(format!(
+                    "the server's memory limit of {} (--memory-limit) is reached: {}",
+                    self.limit,
+                    error.strip_backtrace()
+                ))
+            })
     }
 
     fn reserved(&self) -> usize {
@@ -117,7 +119,7 @@ mod tests {
     #[test]
     fn running_out_names_the_limit() {
         let pool: Arc<dyn MemoryPool> = Arc::new(MemoryLimitPool::new(ByteSize::mib(1)));
-        let mut reservation = MemoryConsumer::new("test reader").register(&pool);
+        let reservation = MemoryConsumer::new("test reader").register(&pool);
         reservation.try_grow(512 << 10).unwrap();
         let error = reservation.try_grow(1 << 20).unwrap_err();
         assert!(matches!(error, DataFusionError::ResourcesExhausted(_)));

@@ -1,6 +1,7 @@
-//! Errors of the FASTA reader: malformed input, I/O failures and bad table options.
+//! Errors of the FASTA reader: malformed input, I/O failures, bad table options and reader bugs.
 
 use std::fmt;
+use std::io::ErrorKind;
 
 use datafusion::error::DataFusionError;
 
@@ -50,6 +51,9 @@ pub enum FastaProblem {
 }
 
 /// An error reading a FASTA file or configuring a FASTA table.
+///
+/// [`FastaError::is_client_fault`] tells the client's mistakes (a malformed file, a bad option)
+/// from the server's failures (I/O, reader bugs).
 #[derive(Debug, thiserror::Error)]
 pub enum FastaError {
     /// The file is not valid FASTA.
@@ -86,6 +90,37 @@ pub enum FastaError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The reader broke one of its own invariants: a bug in flightbear, not a problem of the file.
+    #[error("internal error reading FASTA file {path}: {message}")]
+    Internal {
+        /// The file as the object store names it.
+        path: String,
+        /// Which invariant broke.
+        message: String,
+    },
+}
+
+impl FastaError {
+    /// True when the error is the client's to fix (INVALID_ARGUMENT at the gRPC edge), false
+    /// when it is the server's (INTERNAL).
+    ///
+    /// The rule: malformed FASTA ([`Invalid`](Self::Invalid)) and bad table options
+    /// ([`UnknownOption`](Self::UnknownOption), [`InvalidOption`](Self::InvalidOption)) are
+    /// the client's. So is an [`Io`](Self::Io) error of kind `InvalidData`, `InvalidInput` or
+    /// `UnexpectedEof`: decompressors report a corrupt or truncated stream that way (flate2
+    /// and bzip2 say `InvalidInput` for a corrupt stream, xz says `InvalidData`), and a corrupt
+    /// `.gz` file is a malformed file, not a server fault. Every other I/O error (the file
+    /// cannot be read, the store fails) and [`Internal`](Self::Internal) are the server's.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            Self::Invalid { .. } | Self::UnknownOption { .. } | Self::InvalidOption { .. } => true,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
+            ),
+            Self::Internal { .. } => false,
+        }
+    }
 }
 
 impl From<FastaError> for DataFusionError {
@@ -94,17 +129,49 @@ impl From<FastaError> for DataFusionError {
     }
 }
 
-impl FastaError {
-    /// True when the file or the table options are at fault (the client's or the file's
-    /// author's mistake); false for failures of the server itself. A compressed stream that
-    /// is corrupt or cut short is malformed input, not a server fault.
-    pub fn is_client_fault(&self) -> bool {
-        match self {
-            Self::Invalid { .. } | Self::UnknownOption { .. } | Self::InvalidOption { .. } => true,
-            Self::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: ErrorKind) -> FastaError {
+        FastaError::Io {
+            path: "x.fa.gz".into(),
+            source: std::io::Error::new(kind, "test"),
         }
+    }
+
+    #[test]
+    fn malformed_files_and_bad_options_are_the_clients_fault() {
+        let invalid = FastaError::Invalid {
+            path: "x.fa".into(),
+            location: FastaErrorLocation::Line(3),
+            problem: FastaProblem::MissingHeader,
+        };
+        assert!(invalid.is_client_fault());
+        assert!(FastaError::UnknownOption { key: "k".into() }.is_client_fault());
+        let option = FastaError::InvalidOption {
+            key: "batch_rows".into(),
+            value: "0".into(),
+            reason: "expected a positive integer".into(),
+        };
+        assert!(option.is_client_fault());
+        assert!(io(ErrorKind::InvalidData).is_client_fault());
+        assert!(io(ErrorKind::InvalidInput).is_client_fault());
+        assert!(io(ErrorKind::UnexpectedEof).is_client_fault());
+    }
+
+    #[test]
+    fn failing_io_and_reader_bugs_are_the_servers_fault() {
+        assert!(!io(ErrorKind::PermissionDenied).is_client_fault());
+        assert!(!io(ErrorKind::Other).is_client_fault());
+        let internal = FastaError::Internal {
+            path: "x.fa".into(),
+            message: "the FASTA parser made no progress".into(),
+        };
+        assert!(!internal.is_client_fault());
+        assert_eq!(
+            internal.to_string(),
+            "internal error reading FASTA file x.fa: the FASTA parser made no progress"
+        );
     }
 }

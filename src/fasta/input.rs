@@ -1,48 +1,12 @@
-//! Turning an object-store object into decompressed bytes: compression sniffing and a blocking bridge for async streams.
+//! Turning an object-store object into decompressed bytes: a decoder picked by magic bytes, and a blocking bridge for async streams.
 
 use std::io::{self, BufReader, Cursor, Read};
 
 use bytes::{Buf, Bytes};
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-/// How many leading bytes decide the compression.
-pub(crate) const MAGIC_LEN: usize = 6;
-
-/// Compression of a file, decided by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compression {
-    /// Plain text.
-    None,
-    /// gzip, including BGZF and concatenated members.
-    Gzip,
-    /// bzip2.
-    Bzip2,
-    /// xz.
-    Xz,
-    /// Zstandard.
-    Zstd,
-}
-
-impl Compression {
-    /// Detects the compression from a file's first bytes. FASTA text starts with `>` or
-    /// whitespace, so none of these signatures can be mistaken for plain FASTA.
-    pub(crate) fn sniff(head: &[u8]) -> Self {
-        match head {
-            [0x1f, 0x8b, ..] => Self::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Self::Zstd,
-            [b'B', b'Z', b'h', ..] => Self::Bzip2,
-            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Self::Xz,
-            _ => Self::None,
-        }
-    }
-
-    /// True for every compressed variant.
-    pub(crate) fn is_compressed(self) -> bool {
-        self != Self::None
-    }
-}
+use crate::compression::{Compression, MAGIC_LEN};
 
 /// Reads the first bytes of `raw`, detects the compression, and returns a reader of the
 /// decompressed text (which still includes those first bytes).
@@ -52,17 +16,14 @@ pub(crate) fn decompressed(
     let mut head = [0u8; MAGIC_LEN];
     let mut len = 0;
     while len < MAGIC_LEN {
-        let Some(space) = head.get_mut(len..) else {
-            break;
-        };
-        match raw.read(space) {
+        match raw.read(&mut head[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    let head = head.get(..len).unwrap_or_default().to_vec();
+    let head = head[..len].to_vec();
     let compression = Compression::sniff(&head);
     let whole: Box<dyn Read + Send> = Box::new(Read::chain(Cursor::new(head), raw));
     let decoded: Box<dyn Read + Send> = match compression {
@@ -72,18 +33,12 @@ pub(crate) fn decompressed(
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
             BufReader::with_capacity(256 * 1024, whole),
         )),
-        Compression::Bzip2 => convert(FileCompressionType::BZIP2, whole)?,
-        Compression::Xz => convert(FileCompressionType::XZ, whole)?,
-        Compression::Zstd => convert(FileCompressionType::ZSTD, whole)?,
+        Compression::Bzip2 | Compression::Xz | Compression::Zstd => compression
+            .file_compression_type()
+            .convert_read(whole)
+            .map_err(io::Error::other)?,
     };
     Ok((compression, decoded))
-}
-
-fn convert(
-    compression: FileCompressionType,
-    raw: Box<dyn Read + Send>,
-) -> io::Result<Box<dyn Read + Send>> {
-    compression.convert_read(raw).map_err(io::Error::other)
 }
 
 /// A blocking [`Read`] over an async byte stream, for use on a blocking thread only.
@@ -117,9 +72,7 @@ impl Read for StreamRead {
             }
         }
         let n = out.len().min(self.current.len());
-        if let (Some(dst), Some(src)) = (out.get_mut(..n), self.current.get(..n)) {
-            dst.copy_from_slice(src);
-        }
+        out[..n].copy_from_slice(&self.current[..n]);
         self.current.advance(n);
         Ok(n)
     }
@@ -128,18 +81,6 @@ impl Read for StreamRead {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn magic_bytes_decide_compression() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 4]), Compression::Gzip);
-        assert_eq!(Compression::sniff(b">chr1\n"), Compression::None);
-        assert_eq!(Compression::sniff(b"BZh91AY"), Compression::Bzip2);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(&[]), Compression::None);
-    }
 
     #[test]
     fn plain_text_keeps_its_first_bytes() {

@@ -4,7 +4,7 @@
 //! [`FastaFormat`] says what the format is (schema, extensions, how to plan a scan),
 //! [`FastaSource`] holds how one scan is configured (projection, batch size),
 //! and its opener reads one file (or one byte range of a file) on a blocking thread
-//! with the `parser` module, the block parser that writes straight into Arrow buffers.
+//! with the `reader` module, the block reader that writes straight into Arrow buffers.
 //!
 //! Decisions worth knowing:
 //! - The schema is fixed (see [`fasta_schema`]); there is no inference.
@@ -18,23 +18,22 @@ mod error;
 mod file_format;
 mod input;
 mod options;
-mod parser;
+mod reader;
 mod source;
 
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::compression::strip_compression_suffixes;
+
 pub use error::{FastaError, FastaErrorLocation, FastaProblem};
 pub use file_format::{FastaFormat, FastaFormatFactory};
-pub use options::FastaOptions;
+pub use options::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, FastaOptions, MAX_BATCH_BYTES};
 pub use source::{FastaOpener, FastaSource};
 
-/// File name extensions (without the dot) that mark an uncompressed FASTA file.
+/// File name extensions (without the dot) that mark a FASTA file, before any compression suffix.
 pub const FASTA_EXTENSIONS: &[&str] = &["fa", "fasta", "fna", "faa", "ffn", "frn", "fas"];
-
-/// Compression suffixes (without the dot) that may follow a FASTA extension.
-pub const COMPRESSED_SUFFIXES: &[&str] = &["gz", "bgz", "bgzf"];
 
 /// Name of the column holding the header text up to the first whitespace.
 pub const ID_COLUMN: &str = "id";
@@ -56,33 +55,15 @@ pub fn fasta_schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
 }
 
-/// True when `path` ends in a FASTA extension, optionally followed by a compression suffix
-/// (`x.fa`, `x.fasta.gz`, `x.fna.bgz`); case-insensitive.
+/// True when the file name in `path` is `<stem>.<FASTA extension>`, optionally followed by
+/// compression suffixes (`x.fa`, `x.fasta.gz`, `x.fna.bgz`); case-insensitive. The one rule for
+/// telling FASTA files by name: directory listings use it too.
 pub fn is_fasta_path(path: &str) -> bool {
-    let name = path
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or(path)
-        .to_ascii_lowercase();
-    let name = match name.rsplit_once('.') {
-        Some((stem, suffix)) if COMPRESSED_SUFFIXES.contains(&suffix) => stem,
-        _ => name.as_str(),
-    };
-    name.rsplit_once('.')
-        .is_some_and(|(stem, ext)| !stem.is_empty() && FASTA_EXTENSIONS.contains(&ext))
-}
-
-/// True when the name ends in a suffix that marks a compressed file; such files are never
-/// split into byte ranges.
-pub(crate) fn has_compressed_suffix(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    COMPRESSED_SUFFIXES
-        .iter()
-        .chain(["zst", "zstd", "bz2", "xz"].iter())
-        .any(|suffix| {
-            lower
-                .strip_suffix(suffix)
-                .is_some_and(|stem| stem.ends_with('.'))
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    strip_compression_suffixes(name)
+        .rsplit_once('.')
+        .is_some_and(|(stem, ext)| {
+            !stem.is_empty() && FASTA_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
         })
 }
 
@@ -115,13 +96,5 @@ mod tests {
         ] {
             assert!(!is_fasta_path(no), "{no}");
         }
-    }
-
-    #[test]
-    fn compressed_suffixes_are_recognised() {
-        assert!(has_compressed_suffix("/x/y.fa.gz"));
-        assert!(has_compressed_suffix("y.BGZF"));
-        assert!(!has_compressed_suffix("y.fa"));
-        assert!(!has_compressed_suffix("gz"));
     }
 }

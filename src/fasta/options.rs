@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 
 use super::error::FastaError;
+use crate::bytesize::ByteSize;
+
+/// Rows per batch when neither the table options nor the session's `batch_size` say otherwise.
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
 
 /// Default byte budget of one record batch: the sum of the id, description and sequence bytes it holds.
 pub const DEFAULT_BATCH_BYTES: usize = 32 * 1024 * 1024;
@@ -90,20 +94,13 @@ fn parse_count(value: &str) -> Option<usize> {
     value.trim().parse::<usize>().ok().filter(|&n| n > 0)
 }
 
+/// A positive byte size with an optional binary unit (see [`ByteSize`]).
 fn parse_byte_size(value: &str) -> Option<usize> {
-    let value = value.trim();
-    let digits_end = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (digits, suffix) = value.split_at(digits_end);
-    let multiplier: usize = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    parse_count(digits)?.checked_mul(multiplier)
+    value
+        .parse::<ByteSize>()
+        .ok()
+        .map(ByteSize::as_usize)
+        .filter(|&n| n > 0)
 }
 
 #[cfg(test)]

@@ -27,13 +27,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::FastaError;
-use super::has_compressed_suffix;
-use super::input::{Compression, MAGIC_LEN, StreamRead, decompressed};
-use super::options::FastaOptions;
-use super::parser::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds};
-
-/// Rows per batch when neither the options nor the session say otherwise.
-const FALLBACK_BATCH_ROWS: usize = 8192;
+use super::input::{StreamRead, decompressed};
+use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
+use super::reader::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds};
+use crate::compression::{Compression, MAGIC_LEN};
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
 const CHANNEL_CAPACITY: usize = 1;
@@ -76,7 +73,7 @@ impl FastaSource {
         self.options
             .batch_rows
             .or(self.batch_size)
-            .unwrap_or(FALLBACK_BATCH_ROWS)
+            .unwrap_or(DEFAULT_BATCH_ROWS)
     }
 }
 
@@ -150,7 +147,7 @@ impl FileSource for FastaSource {
             .file_groups
             .iter()
             .flat_map(|group| group.files())
-            .any(|file| has_compressed_suffix(file.object_meta.location.as_ref()));
+            .any(|file| Compression::of_path(file.object_meta.location.as_ref()).is_compressed());
         if any_compressed || config.file_compression_type.is_compressed() {
             return Ok(None);
         }

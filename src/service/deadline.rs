@@ -39,7 +39,11 @@ impl Deadline {
                 source: DeadlineSource::Client(limit),
             });
         match (server, client) {
-            (Some(server), Some(client)) => Some(if client.at < server.at { client } else { server }),
+            (Some(server), Some(client)) => Some(if client.at < server.at {
+                client
+            } else {
+                server
+            }),
             (server, client) => server.or(client),
         }
     }
@@ -105,9 +109,20 @@ mod tests {
         let mut metadata = MetadataMap::new();
         metadata.insert("grpc-timeout", "100m".parse().unwrap());
         let deadline = Deadline::for_request(Some(Duration::from_secs(60)), &metadata).unwrap();
-        assert!(deadline.exceeded().to_string().contains("client's deadline"));
+        assert!(
+            deadline
+                .exceeded()
+                .to_string()
+                .contains("client's deadline")
+        );
         let server_only = Deadline::for_request(Some(Duration::from_secs(1)), &MetadataMap::new());
-        assert!(server_only.unwrap().exceeded().to_string().contains("--query-timeout"));
+        assert!(
+            server_only
+                .unwrap()
+                .exceeded()
+                .to_string()
+                .contains("--query-timeout")
+        );
         assert!(Deadline::for_request(None, &MetadataMap::new()).is_none());
     }
 }

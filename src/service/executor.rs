@@ -91,7 +91,9 @@ impl<T> Future for QueryTask<Result<T, ServiceError>> {
             Ok(result) => result,
             Err(error) if error.is_panic() => {
                 let message = panic_message(error.into_panic());
-                Err(ServiceError::Internal(format!("query task panicked: {message}")))
+                Err(ServiceError::Internal(format!(
+                    "query task panicked: {message}"
+                )))
             }
             Err(_) => Err(ServiceError::Internal("query task was aborted".into())),
         })

@@ -39,9 +39,9 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::{DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt};
 use arrow_flight::{
-    Action, ActionType, CancelFlightInfoResult, Criteria, Empty, FlightData,
-    FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult,
-    SchemaAsIpc, SchemaResult, Ticket,
+    Action, ActionType, CancelFlightInfoResult, Criteria, Empty, FlightData, FlightDescriptor,
+    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc,
+    SchemaResult, Ticket,
 };
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -227,7 +227,9 @@ impl FlightbearService {
             }
             Request::CancelFlightInfo(request) => {
                 let status = self.cancel(request)?;
-                Ok(Some(CancelFlightInfoResult::new(status).encode_to_vec().into()))
+                Ok(Some(
+                    CancelFlightInfoResult::new(status).encode_to_vec().into(),
+                ))
             }
             other => Err(unexpected(other)),
         }
@@ -303,7 +305,9 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let deadline = self.deadline(&request);
-        Ok(Response::new(self.schema(request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            self.schema(request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn do_get(
@@ -311,7 +315,9 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let deadline = self.deadline(&request);
-        Ok(Response::new(self.stream(request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            self.stream(request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn do_put(

@@ -147,7 +147,9 @@ impl RunningQueries {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // The registry holds no invariant a panic could break half-way.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

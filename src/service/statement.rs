@@ -26,8 +26,8 @@ use super::deadline::Deadline;
 use super::error::ServiceError;
 use super::executor::QueryTask;
 use super::handle::StatementHandle;
-use super::request::Request;
 use super::planner::{Planned, Planner};
+use super::request::Request;
 use super::running::new_query_id;
 use super::{BoxStream, FlightbearService, wire};
 
@@ -163,7 +163,9 @@ impl FlightbearService {
             let size = message.data_body.len() + message.data_header.len();
             log.bytes.fetch_add(size as u64, Ordering::Relaxed);
             if sender.send(Ok(message)).await.is_err() {
-                return Err(ServiceError::Cancelled("the client closed the stream".into()));
+                return Err(ServiceError::Cancelled(
+                    "the client closed the stream".into(),
+                ));
             }
         }
         Ok(())
@@ -306,7 +308,10 @@ pub(super) fn statement_ticket(handle: &StatementHandle) -> Ticket {
 }
 
 /// A stream of a schema and the given batches.
-pub(super) fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> BoxStream<FlightData> {
+pub(super) fn batches_stream(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> BoxStream<FlightData> {
     let input = futures::stream::iter(batches.into_iter().map(Ok));
     Box::pin(
         FlightDataEncoderBuilder::new()
@@ -323,9 +328,9 @@ impl FlightbearService {
         &self,
         request: arrow_flight::CancelFlightInfoRequest,
     ) -> Result<arrow_flight::CancelStatus, ServiceError> {
-        let info = request
-            .info
-            .ok_or_else(|| ServiceError::invalid("CancelFlightInfo request carries no FlightInfo"))?;
+        let info = request.info.ok_or_else(|| {
+            ServiceError::invalid("CancelFlightInfo request carries no FlightInfo")
+        })?;
         let mut cancellable = false;
         for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()) {
             if let Request::Query(handle) = Request::from_ticket(ticket)?
