@@ -13,8 +13,8 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::SchemaProvider;
 use datafusion::catalog::information_schema::InformationSchemaProvider;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 use prost::Message;
@@ -131,6 +131,46 @@ fn schema_provider(
     ctx.catalog(catalog_name)?.schema(schema_name)
 }
 
+/// One table of the session, named by catalog, schema and table.
+pub struct TableEntry {
+    /// The catalog.
+    pub catalog: String,
+    /// The schema within the catalog.
+    pub schema: String,
+    /// The table's name within the schema.
+    pub name: String,
+    /// The table.
+    pub table: Arc<dyn TableProvider>,
+}
+
+/// Every table of the session (information_schema included), sorted by catalog, schema, name.
+pub async fn all_tables(ctx: &SessionContext) -> Result<Vec<TableEntry>, ServiceError> {
+    let mut entries = Vec::new();
+    for (catalog, schema_name) in schema_pairs(ctx) {
+        let Some(schema) = schema_provider(ctx, &catalog, &schema_name) else {
+            continue;
+        };
+        let mut names = schema.table_names();
+        names.sort();
+        for name in names {
+            if let Some(table) = schema.table(&name).await? {
+                entries.push(TableEntry {
+                    catalog: catalog.clone(),
+                    schema: schema_name.clone(),
+                    name,
+                    table,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// True for the schema DataFusion adds to describe the catalog itself.
+pub fn is_information_schema(schema: &str) -> bool {
+    schema == INFORMATION_SCHEMA
+}
+
 /// GetTables: every table passing the filters, with its wire schema when asked.
 async fn tables(
     ctx: &SessionContext,
@@ -139,29 +179,19 @@ async fn tables(
 ) -> Result<RecordBatch, ServiceError> {
     let include_schema = cmd.include_schema;
     let mut builder = cmd.into_builder();
-    for (catalog_name, schema_name) in schema_pairs(ctx) {
-        let Some(schema) = schema_provider(ctx, &catalog_name, &schema_name) else {
-            continue;
+    for entry in all_tables(ctx).await? {
+        let table_schema = if include_schema {
+            wire_schema(&entry.table.schema(), string_view)
+        } else {
+            Arc::new(Schema::empty())
         };
-        let mut names = schema.table_names();
-        names.sort();
-        for table_name in names {
-            let Some(table) = schema.table(&table_name).await? else {
-                continue;
-            };
-            let table_schema = if include_schema {
-                wire_schema(&table.schema(), string_view)
-            } else {
-                Arc::new(Schema::empty())
-            };
-            builder.append(
-                &catalog_name,
-                &schema_name,
-                &table_name,
-                table_type_name(table.table_type()),
-                &table_schema,
-            )?;
-        }
+        builder.append(
+            &entry.catalog,
+            &entry.schema,
+            &entry.name,
+            table_type_name(entry.table.table_type()),
+            &table_schema,
+        )?;
     }
     Ok(builder.build()?)
 }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`request`] | descriptors, tickets, DoPut commands and action bodies → one `Request` |
 //! | [`planner`] | SQL options, `?` placeholders, logical/physical plans, parameter schemas |
+//! | [`complexity`] | limits that refuse SQL too deep or too large to plan safely |
 //! | [`executor`] | the query runtime, apart from the runtime that serves gRPC |
 //! | [`running`] | query slots (admission) and the running queries CancelFlightInfo can stop |
 //! | [`deadline`] | the server's query timeout and the client's gRPC deadline |
@@ -17,6 +18,7 @@
 //! | [`error`] | the one error type and its mapping to gRPC codes |
 
 pub mod actions;
+pub mod complexity;
 pub mod deadline;
 pub mod decode_errors;
 pub mod error;

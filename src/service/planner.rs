@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 
 use super::error::ServiceError;
 use super::handle::StatementHandle;
-use super::placeholders;
+use super::{complexity, placeholders};
 
 /// Clients may define tables and views, set session variables and query; they may not write files.
 static SQL_OPTIONS: LazyLock<SQLOptions> = LazyLock::new(|| {
@@ -65,7 +65,11 @@ impl Planner {
         }
         let ctx = self.request_context();
         let sql = placeholders::number_question_marks(&handle.sql)?;
-        let plan = ctx.state().create_logical_plan(&sql).await?;
+        let state = ctx.state();
+        let statement =
+            state.sql_to_statement(&sql, &state.config().options().sql_parser.dialect)?;
+        complexity::check(&statement)?;
+        let plan = state.statement_to_plan(statement).await?;
         SQL_OPTIONS.verify_plan(&plan)?;
         let values = handle.parameter_values()?;
         if values.is_empty() {

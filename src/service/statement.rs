@@ -255,10 +255,21 @@ struct QueryLog {
     outcome: Option<(Code, String)>,
 }
 
+/// Longest SQL text a log line shows; longer text is cut with its full length noted.
+const LOGGED_SQL_CHARS: usize = 2000;
+
+/// The SQL as a log line shows it: at most [`LOGGED_SQL_CHARS`] characters.
+fn sql_for_log(sql: &str) -> String {
+    match sql.char_indices().nth(LOGGED_SQL_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &sql[..cut], sql.len()),
+        None => sql.to_string(),
+    }
+}
+
 impl QueryLog {
     fn new(sql: &str, kind: &'static str) -> Self {
         Self {
-            sql: sql.to_string(),
+            sql: sql_for_log(sql),
             kind,
             started: Instant::now(),
             rows: Arc::new(AtomicU64::new(0)),
@@ -296,6 +307,7 @@ impl Drop for QueryLog {
 
 /// Planning errors of GetFlightInfo are logged like failed queries.
 fn log_failed_planning(sql: &str, error: &ServiceError) {
+    let sql = sql_for_log(sql);
     tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
 }
 

@@ -3,10 +3,10 @@
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo};
 use datafusion::common::TableReference;
 
-use super::FlightbearService;
 use super::error::ServiceError;
 use super::handle::StatementHandle;
 use super::statement::statement_ticket;
+use super::{FlightbearService, metadata};
 use crate::catalog;
 
 impl FlightbearService {
@@ -48,43 +48,28 @@ impl FlightbearService {
         Err(ServiceError::TableNotFound(path.join(".")))
     }
 
-    /// ListFlights: one FlightInfo per table (information_schema left out), with a path
-    /// descriptor and a ticket that streams the whole table.
+    /// ListFlights: one FlightInfo per table of flightbear's catalog (information_schema left
+    /// out), with a path descriptor and a ticket that streams the whole table.
     pub(super) async fn list_tables(&self) -> Result<Vec<FlightInfo>, ServiceError> {
         let mut infos = Vec::new();
-        let Some(catalog) = self.planner.catalog().catalog(catalog::CATALOG) else {
-            return Ok(infos);
-        };
-        let mut schema_names = catalog.schema_names();
-        schema_names.sort();
-        for schema_name in schema_names {
-            if schema_name == "information_schema" {
+        for entry in metadata::all_tables(self.planner.catalog()).await? {
+            if entry.catalog != catalog::CATALOG || metadata::is_information_schema(&entry.schema) {
                 continue;
             }
-            let Some(schema) = catalog.schema(&schema_name) else {
-                continue;
+            let path = if entry.schema == catalog::SCHEMA {
+                vec![entry.name]
+            } else {
+                vec![entry.schema, entry.name]
             };
-            let mut names = schema.table_names();
-            names.sort();
-            for name in names {
-                let Some(table) = schema.table(&name).await? else {
-                    continue;
-                };
-                let path = if schema_name == catalog::SCHEMA {
-                    vec![name.clone()]
-                } else {
-                    vec![schema_name.clone(), name.clone()]
-                };
-                let handle = self.table_query(&path)?;
-                infos.push(
-                    FlightInfo::new()
-                        .try_with_schema(&self.wire_schema(&table.schema()))?
-                        .with_descriptor(FlightDescriptor::new_path(path))
-                        .with_endpoint(FlightEndpoint::new().with_ticket(statement_ticket(&handle)))
-                        .with_total_records(-1)
-                        .with_total_bytes(-1),
-                );
-            }
+            let handle = self.table_query(&path)?;
+            infos.push(
+                FlightInfo::new()
+                    .try_with_schema(&self.wire_schema(&entry.table.schema()))?
+                    .with_descriptor(FlightDescriptor::new_path(path))
+                    .with_endpoint(FlightEndpoint::new().with_ticket(statement_ticket(&handle)))
+                    .with_total_records(-1)
+                    .with_total_bytes(-1),
+            );
         }
         Ok(infos)
     }
