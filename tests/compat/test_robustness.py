@@ -125,8 +125,9 @@ def logged_server(launch: Any) -> Server:
 def stream_closed_rows(server: Server, marker: str, timeout: float = 15.0) -> int:
     """Rows the server sent before it closed the stream of the query holding ``marker``.
 
-    The server logs one JSON line per query stream when it ends (``query stream closed``, with
-    ``sql`` and ``rows``), whether the stream ran to its end or the client went away.
+    The server logs one JSON line per query when it ends (``query finished`` or ``query
+    failed``, with ``sql`` and ``rows``), whether the stream ran to its end or the client went
+    away.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,7 +136,8 @@ def stream_closed_rows(server: Server, marker: str, timeout: float = 15.0) -> in
                 fields = json.loads(line).get("fields", {})
             except ValueError:
                 continue
-            if fields.get("message") == "query stream closed" and marker in fields.get("sql", ""):
+            ended = fields.get("message") in ("query finished", "query failed")
+            if ended and marker in fields.get("sql", ""):
                 return int(fields["rows"])
         time.sleep(0.1)
     pytest.fail(f"the server never closed the stream of {marker!r}:\n{server.log()}")
