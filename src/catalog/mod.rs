@@ -1,6 +1,7 @@
 //! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
 
 pub mod location;
+pub mod memory_table;
 pub mod runtime;
 pub mod table_factory;
 

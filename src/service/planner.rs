@@ -4,13 +4,14 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::execution::context::SQLOptions;
-use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::error::ServiceError;
 use super::handle::StatementHandle;
 use super::{complexity, placeholders};
+use crate::catalog::memory_table;
 
 /// Clients may define tables and views, set session variables and query; they may not write files.
 static SQL_OPTIONS: LazyLock<SQLOptions> = LazyLock::new(|| {
@@ -102,6 +103,11 @@ impl Planner {
 
     /// Runs a statement that has no rows (DDL, SET) and returns how many rows it changed.
     pub async fn run_no_rows(plan: LogicalPlan, ctx: SessionContext) -> Result<i64, ServiceError> {
+        if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) = plan {
+            // Our own CREATE TABLE AS: its data counts against the memory limit.
+            memory_table::create_memory_table(&ctx, cmd).await?;
+            return Ok(0);
+        }
         let frame = ctx.execute_logical_plan(plan).await?;
         frame.collect().await?;
         Ok(0)

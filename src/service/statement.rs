@@ -16,7 +16,10 @@ use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -34,6 +37,10 @@ use super::{BoxStream, FlightbearService, wire};
 /// Flight messages buffered between a running query and its gRPC stream.
 const RESULT_CHANNEL_CAPACITY: usize = 1;
 
+/// A Flight message on its way to the client, with the memory it holds reserved: the message
+/// and the copy tonic encodes it into, until the gRPC layer asks for the next message.
+type Outgoing = Result<(FlightData, MemoryReservation), Status>;
+
 impl FlightbearService {
     /// GetFlightInfo for a statement: plan only, return the exact schema DoGet will stream.
     /// DDL runs now, once; its FlightInfo has no endpoint.
@@ -48,12 +55,10 @@ impl FlightbearService {
         let planned = self
             .run_limited(deadline, async move {
                 match service.planner.plan(&handle).await? {
-                    Planned::NoRows(plan, ctx) => {
-                        let mut log = QueryLog::new(&handle.sql, "statement");
-                        let outcome = Planner::run_no_rows(plan, ctx).await;
-                        log.finish(&outcome);
-                        outcome.map(|_| None)
-                    }
+                    Planned::NoRows(plan, ctx) => service
+                        .run_statement(&handle, plan, ctx)
+                        .await
+                        .map(|_| None),
                     Planned::Rows(physical, _) => {
                         // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
                         handle.query_id = new_query_id();
@@ -126,6 +131,7 @@ impl FlightbearService {
         });
         Ok(Box::pin(ResultStream {
             receiver,
+            in_flight: None,
             _task: task,
         }))
     }
@@ -134,11 +140,15 @@ impl FlightbearService {
     async fn produce(
         &self,
         handle: StatementHandle,
-        sender: &mpsc::Sender<Result<FlightData, Status>>,
+        sender: &mpsc::Sender<Outgoing>,
         log: &QueryLog,
     ) -> Result<(), ServiceError> {
+        let pool = &self.planner.catalog().runtime_env().memory_pool;
+        let results =
+            MemoryConsumer::new("query results on their way to the client").register(pool);
         let (schema, batches) = match self.planner.plan(&handle).await? {
             Planned::NoRows(plan, ctx) => {
+                // This stream already holds a query slot.
                 Planner::run_no_rows(plan, ctx).await?;
                 (Arc::new(Schema::empty()), futures::stream::empty().boxed())
             }
@@ -162,7 +172,9 @@ impl FlightbearService {
             let message = message?;
             let size = message.data_body.len() + message.data_header.len();
             log.bytes.fetch_add(size as u64, Ordering::Relaxed);
-            if sender.send(Ok(message)).await.is_err() {
+            let held = results.new_empty();
+            held.try_grow(size.saturating_mul(2))?;
+            if sender.send(Ok((message, held))).await.is_err() {
                 return Err(ServiceError::Cancelled(
                     "the client closed the stream".into(),
                 ));
@@ -180,12 +192,7 @@ impl FlightbearService {
         let service = self.clone();
         self.run_limited(deadline, async move {
             match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => {
-                    let mut log = QueryLog::new(&handle.sql, "statement");
-                    let outcome = Planner::run_no_rows(plan, ctx).await;
-                    log.finish(&outcome);
-                    outcome
-                }
+                Planned::NoRows(plan, ctx) => service.run_statement(&handle, plan, ctx).await,
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
@@ -194,16 +201,32 @@ impl FlightbearService {
         .await
     }
 
-    /// Runs `work` on the query runtime in a query slot, stopping it at the deadline.
+    /// Runs a statement without rows (DDL, SET) in a query slot, and logs it: DDL such as
+    /// CREATE TABLE AS can be as heavy as any query.
+    async fn run_statement(
+        &self,
+        handle: &StatementHandle,
+        plan: LogicalPlan,
+        ctx: SessionContext,
+    ) -> Result<i64, ServiceError> {
+        let mut log = QueryLog::new(&handle.sql, "statement");
+        let outcome = match self.queries.admit().await {
+            Ok(_slot) => Planner::run_no_rows(plan, ctx).await,
+            Err(busy) => Err(busy),
+        };
+        log.finish(&outcome);
+        outcome
+    }
+
+    /// Runs `work` (planning, and statements that take their own slot) on the query runtime,
+    /// stopping it at the deadline.
     pub(super) async fn run_limited<T: Send + 'static>(
         &self,
         deadline: Option<Deadline>,
         work: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
     ) -> Result<T, ServiceError> {
-        let slot = self.queries.admit().await?;
         self.executor
             .run(async move {
-                let _slot = slot;
                 tokio::select! {
                     biased;
                     () = sleep_until(deadline) => Err(deadline_error(deadline)),
@@ -232,7 +255,10 @@ fn deadline_error(deadline: Option<Deadline>) -> ServiceError {
 /// The gRPC side of a running query: Flight messages from the query runtime. Dropping it
 /// (the client went away) aborts the query.
 struct ResultStream {
-    receiver: mpsc::Receiver<Result<FlightData, Status>>,
+    receiver: mpsc::Receiver<Outgoing>,
+    /// The reservation of the message handed out last: tonic is done with it (encoded and
+    /// passed to the transport) when it asks for the next one.
+    in_flight: Option<MemoryReservation>,
     _task: QueryTask<()>,
 }
 
@@ -240,7 +266,15 @@ impl Stream for ResultStream {
     type Item = Result<FlightData, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
+        self.in_flight = None;
+        self.receiver.poll_recv(cx).map(|next| {
+            next.map(|outgoing| {
+                outgoing.map(|(message, held)| {
+                    self.in_flight = Some(held);
+                    message
+                })
+            })
+        })
     }
 }
 
