@@ -610,13 +610,6 @@ async fn undecodable_protobuf_requests_are_invalid_argument_and_the_server_keeps
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
 }
 
-fn status_of(err: arrow_flight::error::FlightError) -> tonic::Status {
-    match err {
-        arrow_flight::error::FlightError::Tonic(status) => *status,
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_fasta_streams_in_many_bounded_batches() {
     let dir = tempfile::tempdir().unwrap();

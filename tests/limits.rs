@@ -17,13 +17,6 @@ use tonic::Code;
 /// Runs for minutes unless stopped.
 const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
 
-fn status_of(error: arrow_flight::error::FlightError) -> tonic::Status {
-    match error {
-        arrow_flight::error::FlightError::Tonic(status) => *status,
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
-
 async fn count(client: &mut Client, sql: &str) -> i64 {
     let batches = query(client, sql).await;
     batches[0].column(0).as_primitive::<Int64Type>().value(0)

@@ -183,3 +183,11 @@ pub fn write_random_fasta(path: &Path, records: usize, max_len: u64, seed: u64) 
     std::fs::write(path, &text).unwrap();
     text
 }
+
+/// The gRPC status inside a Flight client error.
+pub fn status_of(error: arrow_flight::error::FlightError) -> tonic::Status {
+    match error {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
