@@ -5,6 +5,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | [`auth`] | users, argon2 passwords, signed bearer tokens, roles |
 //! | [`bytesize`] | byte sizes as people write them (`512MiB`) |
 //! | [`compression`] | compression suffixes and magic-byte sniffing, shared by FASTA and CSV |
 //! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
@@ -14,6 +15,7 @@
 //! | [`server`] | the gRPC server: listener, health service, graceful shutdown |
 //! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
 
+pub mod auth;
 pub mod bytesize;
 pub mod catalog;
 pub mod compression;
