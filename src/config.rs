@@ -42,11 +42,11 @@ pub struct Config {
     pub max_sql_bytes: ByteSize,
     /// Seconds a query may run (0: no limit).
     pub query_timeout: u64,
-    /// Queries that may run at once (0: four per query thread).
+    /// Queries that may run at once (0: four per core).
     pub max_concurrent_queries: usize,
     /// Seconds a query waits for a free slot before RESOURCE_EXHAUSTED.
     pub queue_timeout: u64,
-    /// Threads that plan and run queries (0: one per core).
+    /// Threads each running query gets, and threads that plan (0: one per core).
     pub query_threads: usize,
     /// Open client connections accepted at once; more are refused until some close.
     pub max_connections: usize,
@@ -356,7 +356,7 @@ impl Config {
         if self.max_concurrent_queries > 0 {
             self.max_concurrent_queries
         } else {
-            4 * self.query_threads()
+            4 * std::thread::available_parallelism().map_or(1, |n| n.get())
         }
     }
 }

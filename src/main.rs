@@ -87,13 +87,14 @@ struct ServeArgs {
     /// [default: 3600]. A shorter gRPC deadline from the client wins.
     #[arg(long, env = "FLIGHTBEAR_QUERY_TIMEOUT", value_name = "SECONDS")]
     query_timeout: Option<u64>,
-    /// Queries that may run at once [default: 4 per query thread].
+    /// Queries that may run at once [default: 4 per core].
     #[arg(long, env = "FLIGHTBEAR_MAX_CONCURRENT_QUERIES", value_name = "N")]
     max_concurrent_queries: Option<usize>,
     /// Seconds a query waits for a free slot before RESOURCE_EXHAUSTED [default: 30].
     #[arg(long, env = "FLIGHTBEAR_QUEUE_TIMEOUT", value_name = "SECONDS")]
     queue_timeout: Option<u64>,
-    /// Threads that plan and run queries, apart from those serving gRPC [default: cores].
+    /// Threads each running query gets (its own, apart from those serving gRPC), and
+    /// threads that plan [default: cores].
     #[arg(long, env = "FLIGHTBEAR_QUERY_THREADS", value_name = "N")]
     query_threads: Option<usize>,
     /// Client connections open at once; more are refused [default: 1024].

@@ -4,6 +4,7 @@ pub mod location;
 pub mod memory_table;
 pub mod runtime;
 pub mod table_factory;
+pub mod yield_points;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_config(session)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
         .with_table_factory(
             "FASTA".to_string(),
             Arc::new(table_factory::FastaTableFactory),

@@ -1,10 +1,15 @@
-//! The query runtime: DataFusion's CPU-bound planning and execution run on their own threads, never on the runtime that serves gRPC.
+//! Query threads: DataFusion's CPU-bound planning and execution run on threads of their own, never on the runtime that serves gRPC.
 //!
 //! A saturated runtime cannot answer health checks, accept connections or even notice that a
-//! client cancelled, so queries get a runtime of their own (the pattern of DataFusion's
-//! `thread_pools` example and InfluxDB's dedicated executor) and hand their results back over
-//! channels. Its threads have large stacks: planning deep SQL recurses deeply, and the stack
-//! is only committed as it is used.
+//! client cancelled, so queries run elsewhere (the pattern of DataFusion's `thread_pools`
+//! example and InfluxDB's dedicated executor) and hand their results back over channels.
+//!
+//! Planning, which the complexity limits keep short, shares one runtime. Each running query
+//! gets a runtime of its own whose threads end with it: one operator can keep a thread busy
+//! for seconds between two yields (a nested-loop join probing one batch), and on a shared pool
+//! two such queries would stall every other query; with threads per query the operating
+//! system shares the cores among all running queries. The threads have large stacks
+//! (planning deep SQL recurses deeply); stack memory is only committed as it is used.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,41 +25,48 @@ use super::error::ServiceError;
 /// (`tests/compat/test_limits.py` has them), so this leaves an eightfold margin.
 pub const QUERY_THREAD_STACK: usize = 64 * 1024 * 1024;
 
-/// Threads of the runtime that runs queries.
+/// Where queries are planned and run.
 pub struct QueryExecutor {
-    runtime: Option<Runtime>,
-    handle: Handle,
+    planning: Option<Runtime>,
+    planning_handle: Handle,
+    threads_per_query: usize,
+}
+
+fn runtime(threads: usize, name: &str) -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .thread_stack_size(QUERY_THREAD_STACK)
+        .enable_all()
+        .build()
 }
 
 impl QueryExecutor {
-    /// A runtime with `threads` worker threads (0: one per core) named `flightbear-query`.
+    /// Planning on `threads` shared threads; each query on `threads` threads of its own.
     pub fn new(threads: usize) -> std::io::Result<Self> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if threads > 0 {
-            builder.worker_threads(threads);
-        }
-        let runtime = builder
-            .thread_name("flightbear-query")
-            .thread_stack_size(QUERY_THREAD_STACK)
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+        let planning = runtime(threads, "flightbear-plan")?;
+        let planning_handle = planning.handle().clone();
         Ok(Self {
-            runtime: Some(runtime),
-            handle,
+            planning: Some(planning),
+            planning_handle,
+            threads_per_query: threads.max(1),
         })
     }
 
-    /// Runs `future` on the query runtime. Dropping the returned [`QueryTask`] aborts it.
+    /// Runs `future` (planning, or other short work) on the shared planning threads.
+    /// Dropping the returned [`QueryTask`] aborts it.
     pub fn spawn<F>(&self, future: F) -> QueryTask<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        QueryTask(self.handle.spawn(future))
+        QueryTask {
+            handle: self.planning_handle.spawn(future),
+            runtime: None,
+        }
     }
 
-    /// Runs `future` on the query runtime and waits for its result.
+    /// Runs `future` on the planning threads and waits for its result.
     pub async fn run<F, T>(&self, future: F) -> Result<T, ServiceError>
     where
         F: Future<Output = Result<T, ServiceError>> + Send + 'static,
@@ -62,25 +74,45 @@ impl QueryExecutor {
     {
         self.spawn(future).await
     }
+
+    /// Runs a query on threads of its own, which end when the returned task is dropped.
+    pub fn spawn_query<F>(&self, future: F) -> Result<QueryTask<F::Output>, ServiceError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = runtime(self.threads_per_query, "flightbear-query")
+            .map_err(|e| ServiceError::Internal(format!("cannot start query threads: {e}")))?;
+        Ok(QueryTask {
+            handle: runtime.spawn(future),
+            runtime: Some(runtime),
+        })
+    }
 }
 
 impl Drop for QueryExecutor {
     fn drop(&mut self) {
         // Dropping a runtime blocks until its tasks end, which is not allowed inside another
-        // runtime; running queries are abandoned instead.
-        if let Some(runtime) = self.runtime.take() {
+        // runtime; running work is abandoned instead.
+        if let Some(runtime) = self.planning.take() {
             runtime.shutdown_background();
         }
     }
 }
 
-/// A task on the query runtime that is aborted when dropped, so a request that goes away
-/// takes its query with it.
-pub struct QueryTask<T>(JoinHandle<T>);
+/// A task on query threads that is aborted when dropped, so a request that goes away takes
+/// its query with it; a query's own threads end with it.
+pub struct QueryTask<T> {
+    handle: JoinHandle<T>,
+    runtime: Option<Runtime>,
+}
 
 impl<T> Drop for QueryTask<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -88,16 +120,18 @@ impl<T> Future for QueryTask<Result<T, ServiceError>> {
     type Output = Result<T, ServiceError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
-            Ok(result) => result,
-            Err(error) if error.is_panic() => {
-                let message = panic_message(error.into_panic());
-                Err(ServiceError::Internal(format!(
-                    "query task panicked: {message}"
-                )))
-            }
-            Err(_) => Err(ServiceError::Internal("query task was aborted".into())),
-        })
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result,
+                Err(error) if error.is_panic() => {
+                    let message = panic_message(error.into_panic());
+                    Err(ServiceError::Internal(format!(
+                        "query task panicked: {message}"
+                    )))
+                }
+                Err(_) => Err(ServiceError::Internal("query task was aborted".into())),
+            })
     }
 }
 
@@ -117,13 +151,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn work_runs_on_query_threads_and_panics_become_internal_errors() {
+    async fn work_runs_on_its_threads_and_panics_become_internal_errors() {
         let executor = QueryExecutor::new(1).unwrap();
         let name = executor
             .run(async { Ok(std::thread::current().name().map(str::to_string)) })
             .await
             .unwrap();
-        assert_eq!(name.as_deref(), Some("flightbear-query"));
+        assert_eq!(name.as_deref(), Some("flightbear-plan"));
+        let query = executor
+            .spawn_query(async { Ok(std::thread::current().name().map(str::to_string)) })
+            .unwrap();
+        assert_eq!(query.await.unwrap().as_deref(), Some("flightbear-query"));
         let panicked = executor
             .run(async {
                 if true {

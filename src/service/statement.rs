@@ -111,7 +111,7 @@ impl FlightbearService {
         let slot = self.queries.admit().await?;
         let (sender, receiver) = mpsc::channel(RESULT_CHANNEL_CAPACITY);
         let service = self.clone();
-        let task = self.executor.spawn(async move {
+        let task = self.executor.spawn_query(async move {
             let _slot = slot;
             let mut log = QueryLog::new(&handle.sql, "query");
             let cancelled = registration.token().clone();
@@ -128,7 +128,7 @@ impl FlightbearService {
                 // The client may be gone already; then nobody needs to hear about it.
                 let _ = sender.send(Err(error.into())).await;
             }
-        });
+        })?;
         Ok(Box::pin(ResultStream {
             receiver,
             in_flight: None,
@@ -201,8 +201,8 @@ impl FlightbearService {
         .await
     }
 
-    /// Runs a statement without rows (DDL, SET) in a query slot, and logs it: DDL such as
-    /// CREATE TABLE AS can be as heavy as any query.
+    /// Runs a statement without rows (DDL, SET) in a query slot on threads of its own, and
+    /// logs it: DDL such as CREATE TABLE AS can be as heavy as any query.
     async fn run_statement(
         &self,
         handle: &StatementHandle,
@@ -210,16 +210,19 @@ impl FlightbearService {
         ctx: SessionContext,
     ) -> Result<i64, ServiceError> {
         let mut log = QueryLog::new(&handle.sql, "statement");
-        let outcome = match self.queries.admit().await {
-            Ok(_slot) => Planner::run_no_rows(plan, ctx).await,
-            Err(busy) => Err(busy),
-        };
+        let outcome = async {
+            let _slot = self.queries.admit().await?;
+            self.executor
+                .spawn_query(Planner::run_no_rows(plan, ctx))?
+                .await
+        }
+        .await;
         log.finish(&outcome);
         outcome
     }
 
-    /// Runs `work` (planning, and statements that take their own slot) on the query runtime,
-    /// stopping it at the deadline.
+    /// Runs `work` (planning, and statements that run in their own slot) on the planning
+    /// threads, stopping it at the deadline.
     pub(super) async fn run_limited<T: Send + 'static>(
         &self,
         deadline: Option<Deadline>,
