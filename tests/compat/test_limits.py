@@ -6,9 +6,8 @@ names the limit, and a correct answer from the same server afterwards (the proce
 Memory tests also bound the server's peak resident memory; time and cancellation tests check
 that the server's CPU use really stops.
 
-pyarrow quirk: ``FlightStreamReader.read_all`` turns a CANCELLED stream into a simulated
-Ctrl-C (KeyboardInterrupt in the main thread), so streams that may be cancelled are read
-chunk by chunk (``read_stream``).
+Streams that may end CANCELLED are read with ``server_probes.read_stream``, never with
+pyarrow's ``read_all`` (which turns CANCELLED into a simulated Ctrl-C).
 """
 
 from __future__ import annotations
@@ -38,7 +37,9 @@ from server_probes import (
     cores_used,
     grpc_status,
     healthcheck,
+    read_stream,
     rss_bytes,
+    run_sql,
     wait_until_idle,
 )
 
@@ -65,28 +66,6 @@ RSS_KILL = 2048 * MIB
 # ------------------------------------------------------------------------------------------------
 # Clients and answers
 # ------------------------------------------------------------------------------------------------
-
-
-def read_stream(reader: flight.FlightStreamReader) -> pa.Table:
-    """Every batch of a DoGet stream, read chunk by chunk (see the module docstring)."""
-    batches = []
-    while True:
-        try:
-            chunk = reader.read_chunk()
-        except StopIteration:
-            break
-        if chunk.data is not None:
-            batches.append(chunk.data)
-    return pa.Table.from_batches(batches, schema=reader.schema)
-
-
-def run_sql(
-    client: flight.FlightClient, sql: str, options: flight.FlightCallOptions | None = None
-) -> pa.Table:
-    info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
-    if not info.endpoints:  # DDL runs at GetFlightInfo and has nothing to stream
-        return info.schema.empty_table()
-    return read_stream(client.do_get(info.endpoints[0].ticket, options))
 
 
 def outcome(call: Callable[[], Any]) -> Any:

@@ -1,6 +1,9 @@
 """Watching a running flightbear from outside, as an operator would.
 
 - ``grpc_status``: the gRPC code and server message behind a pyarrow.flight or ADBC error.
+- ``read_stream`` / ``run_sql``: answers read chunk by chunk. pyarrow's ``read_all`` turns a
+  CANCELLED stream into a simulated Ctrl-C (KeyboardInterrupt in the main thread, whichever
+  thread was reading), so streams that may be cancelled must not be read with it.
 - CPU of the server process (``cpu_seconds``, ``cores_used``, ``wait_until_idle``), from /proc.
 - Memory of the server process: resident and peak (``rss_bytes``, ``peak_rss_bytes``,
   ``reset_peak_rss``) and ``MemoryWatch``, which kills a server that grows past a bound so a
@@ -21,6 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.flight as flight
 
 MIB = 1 << 20
 
@@ -69,6 +75,34 @@ def grpc_status(error: BaseException) -> GrpcStatus:
         code = _GO_NAMES.get(name, re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper())
         return GrpcStatus(code, match["message"])
     raise ValueError(f"not a gRPC error: {type(error).__name__}: {text[:500]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading answers
+# ---------------------------------------------------------------------------------------------
+
+
+def read_stream(reader: flight.FlightStreamReader) -> pa.Table:
+    """Every batch of a DoGet stream, read chunk by chunk (never `read_all`: see above)."""
+    batches = []
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            break
+        if chunk.data is not None:
+            batches.append(chunk.data)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def run_sql(
+    client: flight.FlightClient, sql: str, options: flight.FlightCallOptions | None = None
+) -> pa.Table:
+    """The answer to ``sql``: GetFlightInfo, then DoGet of its one endpoint."""
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options)
+    if not info.endpoints:  # DDL runs at GetFlightInfo and has nothing to stream
+        return info.schema.empty_table()
+    return read_stream(client.do_get(info.endpoints[0].ticket, options))
 
 
 # ---------------------------------------------------------------------------------------------
