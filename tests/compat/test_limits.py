@@ -545,12 +545,29 @@ def test_repeat_two_billion_times_is_resource_exhausted(launch: Any, dataset: Da
 # ------------------------------------------------------------------------------------------------
 
 
+POOL_ROWS = 120_000
+# A nested-loop join of 120,000 x 120,000 numbers, 2 partitions: about 10 s of both cores.
+CROSS_JOIN = "SELECT count(*) AS n FROM pool a CROSS JOIN pool b WHERE a.k + b.k = 1000"
+
+
+@pytest.fixture(scope="module")
+def pool_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pool") / "pool.csv"
+    rng = random.Random(120)
+    path.write_text("k\n" + "".join(f"{rng.randint(0, 2000)}\n" for _ in range(POOL_ROWS)))
+    return path
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("heavy", ["2 x generate_series", "cross join"])
 def test_health_and_new_clients_answer_while_heavy_queries_fill_every_query_thread(
-    launch: Any, dataset: Dataset, heavy_queries: list[HeavyQuery]
+    launch: Any, dataset: Dataset, heavy_queries: list[HeavyQuery], pool_csv: Path, heavy: str
 ) -> None:
-    server: Server = launch("--query-threads", "2")
-    heavy_queries += [HeavyQuery(server.uri) for _ in range(2)]
+    server: Server = launch("--query-threads", "2", "--table", f"pool={pool_csv}")
+    if heavy == "cross join":
+        heavy_queries.append(HeavyQuery(server.uri, CROSS_JOIN))
+    else:
+        heavy_queries += [HeavyQuery(server.uri) for _ in range(2)]
     assert_busy(server)
 
     health = healthcheck(server_binary(), server.port)
