@@ -26,6 +26,7 @@ import argparse
 import bisect
 import csv
 import math
+import os
 import random
 import sys
 import tempfile
@@ -213,6 +214,7 @@ class ServerFacts:
     idle_health: list[Probe]
     peak_rss: int
     cores: float
+    client_cores: float
     alive: bool
 
 
@@ -369,6 +371,7 @@ def report(args: argparse.Namespace, tally: Tally, server: ServerFacts) -> list[
         f"  server          peak RSS {server.peak_rss / MIB:.0f} MiB, "
         f"CPU {server.cores:.2f} cores on average, {'alive' if server.alive else 'DIED'}"
     )
+    lines.append(f"  this script     CPU {server.client_cores:.2f} cores on average (same machine)")
     return lines
 
 
@@ -412,6 +415,7 @@ def main() -> int:
             idle_health = [probe(binary, server.port, False) for _ in range(5)]
             reset_peak_rss(pid)
             cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            own_before = cpu_seconds(os.getpid())
 
             heavy = HeavyLoop(server.uri, oracle, tally) if args.heavy else None
             if heavy:
@@ -447,6 +451,7 @@ def main() -> int:
                 idle_health=idle_health,
                 peak_rss=peak_rss_bytes(pid) if alive else 0,
                 cores=(cpu_seconds(pid) - cpu_before) / elapsed if alive else 0.0,
+                client_cores=(cpu_seconds(os.getpid()) - own_before) / elapsed,
                 alive=alive,
             )
             lines = report(args, tally, facts)
