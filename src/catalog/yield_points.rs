@@ -5,11 +5,17 @@
 //! nested-loop join with a selective filter keeps pulling batches inside one poll until it
 //! has output: one poll could last the whole query, and neither a cancel nor the deadline
 //! would stop it. After this rule, every batch a scan produces costs one yield, so the work
-//! between yields is what one batch costs (microseconds to a few seconds, never the query).
+//! between yields is what one batch costs.
+//!
+//! One operator makes a batch cost too much: a nested-loop join compares each batch of its
+//! probe side with every row of its build side (8,192 × 400,000 rows took seconds here). Its
+//! probe side is therefore fed in slices whose size adapts so that one slice takes about
+//! [`SLICE_TARGET`]: whole batches while the join is fast, fewer rows when it is not.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -18,12 +24,18 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use futures::{Stream, StreamExt};
 
-/// The physical optimizer rule that puts a [`YieldExec`] above every leaf.
+/// How long the work on one slice of a nested-loop join's probe side should take.
+pub const SLICE_TARGET: Duration = Duration::from_millis(250);
+
+/// The physical optimizer rule that puts a [`YieldExec`] above every leaf, and feeds the probe
+/// side of every nested-loop join in adaptive slices.
 #[derive(Debug, Default)]
 pub struct YieldAfterEachBatch;
 
@@ -33,15 +45,43 @@ impl PhysicalOptimizerRule for YieldAfterEachBatch {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            if node.children().is_empty() && node.downcast_ref::<YieldExec>().is_none() {
-                let wrapped: Arc<dyn ExecutionPlan> = Arc::new(YieldExec { input: node });
-                Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
-            } else {
-                Ok(Transformed::no(node))
-            }
+        let plan = plan
+            .transform_up(|node| {
+                // Leaves are wrapped from their parent, so a leaf already under a YieldExec
+                // is recognised and the rule can run twice without stacking yields.
+                let sliced_probe = node.downcast_ref::<NestedLoopJoinExec>().is_some();
+                let is_yield = node.downcast_ref::<YieldExec>().is_some();
+                let children = node.children();
+                let mut changed = false;
+                let mut new_children = Vec::with_capacity(children.len());
+                for (index, child) in children.into_iter().enumerate() {
+                    let mut child = Arc::clone(child);
+                    if !is_yield && is_bare_leaf(&child) {
+                        child = yield_above(child, false);
+                        changed = true;
+                    }
+                    // The probe (right) side of a nested-loop join is fed in slices.
+                    if sliced_probe && index == 1 && !is_sliced(&child) {
+                        child = yield_above(child, true);
+                        changed = true;
+                    }
+                    new_children.push(child);
+                }
+                if changed {
+                    Ok(Transformed::yes(node.replace_children(
+                        new_children,
+                        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                    )?))
+                } else {
+                    Ok(Transformed::no(node))
+                }
+            })?
+            .data;
+        Ok(if is_bare_leaf(&plan) {
+            yield_above(plan, false)
+        } else {
+            plan
         })
-        .map(|transformed| transformed.data)
     }
 
     fn name(&self) -> &str {
@@ -53,15 +93,38 @@ impl PhysicalOptimizerRule for YieldAfterEachBatch {
     }
 }
 
-/// Passes its input's batches through, yielding to the runtime before each one.
+/// A leaf of the plan: a scan or a generator. Its parent decides whether it is wrapped yet.
+fn is_bare_leaf(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.children().is_empty()
+}
+
+fn is_sliced(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.downcast_ref::<YieldExec>()
+        .is_some_and(|exec| exec.slice_adaptively)
+}
+
+fn yield_above(input: Arc<dyn ExecutionPlan>, slice_adaptively: bool) -> Arc<dyn ExecutionPlan> {
+    Arc::new(YieldExec {
+        input,
+        slice_adaptively,
+    })
+}
+
+/// Passes its input's batches through, yielding to the runtime before each one; with
+/// `slice_adaptively`, in slices sized so the consumer's work on one takes about [`SLICE_TARGET`].
 #[derive(Debug)]
 pub struct YieldExec {
     input: Arc<dyn ExecutionPlan>,
+    slice_adaptively: bool,
 }
 
 impl DisplayAs for YieldExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("YieldExec")
+        if self.slice_adaptively {
+            f.write_str("YieldExec: slices=adaptive")
+        } else {
+            f.write_str("YieldExec")
+        }
     }
 }
 
@@ -94,7 +157,10 @@ impl ExecutionPlan for YieldExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(Self { input })),
+            (Some(input), true) => Ok(Arc::new(Self {
+                input,
+                slice_adaptively: self.slice_adaptively,
+            })),
             _ => datafusion::common::internal_err!("YieldExec has exactly one child"),
         }
     }
@@ -109,6 +175,7 @@ impl ExecutionPlan for YieldExec {
             schema: input.schema(),
             input,
             yielded: false,
+            slicer: self.slice_adaptively.then(Slicer::default),
         }))
     }
 
@@ -117,27 +184,93 @@ impl ExecutionPlan for YieldExec {
     }
 }
 
-/// Returns `Pending` (having woken itself) once before each batch of its input.
+/// Returns `Pending` (having woken itself) once before each batch (or slice) of its input.
 struct YieldingStream {
     schema: SchemaRef,
     input: SendableRecordBatchStream,
     yielded: bool,
+    slicer: Option<Slicer>,
+}
+
+/// Rows in the first slice of a nested-loop join's probe side: small enough that a join with
+/// a huge build side yields within [`SLICE_TARGET`] from its first slice; fast joins double it
+/// back to whole batches within a few slices.
+const FIRST_SLICE_ROWS: usize = 64;
+
+/// Cuts batches into slices whose rows follow how long the consumer took on the last one.
+struct Slicer {
+    /// The rest of the batch being sliced.
+    rest: Option<RecordBatch>,
+    /// Rows per slice (whole batches once this exceeds their size).
+    rows: usize,
+    /// When the last slice was handed out, and its rows.
+    handed: Option<(Instant, usize)>,
+}
+
+impl Default for Slicer {
+    fn default() -> Self {
+        Self {
+            rest: None,
+            rows: FIRST_SLICE_ROWS,
+            handed: None,
+        }
+    }
+}
+
+impl Slicer {
+    /// Adjusts the slice size to the time the consumer spent on the last slice.
+    fn learn(&mut self, now: Instant) {
+        let Some((at, rows)) = self.handed.take() else {
+            return;
+        };
+        let spent = now.duration_since(at);
+        if spent > SLICE_TARGET {
+            let scaled = rows as f64 * SLICE_TARGET.as_secs_f64() / spent.as_secs_f64();
+            self.rows = (scaled as usize).max(1);
+        } else if spent < SLICE_TARGET / 4 && rows >= self.rows {
+            self.rows = self.rows.saturating_mul(2).min(1 << 24);
+        }
+    }
+
+    /// The next slice of `batch` (the remainder is kept for the next call).
+    fn cut(&mut self, batch: RecordBatch, now: Instant) -> RecordBatch {
+        let rows = self.rows.min(batch.num_rows());
+        let slice = batch.slice(0, rows);
+        if rows < batch.num_rows() {
+            self.rest = Some(batch.slice(rows, batch.num_rows() - rows));
+        }
+        self.handed = Some((now, rows.max(1)));
+        slice
+    }
 }
 
 impl Stream for YieldingStream {
     type Item = Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if !self.yielded {
-            self.yielded = true;
+        let this = &mut *self;
+        if let Some(slicer) = &mut this.slicer {
+            slicer.learn(Instant::now());
+        }
+        if !this.yielded {
+            this.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let next = self.input.poll_next_unpin(cx);
-        if next.is_ready() {
-            self.yielded = false;
+        let next = match this.slicer.as_mut().and_then(|slicer| slicer.rest.take()) {
+            Some(rest) => Poll::Ready(Some(Ok(rest))),
+            None => this.input.poll_next_unpin(cx),
+        };
+        if !next.is_ready() {
+            return next;
         }
-        next
+        this.yielded = false;
+        match (next, &mut this.slicer) {
+            (Poll::Ready(Some(Ok(batch))), Some(slicer)) => {
+                Poll::Ready(Some(Ok(slicer.cut(batch, Instant::now()))))
+            }
+            (next, _) => next,
+        }
     }
 }
 
@@ -179,5 +312,87 @@ mod tests {
         >(batches[0].column(0))
         .value(0);
         assert_eq!(count, 1500);
+    }
+
+    #[tokio::test]
+    async fn a_nested_loop_join_gets_its_probe_side_in_adaptive_slices() {
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(YieldAfterEachBatch))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let frame = ctx
+            .sql(
+                "SELECT count(*) FROM generate_series(1, 3000) a \
+                 JOIN generate_series(1, 3000) b ON a.value + b.value = 3001",
+            )
+            .await
+            .unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
+        assert_eq!(
+            shown.matches("YieldExec: slices=adaptive").count(),
+            1,
+            "{shown}"
+        );
+        // Optimizing again adds nothing.
+        let again = YieldAfterEachBatch
+            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .unwrap();
+        let shown_again = datafusion::physical_plan::displayable(again.as_ref())
+            .indent(true)
+            .to_string();
+        assert_eq!(shown, shown_again);
+        let batches = frame.collect().await.unwrap();
+        let count = datafusion::arrow::array::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::Int64Type,
+        >(batches[0].column(0))
+        .value(0);
+        assert_eq!(count, 3000);
+    }
+
+    #[test]
+    fn slices_start_small_grow_while_fast_and_shrink_when_slow() {
+        use datafusion::arrow::array::{Array, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values(0..1000);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+        let mut slicer = Slicer::default();
+        let mut now = Instant::now();
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        let mut next = Some(batch.clone());
+        // A fast consumer: 64, 128, 256, then the rest of the batch.
+        while let Some(input) = next.take().or_else(|| slicer.rest.take()) {
+            let slice = slicer.cut(input, now);
+            sizes.push(slice.num_rows());
+            let column = slice
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            seen.extend(column.values().iter().copied());
+            now += SLICE_TARGET / 8;
+            slicer.learn(now);
+        }
+        assert_eq!(sizes, [64, 128, 256, 512, 40]);
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        // The short last slice does not double the size again.
+        assert_eq!(slicer.rows, 1024);
+        // A whole batch took four targets: slices of 250 rows.
+        let whole = slicer.cut(batch.clone(), now);
+        assert_eq!(whole.num_rows(), 1000);
+        now += SLICE_TARGET * 4;
+        slicer.learn(now);
+        assert_eq!(slicer.rows, 250);
+        let slice = slicer.cut(batch, now);
+        assert_eq!(slice.num_rows(), 250);
+        // Between a quarter and the whole target: the size stays.
+        slicer.learn(now + SLICE_TARGET / 2);
+        assert_eq!(slicer.rows, 250);
     }
 }

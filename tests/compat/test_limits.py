@@ -515,11 +515,6 @@ def test_sql_longer_than_max_sql_bytes_is_invalid_argument(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="in-memory tables (CREATE TABLE AS) are not yet counted against --memory-limit "
-    "(the lead is implementing it)",
-)
 def test_create_table_as_copying_more_than_the_limit_is_resource_exhausted(
     launch: Any, dataset: Dataset, big_fasta: BigFasta
 ) -> None:
@@ -614,7 +609,6 @@ def client_processes() -> Iterator[Callable[[str, str], None]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"{NON_YIELDING}: SELECT 1 waits for a free one")
 def test_new_clients_answer_while_cross_joins_fill_every_query_thread(
     launch: Any, client_processes: Callable[[str, str], None], pool_csv: Path
 ) -> None:
@@ -639,7 +633,6 @@ def test_new_clients_answer_while_cross_joins_fill_every_query_thread(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"{NON_YIELDING}: a cancel is only seen when it ends")
 def test_dropping_a_cross_join_stops_its_cpu(
     launch: Any, dataset: Dataset, heavy_queries: list[HeavyQuery], pool_csv: Path
 ) -> None:
