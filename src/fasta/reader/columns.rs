@@ -142,20 +142,6 @@ impl Utf8Column {
             std::mem::replace(&mut self.values, next_values),
         ))
     }
-
-    /// Takes the finished values as an Arrow array of `rows` values; the value buffer becomes
-    /// a spare of this column when the batch is dropped.
-    fn take_array(
-        &mut self,
-        rows: usize,
-        rows_hint: usize,
-        bytes_hint: usize,
-        nulls: Option<NullBuffer>,
-    ) -> Result<ArrayRef, BatchError> {
-        let (offsets, values) = self.take(rows_hint, bytes_hint)?;
-        let column = self.column;
-        utf8_array(rows, offsets, values, column, nulls).map_err(BatchError::Inconsistent)
-    }
 }
 
 /// Why a batch could not be handed out.
@@ -331,20 +317,35 @@ impl BatchBuilder {
     ) -> Result<RecordBatch, BatchError> {
         let rows = self.rows;
         let rows_hint = self.last_rows.max(rows).min(batch_rows);
-        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
+        // Every buffer of the next batch is reserved before any of this batch goes downstream:
+        // a reader short of memory waits only for batches that are really downstream.
+        let mut parts: [Option<(TrackedVec<i32>, TrackedVec<u8>)>; FILE_COLUMNS] =
+            [None, None, None];
         for index in [ID, DESCRIPTION, SEQUENCE] {
             if !self.selection.selected[index] {
                 continue;
             }
             let bytes_hint = self.last_bytes[index].min(batch_bytes);
-            let (column, nulls) = match index {
-                ID => (&mut self.id, None),
-                DESCRIPTION => (&mut self.description, self.description_nulls.finish()),
-                _ => (&mut self.sequence, None),
+            let column = match index {
+                ID => &mut self.id,
+                DESCRIPTION => &mut self.description,
+                _ => &mut self.sequence,
             };
             // The values handed out are what the finished records hold.
             self.last_bytes[index] = column.finished_len();
-            arrays[index] = Some(column.take_array(rows, rows_hint, bytes_hint, nulls)?);
+            parts[index] = Some(column.take(rows_hint, bytes_hint)?);
+        }
+        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
+        for (index, part) in parts.into_iter().enumerate() {
+            let Some((offsets, values)) = part else {
+                continue;
+            };
+            let nulls = match index {
+                DESCRIPTION => self.description_nulls.finish(),
+                _ => None,
+            };
+            let array = utf8_array(rows, offsets, values, index, nulls);
+            arrays[index] = Some(array.map_err(BatchError::Inconsistent)?);
         }
         self.last_rows = rows.max(1);
         self.rows = 0;

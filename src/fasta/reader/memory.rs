@@ -11,7 +11,8 @@ use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
 use std::panic::RefUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
@@ -31,6 +32,10 @@ const MIN_GROWTH_BYTES: usize = 64 << 10;
 /// reserve (and fail on) twice what it needs.
 const DOUBLING_LIMIT_BYTES: usize = 64 << 20;
 
+/// Longest a reader waits for its own batches downstream to free memory when the pool is full:
+/// a record larger than what is left streams once the consumer has taken the previous one.
+const DOWNSTREAM_WAIT: Duration = Duration::from_secs(30);
+
 /// Number of columns whose value buffers are kept as spares (the FASTA file columns).
 pub(super) const SPARE_COLUMNS: usize = 3;
 
@@ -48,12 +53,23 @@ pub struct ScanMemory {
 #[derive(Debug)]
 struct Shared {
     reservation: MemoryReservation,
-    /// Idle value buffers by column; their capacity is part of `reservation`.
-    spares: Mutex<[Vec<Vec<u8>>; SPARE_COLUMNS]>,
-    /// Largest capacity kept as a spare.
+    /// Idle value buffers; their capacity is part of `reservation`.
+    spares: Mutex<Spares>,
+    /// Most bytes kept in spares, all columns together.
     spare_limit: usize,
     /// False once the reader is done: buffers coming back are freed, not kept.
     keeping_spares: AtomicBool,
+    /// Value buffers of this scan in batches downstream (handed out, not dropped yet).
+    downstream: Mutex<usize>,
+    /// Notified whenever such a buffer comes back.
+    released: Condvar,
+}
+
+/// Idle value buffers by column, and their total capacity.
+#[derive(Debug, Default)]
+struct Spares {
+    by_column: [Vec<Vec<u8>>; SPARE_COLUMNS],
+    bytes: usize,
 }
 
 // The shared state is atomics and a mutex whose contents stay consistent at every panic point
@@ -62,8 +78,8 @@ struct Shared {
 impl RefUnwindSafe for ScanMemory {}
 
 impl ScanMemory {
-    /// Registers a consumer named `name` in `pool`; value buffers up to `spare_limit` bytes
-    /// (capped at [`MAX_SPARE_BYTES`]) are kept for reuse.
+    /// Registers a consumer named `name` in `pool`; value buffers totalling up to `spare_limit`
+    /// bytes (capped at [`MAX_SPARE_BYTES`]) are kept for reuse.
     pub fn new(pool: &Arc<dyn MemoryPool>, name: impl Into<String>, spare_limit: usize) -> Self {
         let reservation = MemoryConsumer::new(name).register(pool);
         Self {
@@ -72,6 +88,8 @@ impl ScanMemory {
                 spares: Mutex::new(Default::default()),
                 spare_limit: spare_limit.min(MAX_SPARE_BYTES),
                 keeping_spares: AtomicBool::new(true),
+                downstream: Mutex::new(0),
+                released: Condvar::new(),
             }),
         }
     }
@@ -93,25 +111,69 @@ impl ScanMemory {
     /// Reserves `bytes` until the returned guard is dropped.
     pub(crate) fn hold(&self, bytes: usize) -> Result<MemoryReservation, OutOfMemory> {
         let held = self.shared.reservation.new_empty();
-        self.with_spares_released(|| held.try_grow(bytes))?;
+        self.reserve_or_wait(|| held.try_grow(bytes))?;
         Ok(held)
     }
 
     fn try_grow(&self, bytes: usize) -> Result<(), OutOfMemory> {
-        self.with_spares_released(|| self.shared.reservation.try_grow(bytes))
+        self.reserve_or_wait(|| self.shared.reservation.try_grow(bytes))
     }
 
-    /// Runs `reserve`; when the pool refuses, frees the spare buffers and tries once more.
-    fn with_spares_released(
+    /// Runs `reserve`; when the pool refuses, frees the spare buffers and tries again, then
+    /// waits for this scan's own batches downstream to be dropped (at most
+    /// [`DOWNSTREAM_WAIT`]), trying again after each one. A scan with nothing downstream fails
+    /// at once: waiting for other queries could wait forever.
+    fn reserve_or_wait(
         &self,
         reserve: impl Fn() -> datafusion::error::Result<()>,
     ) -> Result<(), OutOfMemory> {
-        match reserve() {
-            Ok(()) => Ok(()),
-            Err(_) if self.release_spares() > 0 => reserve(),
-            Err(error) => Err(error),
+        if reserve().is_ok() {
+            return Ok(());
         }
-        .map_err(|error| OutOfMemory(Box::new(error)))
+        let deadline = Instant::now() + DOWNSTREAM_WAIT;
+        let mut downstream = self
+            .shared
+            .downstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            // A batch that came back may have become a spare.
+            self.release_spares();
+            let refused = match reserve() {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let before = *downstream;
+            while *downstream >= before {
+                let now = Instant::now();
+                if before == 0 || now >= deadline {
+                    return Err(OutOfMemory(Box::new(refused)));
+                }
+                downstream = match self
+                    .shared
+                    .released
+                    .wait_timeout(downstream, deadline - now)
+                {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+        }
+    }
+
+    /// A value buffer went downstream in a batch.
+    fn sent_downstream(&self) {
+        if let Ok(mut downstream) = self.shared.downstream.lock() {
+            *downstream += 1;
+        }
+    }
+
+    /// A value buffer sent downstream came back (its last batch was dropped).
+    fn came_back(&self) {
+        if let Ok(mut downstream) = self.shared.downstream.lock() {
+            *downstream = downstream.saturating_sub(1);
+        }
+        self.shared.released.notify_all();
     }
 
     /// Accounts for `bytes` the allocator gave beyond what was asked; cannot fail.
@@ -133,7 +195,14 @@ impl ScanMemory {
     /// Frees every spare buffer; returns the bytes released.
     fn release_spares(&self) -> usize {
         let freed: Vec<Vec<u8>> = match self.shared.spares.lock() {
-            Ok(mut spares) => spares.iter_mut().flat_map(std::mem::take).collect(),
+            Ok(mut spares) => {
+                spares.bytes = 0;
+                spares
+                    .by_column
+                    .iter_mut()
+                    .flat_map(std::mem::take)
+                    .collect()
+            }
             Err(_) => Vec::new(),
         };
         let bytes = freed.iter().map(Vec::capacity).sum();
@@ -148,12 +217,11 @@ impl ScanMemory {
         column: usize,
         capacity: usize,
     ) -> Result<TrackedVec<u8>, OutOfMemory> {
-        let spare = self
-            .shared
-            .spares
-            .lock()
-            .ok()
-            .and_then(|mut spares| spares.get_mut(column)?.pop());
+        let spare = self.shared.spares.lock().ok().and_then(|mut spares| {
+            let spare = spares.by_column.get_mut(column)?.pop()?;
+            spares.bytes -= spare.capacity();
+            Some(spare)
+        });
         let mut buffer = match spare {
             Some(mut bytes) => {
                 bytes.clear();
@@ -168,8 +236,8 @@ impl ScanMemory {
         Ok(buffer)
     }
 
-    /// Keeps `buffer` as a spare of `column`, or frees it when it is too large, there are
-    /// enough spares, or the reader is done.
+    /// Keeps `buffer` as a spare of `column`, or frees it when the spares would exceed their
+    /// limit, the column has enough of them, or the reader is done.
     fn give_back(&self, column: usize, mut buffer: TrackedVec<u8>) {
         let capacity = buffer.vec.capacity();
         if capacity == 0
@@ -178,13 +246,18 @@ impl ScanMemory {
         {
             return;
         }
-        if let Ok(mut spares) = self.shared.spares.lock()
-            && let Some(spares) = spares.get_mut(column)
-            && spares.len() < SPARES_PER_COLUMN
+        let Ok(mut spares) = self.shared.spares.lock() else {
+            return;
+        };
+        let fits = spares.bytes + capacity <= self.shared.spare_limit;
+        if fits
+            && let Some(kept) = spares.by_column.get_mut(column)
+            && kept.len() < SPARES_PER_COLUMN
         {
             // Moving the bytes out leaves `buffer` empty: its drop releases nothing, and the
             // capacity stays reserved for the spare.
-            spares.push(std::mem::take(&mut buffer.vec));
+            kept.push(std::mem::take(&mut buffer.vec));
+            spares.bytes += capacity;
         }
     }
 
@@ -340,6 +413,7 @@ pub(super) struct SpareOnDrop {
 impl SpareOnDrop {
     /// Owns `buffer`, a value buffer of `column`.
     pub(super) fn new(buffer: TrackedVec<u8>, column: usize) -> Self {
+        buffer.memory.sent_downstream();
         Self {
             buffer: Some(buffer),
             column,
@@ -352,6 +426,7 @@ impl Drop for SpareOnDrop {
         if let Some(buffer) = self.buffer.take() {
             let memory = buffer.memory.clone();
             memory.give_back(self.column, buffer);
+            memory.came_back();
         }
     }
 }
@@ -413,6 +488,20 @@ mod tests {
         assert_eq!(pool.reserved(), wanted);
         drop(held);
         assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn spares_of_all_columns_together_stay_within_their_limit() {
+        let pool = pool(16);
+        let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 2 << 20);
+        let buffers: Vec<_> = (0..3)
+            .map(|column| memory.take_spare(column, 1 << 20).unwrap())
+            .collect();
+        let capacity = buffers[0].capacity();
+        for (column, buffer) in buffers.into_iter().enumerate() {
+            memory.give_back(column, buffer);
+        }
+        assert_eq!(pool.reserved(), 2 * capacity, "the third buffer was freed");
     }
 
     #[test]

@@ -506,16 +506,21 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::AsArray;
 
-    fn read_all(text: &[u8], batch_bytes: usize) -> Result<Vec<RecordBatch>, FastaError> {
-        let config = ReaderConfig {
+    /// All columns of a whole file named `mem.fa`, in batches of at most 1000 rows.
+    fn test_config(batch_bytes: usize, memory: ScanMemory) -> ReaderConfig {
+        ReaderConfig {
             path: "mem.fa".into(),
             schema: crate::fasta::fasta_schema(),
             columns: ColumnSelection::all(),
             batch_rows: 1000,
             batch_bytes,
             bounds: ScanBounds::Whole,
-            memory: ScanMemory::unbounded(batch_bytes),
-        };
+            memory,
+        }
+    }
+
+    fn read_all(text: &[u8], batch_bytes: usize) -> Result<Vec<RecordBatch>, FastaError> {
+        let config = test_config(batch_bytes, ScanMemory::unbounded(batch_bytes));
         let mut reader = FastaBatchReader::new(text, config);
         let mut batches = vec![];
         while let Some(batch) = reader.next_batch()? {
@@ -631,15 +636,8 @@ mod tests {
             std::sync::Arc::new(MemoryLimitPool::new(crate::bytesize::ByteSize::mib(
                 limit_mib,
             )));
-        let config = ReaderConfig {
-            path: "mem.fa".into(),
-            schema: crate::fasta::fasta_schema(),
-            columns: ColumnSelection::all(),
-            batch_rows: 1000,
-            batch_bytes,
-            bounds: ScanBounds::Whole,
-            memory: ScanMemory::new(&pool, "FASTA reader mem.fa", batch_bytes * 2),
-        };
+        let memory = ScanMemory::new(&pool, "FASTA reader mem.fa", batch_bytes * 2);
+        let config = test_config(batch_bytes, memory);
         (FastaBatchReader::new(text, config), pool)
     }
 
@@ -690,6 +688,23 @@ mod tests {
         assert_eq!((rows, bytes), (640, 640 << 16));
         assert!(peak <= 8 << 20, "peak reservation {peak}");
         drop(reader);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_reader_short_of_memory_waits_for_its_batch_downstream_to_be_dropped() {
+        // Each 3 MiB record needs a 4 MiB buffer: two do not fit in 8 MiB with the block.
+        let (mut reader, pool) = limited_reader(fasta_of(2, 3 << 20), 8, 1 << 20);
+        let first = reader.next_batch().unwrap().unwrap();
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = reader.next_batch().unwrap().unwrap();
+        consumer.join().unwrap();
+        assert_eq!(second.num_rows(), 1);
+        assert!(reader.next_batch().unwrap().is_none());
+        drop((reader, second));
         assert_eq!(pool.reserved(), 0);
     }
 
