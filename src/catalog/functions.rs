@@ -350,10 +350,13 @@ impl ScalarUDFImpl for SizeGuarded {
         let name = self.name();
         let reservation = MemoryConsumer::new(format!("function {name}")).register(&self.pool);
         reservation.try_grow(bound).map_err(|error| {
+            let reason = match error.find_root() {
+                DataFusionError::ResourcesExhausted(reason) => reason.clone(),
+                other => other.strip_backtrace(),
+            };
             DataFusionError::ResourcesExhausted(format!(
-                "{name}() would need up to {} for its result: {}",
+                "{name}() would need up to {} for its result: {reason}",
                 Bytes(bound),
-                error.strip_backtrace()
             ))
         })?;
         let result = self.wrapped().invoke_with_args(args);

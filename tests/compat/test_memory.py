@@ -77,7 +77,12 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write_gzip_bomb(bomb)
     long = data / "long.fa"
     write_long_records(long)
-    args = ["--memory-limit", LIMIT, "--table", f"bomb={bomb}", "--table", f"long={long}"]
+    # One partition per scan: two byte ranges of the long file would each build a 50 Mbp record
+    # at once, which with the batch downstream does not fit in 128 MiB.
+    args = [
+        *("--memory-limit", LIMIT, "--target-partitions", "1"),
+        *("--table", f"bomb={bomb}", "--table", f"long={long}"),
+    ]
     server = Server(args, data / "server.log")
     yield server
     server.stop()
