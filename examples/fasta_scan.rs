@@ -1,8 +1,11 @@
 //! Benchmark of the FASTA format: `SELECT COUNT(*), SUM(length(sequence))` through DataFusion.
 //!
 //! ```text
-//! cargo run --release --example fasta_scan -- [--generate DIR] [--runs N] [FILES...]
+//! cargo run --release --example fasta_scan -- [--generate DIR] [--runs N] [--memory-limit SIZE] [FILES...]
 //! ```
+//!
+//! `--memory-limit` runs the scans under the server's memory pool of that size (the reader then
+//! reserves every buffer in it); without it the session's pool has no limit.
 //!
 //! Without FILES it generates (once) two files under DIR (default `bench-data/`): ~200 MB of
 //! long records (8 x 25 Mbp, 60/80-column lines) and ~300 MB of 150 bp short reads with
@@ -22,6 +25,8 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use flightbear::bytesize::ByteSize;
+use flightbear::catalog::runtime::runtime_env;
 use flightbear::fasta::{FastaFormat, FastaOptions, fasta_schema};
 
 const QUERY: &str = "SELECT COUNT(*), SUM(length(sequence)) FROM t";
@@ -29,6 +34,7 @@ const QUERY: &str = "SELECT COUNT(*), SUM(length(sequence)) FROM t";
 struct Args {
     data_dir: PathBuf,
     runs: usize,
+    memory_limit: Option<ByteSize>,
     files: Vec<PathBuf>,
 }
 
@@ -36,6 +42,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         data_dir: PathBuf::from("bench-data"),
         runs: 5,
+        memory_limit: None,
         files: Vec::new(),
     };
     let mut iter = std::env::args().skip(1);
@@ -51,8 +58,13 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--runs needs a positive number")?;
             }
+            "--memory-limit" => {
+                let size = iter.next().ok_or("--memory-limit needs a size")?;
+                let size = size.parse().map_err(|e| format!("--memory-limit: {e}"))?;
+                args.memory_limit = Some(size);
+            }
             "-h" | "--help" => {
-                return Err("usage: fasta_scan [--generate DIR] [--runs N] [FILES...]".to_string());
+                return Err("usage: fasta_scan [--generate DIR] [--runs N] [--memory-limit SIZE] [FILES...]".to_string());
             }
             _ => args.files.push(arg.into()),
         }
@@ -126,11 +138,18 @@ fn generate_short_reads(path: &Path) -> std::io::Result<()> {
     out.flush()
 }
 
-async fn run_once(path: &Path, partitions: usize) -> Result<(Duration, i64, i64)> {
+async fn run_once(
+    path: &Path,
+    partitions: usize,
+    memory_limit: Option<ByteSize>,
+) -> Result<(Duration, i64, i64)> {
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_repartition_file_min_size(1 << 20);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = match memory_limit {
+        Some(limit) => SessionContext::new_with_config_rt(config, runtime_env(limit, None)?),
+        None => SessionContext::new_with_config(config),
+    };
     let url = ListingTableUrl::parse(path.to_string_lossy())?;
     let listing = ListingOptions::new(Arc::new(FastaFormat::new(FastaOptions::default())))
         .with_file_extension("");
@@ -171,6 +190,9 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("query: {QUERY}  (best of {} runs)", args.runs);
+    if let Some(limit) = args.memory_limit {
+        println!("memory limit: {limit}");
+    }
     println!(
         "{:<36} {:>10} {:>10} {:>6} {:>9} {:>10}",
         "file", "MB", "rows", "parts", "best s", "MB/s"
@@ -185,7 +207,8 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             let mut best = Duration::MAX;
             let mut rows = 0;
             for _ in 0..args.runs {
-                let (elapsed, count, _bases) = run_once(file, partitions).await?;
+                let (elapsed, count, _bases) =
+                    run_once(file, partitions, args.memory_limit).await?;
                 best = best.min(elapsed);
                 rows = count;
             }

@@ -1049,3 +1049,130 @@ async fn dropping_a_scan_early_stops_the_reader() {
     // The reader thread notices the closed channel; nothing to wait for here but no hang
     // or panic in the runtime shutting down with it.
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory limit
+// ---------------------------------------------------------------------------------------------
+
+/// A session whose memory pool is the server's, limited to `mib` MiB.
+fn limited_context(mib: u64) -> SessionContext {
+    let runtime =
+        flightbear::catalog::runtime::runtime_env(flightbear::bytesize::ByteSize::mib(mib), None)
+            .unwrap();
+    SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(1), runtime)
+}
+
+/// `records` records of `bases` bases each, in 60-column lines.
+fn uniform_records(records: usize, bases: usize) -> Vec<u8> {
+    let mut text = Vec::new();
+    let line = [b'C'; 60];
+    for i in 0..records {
+        writeln!(text, ">r{i} record {i}").unwrap();
+        for start in (0..bases).step_by(60) {
+            text.extend_from_slice(&line[..60.min(bases - start)]);
+            text.push(b'\n');
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_record_larger_than_the_memory_limit_fails_with_resources_exhausted() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "big.fa.gz", &gzip(&uniform_records(1, 24 << 20)));
+    let ctx = limited_context(16);
+    register(&ctx, "t", &path, FastaOptions::default()).await;
+    let error = ctx
+        .sql("SELECT length(sequence) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("memory limit of 16MiB"), "{message}");
+    assert!(message.contains("FASTA reader"), "{message}");
+    assert!(message.contains("big.fa.gz"), "{message}");
+    assert_all_released(&ctx.runtime_env().memory_pool).await;
+}
+
+/// The reader thread ends shortly after its stream: its reservation then goes back to the pool.
+async fn assert_all_released(pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>) {
+    for _ in 0..500 {
+        if pool.reserved() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} bytes still reserved", pool.reserved());
+}
+
+#[tokio::test]
+async fn records_larger_than_the_memory_limit_in_total_stream_within_it() {
+    // 48 MiB of records through a 16 MiB pool in 1 MiB batches.
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "many.fa", &uniform_records(768, 64 << 10));
+    let ctx = limited_context(16);
+    let options = FastaOptions {
+        batch_bytes: 1 << 20,
+        ..FastaOptions::default()
+    };
+    register(&ctx, "t", &path, options).await;
+    let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+    let mut stream = ctx
+        .sql("SELECT id, sequence FROM t")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let (mut rows, mut bases, mut peak) = (0, 0, 0);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        peak = peak.max(pool.reserved());
+        assert!(pool.reserved() > 0, "the batch in hand is reserved");
+        rows += batch.num_rows();
+        bases += batch.column(1).as_string::<i32>().value_data().len();
+    }
+    assert_eq!((rows, bases), (768, 768 << 16));
+    assert!(peak <= 16 << 20, "peak reservation {peak}");
+    drop(stream);
+    assert_all_released(&pool).await;
+}
+
+#[tokio::test]
+async fn the_scan_reserves_in_the_pool_of_the_session_that_planned_it() {
+    let ctx = limited_context(64);
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "a.fa", b">a\nACGT\n");
+    register(&ctx, "t", &path, FastaOptions::default()).await;
+    let plan = ctx
+        .sql("SELECT * FROM t")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let mut sources = Vec::new();
+    find_fasta_sources(&plan, &mut sources);
+    assert_eq!(sources.len(), 1);
+    let pool = sources[0]
+        .memory_pool()
+        .expect("the planned scan has the session's pool");
+    assert!(Arc::ptr_eq(pool, &ctx.runtime_env().memory_pool));
+}
+
+fn find_fasta_sources(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<FastaSource>) {
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
+        && let Some((_, source)) = exec.downcast_to_file_source::<FastaSource>()
+    {
+        found.push(source.clone());
+    }
+    for child in plan.children() {
+        find_fasta_sources(child, found);
+    }
+}

@@ -1,5 +1,6 @@
 //! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
 
+pub mod functions;
 pub mod location;
 pub mod memory_table;
 pub mod runtime;
@@ -59,7 +60,8 @@ pub fn fasta_options(config: &Config) -> FastaOptions {
 }
 
 /// Builds the session every request runs in: FASTA registered, `STORED AS FASTA` available,
-/// the server's memory limit and spill directory in force.
+/// the server's memory limit and spill directory in force, functions whose results can dwarf
+/// their inputs guarded by that limit.
 pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionError> {
     let runtime = runtime::runtime_env(config.memory_limit(), config.spill_dir.clone())?;
     let mut session = SessionConfig::new()
@@ -75,6 +77,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .sql_parser
         .map_string_types_to_utf8view = config.string_view;
     let fasta = Arc::new(FastaFormatFactory::new(fasta_options(config)));
+    let pool = Arc::clone(&runtime.memory_pool);
     let mut state = SessionStateBuilder::new()
         .with_config(session)
         .with_runtime_env(runtime)
@@ -89,6 +92,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
     if let Err(e) = state.register_file_format(fasta, true) {
         tracing::error!("could not register the FASTA file format: {e}");
     }
+    functions::guard_amplifying_functions(&mut state, &pool);
     Ok(SessionContext::new_with_state(state))
 }
 

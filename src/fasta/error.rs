@@ -5,6 +5,8 @@ use std::io::ErrorKind;
 
 use datafusion::error::DataFusionError;
 
+use super::reader::OutOfMemory;
+
 /// Where in a file a problem was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FastaErrorLocation {
@@ -90,6 +92,9 @@ pub enum FastaError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The reader's buffers do not fit in the server's memory limit.
+    #[error("{}", .0.0.strip_backtrace())]
+    OutOfMemory(OutOfMemory),
     /// The reader broke one of its own invariants: a bug in flightbear, not a problem of the file.
     #[error("internal error reading FASTA file {path}: {message}")]
     Internal {
@@ -118,14 +123,25 @@ impl FastaError {
                 source.kind(),
                 ErrorKind::InvalidData | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof
             ),
-            Self::Internal { .. } => false,
+            Self::OutOfMemory(_) | Self::Internal { .. } => false,
         }
     }
 }
 
+impl From<OutOfMemory> for FastaError {
+    fn from(error: OutOfMemory) -> Self {
+        Self::OutOfMemory(error)
+    }
+}
+
 impl From<FastaError> for DataFusionError {
+    /// The pool's own error for [`FastaError::OutOfMemory`] (so it stays `ResourcesExhausted`),
+    /// `External` for the rest.
     fn from(error: FastaError) -> Self {
-        DataFusionError::External(Box::new(error))
+        match error {
+            FastaError::OutOfMemory(OutOfMemory(error)) => *error,
+            error => DataFusionError::External(Box::new(error)),
+        }
     }
 }
 

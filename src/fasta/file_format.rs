@@ -118,14 +118,21 @@ impl FileFormat for FastaFormat {
 
     async fn create_physical_plan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         conf: FileScanConfig,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Keep the source DataFusion configured (projection, partition columns), with our options.
+        // Keep the source DataFusion configured (projection, partition columns), with our
+        // options and the session's memory pool, which the opener cannot reach otherwise.
         let Some(source) = conf.file_source.downcast_ref::<FastaSource>() else {
             return internal_err!("a FASTA scan was planned with a non-FASTA file source");
         };
-        let source = Arc::new(source.clone().with_options(self.options));
+        let pool = Arc::clone(&state.runtime_env().memory_pool);
+        let source = Arc::new(
+            source
+                .clone()
+                .with_options(self.options)
+                .with_memory_pool(pool),
+        );
         let config = FileScanConfigBuilder::from(conf)
             .with_source(source)
             .build();

@@ -8,6 +8,22 @@ use futures::stream::BoxStream;
 
 use crate::compression::{Compression, MAGIC_LEN};
 
+/// Input buffer of the gzip decoder.
+const GZIP_BUFFER: usize = 256 * 1024;
+
+/// Memory a decoder of `compression` holds besides the reader's own buffers: its input buffer,
+/// state and window. Estimates of typical files: bzip2 decodes 900 kB blocks in ~3.7 MB; xz
+/// and zstd keep a window that the file declares (8 MiB for `xz -6`, 1–8 MiB for zstd levels
+/// up to 19, more for `xz -9` or `zstd --long`), so those files may use more than reserved.
+pub(crate) fn decoder_memory(compression: Compression) -> usize {
+    match compression {
+        Compression::None => 0,
+        Compression::Gzip => GZIP_BUFFER + (64 << 10),
+        Compression::Bzip2 => 4 << 20,
+        Compression::Xz | Compression::Zstd => 9 << 20,
+    }
+}
+
 /// Reads the first bytes of `raw`, detects the compression, and returns a reader of the
 /// decompressed text (which still includes those first bytes).
 pub(crate) fn decompressed(
@@ -31,7 +47,7 @@ pub(crate) fn decompressed(
         // Always multi-member: BGZF and `cat a.gz b.gz` are several gzip members in a row,
         // and stopping after the first one would silently drop records.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
-            BufReader::with_capacity(256 * 1024, whole),
+            BufReader::with_capacity(GZIP_BUFFER, whole),
         )),
         Compression::Bzip2 | Compression::Xz | Compression::Zstd => compression
             .file_compression_type()

@@ -30,6 +30,7 @@ use crate::compression::strip_compression_suffixes;
 pub use error::{FastaError, FastaErrorLocation, FastaProblem};
 pub use file_format::{FastaFormat, FastaFormatFactory};
 pub use options::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, FastaOptions, MAX_BATCH_BYTES};
+pub use reader::OutOfMemory;
 pub use source::{FastaOpener, FastaSource};
 
 /// File name extensions (without the dot) that mark a FASTA file, before any compression suffix.

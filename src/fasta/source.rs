@@ -15,6 +15,7 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{MemoryPool, MemoryReservation, UnboundedMemoryPool};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr_common::sort_expr::LexOrdering;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -27,18 +28,23 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::FastaError;
-use super::input::{StreamRead, decompressed};
+use super::input::{StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
-use super::reader::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds};
+use super::reader::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds, ScanMemory};
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
 const CHANNEL_CAPACITY: usize = 1;
 
 /// A [`FileSource`] that scans FASTA files, like DataFusion's `CsvSource` is for CSV.
+///
+/// Each scan of a file reserves its buffers in [`FastaSource::memory_pool`] before allocating
+/// them; [`FastaFormat`](super::FastaFormat) sets the session's pool when it plans a scan.
 #[derive(Debug, Clone)]
 pub struct FastaSource {
     options: FastaOptions,
+    /// Where scans reserve their memory; `None` counts it in a pool of their own, without a limit.
+    memory_pool: Option<Arc<dyn MemoryPool>>,
     batch_size: Option<usize>,
     table_schema: TableSchema,
     projection: SplitProjection,
@@ -51,6 +57,7 @@ impl FastaSource {
         let table_schema = table_schema.into();
         Self {
             options,
+            memory_pool: None,
             batch_size: None,
             projection: SplitProjection::unprojected(&table_schema),
             table_schema,
@@ -67,6 +74,19 @@ impl FastaSource {
     /// The reader options of this source.
     pub fn options(&self) -> &FastaOptions {
         &self.options
+    }
+
+    /// Returns this source with scans reserving their memory in `pool` (the session's pool,
+    /// `RuntimeEnv::memory_pool`): a scan whose buffers do not fit fails with the pool's
+    /// `ResourcesExhausted` error instead of allocating.
+    pub fn with_memory_pool(mut self, pool: Arc<dyn MemoryPool>) -> Self {
+        self.memory_pool = Some(pool);
+        self
+    }
+
+    /// The pool scans reserve their memory in, if one was set.
+    pub fn memory_pool(&self) -> Option<&Arc<dyn MemoryPool>> {
+        self.memory_pool.as_ref()
     }
 
     fn batch_rows(&self) -> usize {
@@ -93,6 +113,10 @@ impl FileSource for FastaSource {
             columns: ColumnSelection::new(&indices),
             batch_rows: self.batch_rows(),
             batch_bytes: self.options.batch_bytes,
+            memory_pool: self
+                .memory_pool
+                .clone()
+                .unwrap_or_else(|| Arc::new(UnboundedMemoryPool::default())),
         });
         ProjectionOpener::try_new(self.projection.clone(), opener, file_schema)
     }
@@ -194,6 +218,7 @@ pub struct FastaOpener {
     columns: ColumnSelection,
     batch_rows: usize,
     batch_bytes: usize,
+    memory_pool: Arc<dyn MemoryPool>,
 }
 
 impl FileOpener for FastaOpener {
@@ -206,6 +231,12 @@ impl FileOpener for FastaOpener {
             format!("{}{location}", self.store_url)
         };
         let bounds = scan_bounds(file.range.as_ref())?;
+        // Value buffers up to twice the batch budget come back for reuse (see `ScanMemory`).
+        let memory = ScanMemory::new(
+            &self.memory_pool,
+            format!("FASTA reader {display_path}"),
+            self.batch_bytes.saturating_mul(2),
+        );
         let config = ReaderConfig {
             path: display_path,
             schema: Arc::clone(&self.schema),
@@ -213,6 +244,7 @@ impl FileOpener for FastaOpener {
             batch_rows: self.batch_rows,
             batch_bytes: self.batch_bytes,
             bounds,
+            memory,
         };
         Ok(async move {
             let get = match bounds {
@@ -274,7 +306,7 @@ fn read_to_channel(
     runtime: tokio::runtime::Handle,
     sender: &BatchSender,
 ) {
-    let input = match open_input(get, &mut config, runtime) {
+    let (input, decoder_memory) = match open_input(get, &mut config, runtime) {
         Ok(input) => input,
         Err(error) => {
             let _ = sender.blocking_send(Err(error.into()));
@@ -284,6 +316,7 @@ fn read_to_channel(
     let input = StopWhenClosed {
         inner: input,
         sender: sender.clone(),
+        _decoder_memory: decoder_memory,
     };
     let mut reader = FastaBatchReader::new(input, config);
     loop {
@@ -302,12 +335,13 @@ fn read_to_channel(
     }
 }
 
-/// Positions the object at the first byte the reader needs and decompresses it if needed.
+/// Positions the object at the first byte the reader needs and decompresses it if needed;
+/// the reservation holds the decoder's memory.
 fn open_input(
     get: GetResult,
     config: &mut ReaderConfig,
     runtime: tokio::runtime::Handle,
-) -> Result<Box<dyn Read + Send>, FastaError> {
+) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
     let range_start = get.range.start;
     let raw: Box<dyn Read + Send> = match get.payload {
         GetResultPayload::File(mut file, path) => {
@@ -320,14 +354,16 @@ fn open_input(
     };
     if range_start > 0 {
         // Only uncompressed files are read from the middle (checked by the opener).
-        return Ok(raw);
+        return Ok((raw, None));
     }
     let (compression, decoded) = decompressed(raw).map_err(|source| io_error(config, source))?;
-    if compression.is_compressed() {
-        // Byte ranges refer to compressed bytes: the range at 0 owns the whole file.
-        config.bounds = ScanBounds::Whole;
+    if !compression.is_compressed() {
+        return Ok((decoded, None));
     }
-    Ok(decoded)
+    // Byte ranges refer to compressed bytes: the range at 0 owns the whole file.
+    config.bounds = ScanBounds::Whole;
+    let held = config.memory.hold(decoder_memory(compression))?;
+    Ok((decoded, Some(held)))
 }
 
 fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
@@ -342,6 +378,8 @@ fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
 struct StopWhenClosed<R> {
     inner: R,
     sender: BatchSender,
+    /// Reserves the decoder's memory while `inner` lives.
+    _decoder_memory: Option<MemoryReservation>,
 }
 
 impl<R: Read> Read for StopWhenClosed<R> {

@@ -2,6 +2,8 @@
 
 use std::io::{self, ErrorKind, Read};
 
+use super::memory::{OutOfMemory, ScanMemory, TrackedVec};
+
 /// Size of the reusable input block. Small enough to stay in L2 cache between the `read`
 /// that fills it and the copy out of it, large enough that syscalls do not matter.
 pub(super) const BLOCK_SIZE: usize = 1 << 20;
@@ -11,8 +13,8 @@ pub(super) const BLOCK_SIZE: usize = 1 << 20;
 /// Invariant: `pos <= filled <= bytes.len()`.
 #[derive(Debug)]
 pub(super) struct Block {
-    /// The buffer; only `bytes[..filled]` holds input.
-    pub(super) bytes: Vec<u8>,
+    /// The buffer, reserved in the scan's memory; only `bytes[..filled]` holds input.
+    pub(super) bytes: TrackedVec<u8>,
     /// Index of the first unparsed byte.
     pub(super) pos: usize,
     /// Number of bytes of input held.
@@ -24,10 +26,11 @@ pub(super) struct Block {
 }
 
 impl Block {
-    /// An empty block whose first byte will be the file's byte `offset`.
-    pub(super) fn new(offset: u64) -> Self {
+    /// An empty block whose first byte will be the file's byte `offset`; it takes its memory
+    /// (`BLOCK_SIZE` bytes) at the first [`Self::grow_if_full`].
+    pub(super) fn new(offset: u64, memory: &ScanMemory) -> Self {
         Self {
-            bytes: vec![0; BLOCK_SIZE],
+            bytes: TrackedVec::new(memory),
             pos: 0,
             filled: 0,
             offset,
@@ -64,17 +67,18 @@ impl Block {
     }
 
     /// Makes room when the block is full of unparsed bytes (only an unfinished header line
-    /// keeps that much), doubling it up to `max_len`. False when it is already that large.
-    pub(super) fn grow_if_full(&mut self, max_len: usize) -> bool {
+    /// keeps that much), doubling it up to `max_len`; a new block gets `BLOCK_SIZE` bytes.
+    /// `Ok(false)` when it is already `max_len` bytes large.
+    pub(super) fn grow_if_full(&mut self, max_len: usize) -> Result<bool, OutOfMemory> {
         if self.filled < self.bytes.len() {
-            return true;
+            return Ok(true);
         }
-        let grown = (self.bytes.len() * 2).min(max_len);
+        let grown = (self.bytes.len() * 2).clamp(BLOCK_SIZE, max_len.max(BLOCK_SIZE));
         if grown <= self.bytes.len() {
-            return false;
+            return Ok(false);
         }
-        self.bytes.resize(grown, 0);
-        true
+        self.bytes.resize(grown, 0)?;
+        Ok(true)
     }
 
     /// Reads from `input` until the block is full or the input ends.
@@ -107,9 +111,14 @@ impl Block {
 mod tests {
     use super::*;
 
+    fn memory() -> ScanMemory {
+        ScanMemory::unbounded(0)
+    }
+
     #[test]
     fn discarding_parsed_bytes_keeps_file_offsets() {
-        let mut block = Block::new(100);
+        let mut block = Block::new(100, &memory());
+        assert!(block.grow_if_full(BLOCK_SIZE).unwrap());
         block.fill_from(&mut &b">a\nACGT\n"[..]).unwrap();
         assert!(block.eof);
         block.pos = 3;
@@ -119,14 +128,21 @@ mod tests {
     }
 
     #[test]
-    fn a_full_block_grows_up_to_its_limit() {
-        let mut block = Block::new(0);
+    fn a_full_block_grows_up_to_its_limit_and_reserves_what_it_holds() {
+        let memory = memory();
+        let mut block = Block::new(0, &memory);
+        assert_eq!(memory.reserved(), 0);
+        assert!(block.grow_if_full(3 * BLOCK_SIZE).unwrap());
+        assert_eq!(block.bytes.len(), BLOCK_SIZE);
         block.filled = BLOCK_SIZE;
-        assert!(block.grow_if_full(3 * BLOCK_SIZE));
+        assert!(block.grow_if_full(3 * BLOCK_SIZE).unwrap());
         assert_eq!(block.bytes.len(), 2 * BLOCK_SIZE);
         block.filled = 2 * BLOCK_SIZE;
-        assert!(block.grow_if_full(3 * BLOCK_SIZE));
+        assert!(block.grow_if_full(3 * BLOCK_SIZE).unwrap());
         block.filled = 3 * BLOCK_SIZE;
-        assert!(!block.grow_if_full(3 * BLOCK_SIZE));
+        assert!(!block.grow_if_full(3 * BLOCK_SIZE).unwrap());
+        assert_eq!(memory.reserved(), block.bytes.capacity());
+        drop(block);
+        assert_eq!(memory.reserved(), 0);
     }
 }

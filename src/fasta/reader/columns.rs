@@ -1,18 +1,16 @@
-//! The record batch under construction: one growable Utf8 column per selected field, and pooled value buffers.
+//! The record batch under construction: one growable Utf8 column per selected field, its buffers reserved in the scan's memory.
 
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
+use datafusion::arrow::alloc::Allocation;
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::memory::{OutOfMemory, SPARE_COLUMNS, ScanMemory, SpareOnDrop, TrackedVec};
 use crate::fasta::FastaProblem;
-
-/// Value buffers kept for reuse per column; enough for the batch being built, the one in
-/// the channel and the one being consumed.
-const POOL_BUFFERS: usize = 4;
 
 /// Rows a first batch makes room for; later batches size themselves on the previous one.
 const INITIAL_ROWS: usize = 1024;
@@ -22,75 +20,20 @@ const ID: usize = 0;
 const DESCRIPTION: usize = 1;
 const SEQUENCE: usize = 2;
 const FILE_COLUMNS: usize = 3;
+const _: () = assert!(FILE_COLUMNS == SPARE_COLUMNS);
 
-/// Value buffers handed back by dropped batches, so later batches reuse memory that is
-/// already mapped: faulting in fresh pages costs more than parsing the bytes.
-#[derive(Debug)]
-struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    /// Larger buffers (a single huge record) are freed rather than kept.
-    max_capacity: usize,
-}
-
-impl BufferPool {
-    fn new(max_capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            free: Mutex::new(Vec::new()),
-            max_capacity,
-        })
-    }
-
-    /// An empty buffer with room for at least `capacity` bytes.
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        // A poisoned pool only costs the reuse: allocate instead.
-        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
-        match reused {
-            Some(mut bytes) => {
-                bytes.clear();
-                bytes.reserve(capacity);
-                bytes
-            }
-            None => Vec::with_capacity(capacity),
-        }
-    }
-
-    fn give_back(&self, bytes: Vec<u8>) {
-        if bytes.capacity() == 0 || bytes.capacity() > self.max_capacity {
-            return;
-        }
-        if let Ok(mut free) = self.free.lock()
-            && free.len() < POOL_BUFFERS
-        {
-            free.push(bytes);
-        }
-    }
-}
-
-/// Owner of an Arrow buffer's memory that returns it to its pool when the last batch using it is dropped.
-struct PooledBytes {
-    bytes: Vec<u8>,
-    pool: Weak<BufferPool>,
-}
-
-impl Drop for PooledBytes {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.give_back(std::mem::take(&mut self.bytes));
-        }
-    }
-}
-
-/// Wraps `bytes` as an Arrow buffer whose memory goes back to `pool` when dropped.
-fn pooled_buffer(bytes: Vec<u8>, pool: &Arc<BufferPool>) -> Buffer {
-    let len = bytes.len();
-    let ptr = NonNull::from(bytes.as_slice()).cast::<u8>();
-    let owner = Arc::new(PooledBytes {
-        bytes,
-        pool: Arc::downgrade(pool),
-    });
-    // SAFETY: `ptr` points at the `len` initialised bytes of the Vec now owned by `owner`.
-    // Moving a Vec does not move its heap memory, and `owner` neither writes nor frees it
-    // until the last `Buffer` holding `owner` is dropped.
+/// Hands `buffer` to the Arrow buffer of a batch; `owner` wraps it into what frees it when the
+/// last batch using it is dropped.
+fn batch_buffer<T: Copy, O: Allocation + 'static>(
+    buffer: TrackedVec<T>,
+    owner: impl FnOnce(TrackedVec<T>) -> O,
+) -> Buffer {
+    let len = std::mem::size_of_val::<[T]>(&buffer);
+    let ptr = NonNull::from(&buffer[..]).cast::<u8>();
+    let owner = Arc::new(owner(buffer));
+    // SAFETY: `ptr` points at the `len` initialised bytes of the heap memory of `buffer`, now
+    // held by `owner` (moving a Vec does not move its heap memory). The owner neither writes
+    // nor frees that memory until the last `Buffer` holding it is dropped.
     unsafe { Buffer::from_custom_allocation(ptr, len, owner) }
 }
 
@@ -133,20 +76,27 @@ impl ColumnSelection {
 /// Growable Utf8 column whose last, possibly unfinished, value is `values[finished_len()..]`.
 #[derive(Debug)]
 pub(super) struct Utf8Column {
+    /// Index of the column in the file schema; keys its spare value buffers.
+    column: usize,
     /// Start of each value and the end of the last finished one: never empty, never decreasing,
     /// never past `values.len()`.
-    offsets: Vec<i32>,
+    offsets: TrackedVec<i32>,
     /// The bytes of every value, the unfinished one last.
-    pub(super) values: Vec<u8>,
-    pool: Arc<BufferPool>,
+    pub(super) values: TrackedVec<u8>,
+    memory: ScanMemory,
 }
 
 impl Utf8Column {
-    fn new(pool_max_capacity: usize) -> Self {
+    fn new(column: usize, memory: &ScanMemory) -> Self {
+        let mut offsets = TrackedVec::new(memory);
+        // The first offset of an empty column is counted like any growth, without a limit:
+        // the smallest step is far below any pool a server runs with.
+        offsets.push_reserved(0);
         Self {
-            offsets: vec![0],
-            values: Vec::new(),
-            pool: BufferPool::new(pool_max_capacity),
+            column,
+            offsets,
+            values: TrackedVec::new(memory),
+            memory: memory.clone(),
         }
     }
 
@@ -157,40 +107,55 @@ impl Utf8Column {
         last as usize
     }
 
-    /// Ends the current value.
+    /// Makes room for the end offset of the value being built, so [`Self::finish_value`]
+    /// needs no memory.
+    #[inline]
+    fn reserve_value(&mut self) -> Result<(), OutOfMemory> {
+        self.offsets.reserve(1)
+    }
+
+    /// Ends the current value; its offset slot was reserved by [`Self::reserve_value`].
     #[inline]
     fn finish_value(&mut self) -> Result<(), FastaProblem> {
         let end = i32::try_from(self.values.len()).map_err(|_| FastaProblem::SequenceTooLong)?;
-        self.offsets.push(end);
+        self.offsets.push_reserved(end);
         Ok(())
     }
 
     /// Hands out the finished values and keeps the unfinished one for the next batch.
-    fn take(&mut self, rows_hint: usize, bytes_hint: usize) -> (Vec<i32>, Vec<u8>) {
-        let finished = self.finished_len();
-        let tail = &self.values[finished..];
-        let mut next_values = self.pool.take(bytes_hint.max(tail.len() * 2));
-        next_values.extend_from_slice(tail);
-        self.values.truncate(finished);
-        let mut next_offsets = Vec::with_capacity(rows_hint + 1);
-        next_offsets.push(0);
-        (
-            std::mem::replace(&mut self.offsets, next_offsets),
-            std::mem::replace(&mut self.values, next_values),
-        )
-    }
-
-    /// Takes the finished values as an Arrow array of `rows` values, pooling the value buffer.
-    fn take_array(
+    fn take(
         &mut self,
-        rows: usize,
         rows_hint: usize,
         bytes_hint: usize,
-        nulls: Option<NullBuffer>,
-    ) -> Result<ArrayRef, InconsistentBatch> {
-        let (offsets, values) = self.take(rows_hint, bytes_hint);
-        let values = pooled_buffer(values, &self.pool);
-        utf8_array(rows, offsets, values, nulls)
+    ) -> Result<(TrackedVec<i32>, TrackedVec<u8>), OutOfMemory> {
+        let finished = self.finished_len();
+        let tail_len = self.values.len() - finished;
+        let mut next_offsets = TrackedVec::with_capacity(rows_hint + 1, &self.memory)?;
+        next_offsets.push(0)?;
+        let mut next_values = self
+            .memory
+            .take_spare(self.column, bytes_hint.max(tail_len * 2))?;
+        next_values.extend_from_slice(&self.values[finished..])?;
+        self.values.truncate(finished);
+        Ok((
+            std::mem::replace(&mut self.offsets, next_offsets),
+            std::mem::replace(&mut self.values, next_values),
+        ))
+    }
+}
+
+/// Why a batch could not be handed out.
+#[derive(Debug)]
+pub(super) enum BatchError {
+    /// The buffers of the next batch do not fit in the memory pool.
+    OutOfMemory(OutOfMemory),
+    /// See [`InconsistentBatch`].
+    Inconsistent(InconsistentBatch),
+}
+
+impl From<OutOfMemory> for BatchError {
+    fn from(error: OutOfMemory) -> Self {
+        Self::OutOfMemory(error)
     }
 }
 
@@ -198,11 +163,13 @@ impl Utf8Column {
 #[derive(Debug)]
 pub(super) struct InconsistentBatch(pub(super) String);
 
-/// Builds a `StringArray` from parts the reader produced, checking what `new_unchecked` relies on.
+/// Builds a `StringArray` from parts the reader produced, checking what `new_unchecked` relies
+/// on; `values` becomes a spare of `column` when the array is dropped.
 fn utf8_array(
     rows: usize,
-    offsets: Vec<i32>,
-    values: Buffer,
+    offsets: TrackedVec<i32>,
+    values: TrackedVec<u8>,
+    column: usize,
     nulls: Option<NullBuffer>,
 ) -> Result<ArrayRef, InconsistentBatch> {
     let well_formed = offsets.len() == rows + 1
@@ -217,12 +184,16 @@ fn utf8_array(
             "inconsistent FASTA batch offsets".to_owned(),
         ));
     }
+    let offsets_len = offsets.len();
+    let offsets = batch_buffer(offsets, |offsets| offsets);
+    let values = batch_buffer(values, |values| SpareOnDrop::new(values, column));
     // SAFETY: the offsets were checked just above to be monotonic, start at 0 and stay
     // within `values`; every value is either a header part taken from a `str` validated by
     // `header_problem` and split at ASCII bytes, or sequence bytes that the reader's pending
-    // check found to be printable ASCII. So `StringArray::try_new` would succeed.
+    // check found to be printable ASCII. So `StringArray::try_new` would succeed. The offsets
+    // buffer comes from a `Vec<i32>`, so it is aligned for `i32`.
     let array = unsafe {
-        let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets));
+        let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::new(offsets, 0, offsets_len));
         StringArray::new_unchecked(offsets, values, nulls)
     };
     Ok(Arc::new(array))
@@ -250,17 +221,17 @@ pub(super) struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// An empty batch of `selection`; `batch_rows` and `batch_bytes` size its buffers.
-    pub(super) fn new(selection: ColumnSelection, batch_rows: usize, batch_bytes: usize) -> Self {
+    /// An empty batch of `selection` whose buffers are reserved in `memory`; `batch_rows`
+    /// sizes its first buffers.
+    pub(super) fn new(selection: ColumnSelection, batch_rows: usize, memory: &ScanMemory) -> Self {
         let initial_rows = batch_rows.min(INITIAL_ROWS);
-        let pool_max_capacity = batch_bytes.saturating_mul(2);
         Self {
             selection,
-            id: Utf8Column::new(pool_max_capacity),
-            description: Utf8Column::new(pool_max_capacity),
+            id: Utf8Column::new(ID, memory),
+            description: Utf8Column::new(DESCRIPTION, memory),
             description_nulls: NullBufferBuilder::new(initial_rows),
             description_is_null: true,
-            sequence: Utf8Column::new(pool_max_capacity),
+            sequence: Utf8Column::new(SEQUENCE, memory),
             rows: 0,
             record_open: false,
             last_rows: initial_rows,
@@ -299,16 +270,23 @@ impl BatchBuilder {
     }
 
     /// Opens a record with the two parts of its header; `description` is empty when absent.
+    /// Reserves what finishing the record needs besides its sequence bytes.
     #[inline]
-    pub(super) fn open_record(&mut self, id: &[u8], description: &[u8]) {
+    pub(super) fn open_record(&mut self, id: &[u8], description: &[u8]) -> Result<(), OutOfMemory> {
         if self.selection.selected[ID] {
-            self.id.values.extend_from_slice(id);
+            self.id.values.extend_from_slice(id)?;
+            self.id.reserve_value()?;
         }
         self.description_is_null = description.is_empty();
         if self.selection.selected[DESCRIPTION] {
-            self.description.values.extend_from_slice(description);
+            self.description.values.extend_from_slice(description)?;
+            self.description.reserve_value()?;
+        }
+        if self.selection.selected[SEQUENCE] {
+            self.sequence.reserve_value()?;
         }
         self.record_open = true;
+        Ok(())
     }
 
     /// Ends the open record, making it a row.
@@ -336,23 +314,38 @@ impl BatchBuilder {
         schema: &SchemaRef,
         batch_rows: usize,
         batch_bytes: usize,
-    ) -> Result<RecordBatch, InconsistentBatch> {
+    ) -> Result<RecordBatch, BatchError> {
         let rows = self.rows;
         let rows_hint = self.last_rows.max(rows).min(batch_rows);
-        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
+        // Every buffer of the next batch is reserved before any of this batch goes downstream:
+        // a reader short of memory waits only for batches that are really downstream.
+        let mut parts: [Option<(TrackedVec<i32>, TrackedVec<u8>)>; FILE_COLUMNS] =
+            [None, None, None];
         for index in [ID, DESCRIPTION, SEQUENCE] {
             if !self.selection.selected[index] {
                 continue;
             }
             let bytes_hint = self.last_bytes[index].min(batch_bytes);
-            let (column, nulls) = match index {
-                ID => (&mut self.id, None),
-                DESCRIPTION => (&mut self.description, self.description_nulls.finish()),
-                _ => (&mut self.sequence, None),
+            let column = match index {
+                ID => &mut self.id,
+                DESCRIPTION => &mut self.description,
+                _ => &mut self.sequence,
             };
             // The values handed out are what the finished records hold.
             self.last_bytes[index] = column.finished_len();
-            arrays[index] = Some(column.take_array(rows, rows_hint, bytes_hint, nulls)?);
+            parts[index] = Some(column.take(rows_hint, bytes_hint)?);
+        }
+        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
+        for (index, part) in parts.into_iter().enumerate() {
+            let Some((offsets, values)) = part else {
+                continue;
+            };
+            let nulls = match index {
+                DESCRIPTION => self.description_nulls.finish(),
+                _ => None,
+            };
+            let array = utf8_array(rows, offsets, values, index, nulls);
+            arrays[index] = Some(array.map_err(BatchError::Inconsistent)?);
         }
         self.last_rows = rows.max(1);
         self.rows = 0;
@@ -363,9 +356,20 @@ impl BatchBuilder {
             .iter()
             .map(|&i| arrays[i].clone())
             .collect::<Option<Vec<ArrayRef>>>()
-            .ok_or_else(|| InconsistentBatch("a selected column was not built".to_owned()))?;
+            .ok_or_else(|| {
+                BatchError::Inconsistent(InconsistentBatch(
+                    "a selected column was not built".to_owned(),
+                ))
+            })?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         RecordBatch::try_new_with_options(Arc::clone(schema), output, &options)
-            .map_err(|e| InconsistentBatch(e.to_string()))
+            .map_err(|e| BatchError::Inconsistent(InconsistentBatch(e.to_string())))
+    }
+}
+
+impl Drop for BatchBuilder {
+    fn drop(&mut self) {
+        // Batches still downstream free their buffers when dropped instead of keeping them.
+        self.sequence.memory.stop_keeping_spares();
     }
 }

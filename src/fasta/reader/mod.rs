@@ -7,6 +7,7 @@
 
 mod block;
 mod columns;
+mod memory;
 mod validate;
 
 use std::io::Read;
@@ -16,11 +17,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use memchr::{memchr, memchr2};
 
 use self::block::{BLOCK_SIZE, Block};
-use self::columns::{BatchBuilder, InconsistentBatch};
+use self::columns::{BatchBuilder, BatchError, InconsistentBatch};
 use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem};
 use super::error::{FastaError, FastaErrorLocation, FastaProblem};
 
 pub use self::columns::ColumnSelection;
+pub use self::memory::{OutOfMemory, ScanMemory};
 
 /// Longest header line accepted; guards memory against binary input without newlines.
 pub const MAX_HEADER_BYTES: usize = 64 << 20;
@@ -58,6 +60,8 @@ pub struct ReaderConfig {
     pub batch_bytes: usize,
     /// Which records to read.
     pub bounds: ScanBounds,
+    /// Where the reader reserves its buffers before allocating them.
+    pub memory: ScanMemory,
 }
 
 /// Where the parser stands in the text, as error messages name it.
@@ -124,13 +128,9 @@ impl<R: Read> FastaBatchReader<R> {
         Self {
             input,
             phase,
-            block: Block::new(block_offset),
+            block: Block::new(block_offset, &config.memory),
             cursor,
-            batch: BatchBuilder::new(
-                config.columns.clone(),
-                config.batch_rows,
-                config.batch_bytes,
-            ),
+            batch: BatchBuilder::new(config.columns.clone(), config.batch_rows, &config.memory),
             pending: PendingCheck::new(cursor),
             config,
         }
@@ -186,7 +186,7 @@ impl<R: Read> FastaBatchReader<R> {
         self.validate_pending()?;
         self.block.discard_parsed();
         self.pending.restart_at(self.block.pos);
-        if !self.block.grow_if_full(MAX_HEADER_BYTES + BLOCK_SIZE) {
+        if !self.block.grow_if_full(MAX_HEADER_BYTES + BLOCK_SIZE)? {
             return Err(self.invalid_here(FastaProblem::HeaderTooLong(MAX_HEADER_BYTES)));
         }
         self.block
@@ -352,7 +352,7 @@ impl<R: Read> FastaBatchReader<R> {
         // Splitting at ASCII bytes keeps both halves valid UTF-8.
         let id_end = memchr2(b' ', b'\t', text).unwrap_or(text.len());
         let (id, rest_of_header) = text.split_at(id_end);
-        self.batch.open_record(id, rest_of_header.trim_ascii());
+        self.batch.open_record(id, rest_of_header.trim_ascii())?;
         self.block.pos += consumed;
         self.cursor.line += 1;
         self.cursor.at_line_start = true;
@@ -394,7 +394,7 @@ impl<R: Read> FastaBatchReader<R> {
                     self.block.pos = pos;
                     return Err(self.invalid_here(FastaProblem::SequenceTooLong));
                 }
-                values.extend_from_slice(segment);
+                values.extend_from_slice(segment)?;
             } else if let Some(i) = first_invalid_sequence_byte(segment) {
                 let byte = segment[i];
                 self.block.pos = pos + i;
@@ -494,7 +494,10 @@ impl<R: Read> FastaBatchReader<R> {
         // The carried-over tail of an unfinished record was validated above.
         self.pending
             .mark_checked(&self.batch.sequence.values, self.block.pos, self.cursor);
-        taken.map_err(|InconsistentBatch(message)| self.internal(message))
+        taken.map_err(|error| match error {
+            BatchError::OutOfMemory(error) => error.into(),
+            BatchError::Inconsistent(InconsistentBatch(message)) => self.internal(message),
+        })
     }
 }
 
@@ -503,15 +506,21 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::AsArray;
 
-    fn read_all(text: &[u8], batch_bytes: usize) -> Result<Vec<RecordBatch>, FastaError> {
-        let config = ReaderConfig {
+    /// All columns of a whole file named `mem.fa`, in batches of at most 1000 rows.
+    fn test_config(batch_bytes: usize, memory: ScanMemory) -> ReaderConfig {
+        ReaderConfig {
             path: "mem.fa".into(),
             schema: crate::fasta::fasta_schema(),
             columns: ColumnSelection::all(),
             batch_rows: 1000,
             batch_bytes,
             bounds: ScanBounds::Whole,
-        };
+            memory,
+        }
+    }
+
+    fn read_all(text: &[u8], batch_bytes: usize) -> Result<Vec<RecordBatch>, FastaError> {
+        let config = test_config(batch_bytes, ScanMemory::unbounded(batch_bytes));
         let mut reader = FastaBatchReader::new(text, config);
         let mut batches = vec![];
         while let Some(batch) = reader.next_batch()? {
@@ -602,6 +611,7 @@ mod tests {
             batch_rows: 1000,
             batch_bytes: 1 << 20,
             bounds: ScanBounds::Whole,
+            memory: ScanMemory::unbounded(1 << 20),
         };
         let error = FastaBatchReader::new(input, config)
             .next_batch()
@@ -611,6 +621,106 @@ mod tests {
             error.starts_with("invalid FASTA in huge.fa at line 35791396: record sequence is longer than 2147483647 bytes"),
             "{error}"
         );
+    }
+
+    fn limited_reader(
+        text: &'static [u8],
+        limit_mib: u64,
+        batch_bytes: usize,
+    ) -> (
+        FastaBatchReader<&'static [u8]>,
+        std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    ) {
+        use crate::catalog::runtime::MemoryLimitPool;
+        let pool: std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool> =
+            std::sync::Arc::new(MemoryLimitPool::new(crate::bytesize::ByteSize::mib(
+                limit_mib,
+            )));
+        let memory = ScanMemory::new(&pool, "FASTA reader mem.fa", batch_bytes * 2);
+        let config = test_config(batch_bytes, memory);
+        (FastaBatchReader::new(text, config), pool)
+    }
+
+    fn fasta_of(records: usize, sequence_len: usize) -> &'static [u8] {
+        let mut text = Vec::new();
+        for i in 0..records {
+            text.extend_from_slice(format!(">r{i} some description\n").as_bytes());
+            for line in vec![b'A'; sequence_len].chunks(60) {
+                text.extend_from_slice(line);
+                text.push(b'\n');
+            }
+        }
+        text.leak()
+    }
+
+    #[test]
+    fn a_record_larger_than_the_memory_limit_fails_with_the_pools_error() {
+        let (mut reader, pool) = limited_reader(fasta_of(1, 8 << 20), 4, 1 << 20);
+        let error = reader.next_batch().unwrap_err();
+        assert!(matches!(error, FastaError::OutOfMemory(_)), "{error}");
+        let error = datafusion::error::DataFusionError::from(error);
+        assert!(
+            matches!(
+                error,
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("memory limit of 4MiB"), "{message}");
+        assert!(message.contains("FASTA reader mem.fa"), "{message}");
+        assert!(pool.reserved() <= 4 << 20);
+        drop(reader);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn records_larger_than_the_memory_limit_in_total_stream_within_it() {
+        // 40 MiB of records through an 8 MiB pool, 256 KiB batches, each dropped when read.
+        let (mut reader, pool) = limited_reader(fasta_of(640, 64 << 10), 8, 256 << 10);
+        let (mut rows, mut bytes, mut peak) = (0, 0, 0);
+        while let Some(batch) = reader.next_batch().unwrap() {
+            peak = peak.max(pool.reserved());
+            assert!(pool.reserved() > batch.get_array_memory_size() / 2);
+            rows += batch.num_rows();
+            bytes += batch.column(2).as_string::<i32>().value_data().len();
+        }
+        assert_eq!((rows, bytes), (640, 640 << 16));
+        assert!(peak <= 8 << 20, "peak reservation {peak}");
+        drop(reader);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_reader_short_of_memory_waits_for_its_batch_downstream_to_be_dropped() {
+        // Each 3 MiB record needs a 4 MiB buffer: two do not fit in 8 MiB with the block.
+        let (mut reader, pool) = limited_reader(fasta_of(2, 3 << 20), 8, 1 << 20);
+        let first = reader.next_batch().unwrap().unwrap();
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = reader.next_batch().unwrap().unwrap();
+        consumer.join().unwrap();
+        assert_eq!(second.num_rows(), 1);
+        assert!(reader.next_batch().unwrap().is_none());
+        drop((reader, second));
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn batches_keep_their_memory_reserved_until_dropped() {
+        let (mut reader, pool) = limited_reader(fasta_of(4, 1000), 8, 1 << 20);
+        let batch = reader.next_batch().unwrap().unwrap();
+        assert!(reader.next_batch().unwrap().is_none());
+        drop(reader);
+        let held = pool.reserved();
+        assert!(
+            held >= batch.column(2).as_string::<i32>().value_data().len(),
+            "{held}"
+        );
+        drop(batch);
+        assert_eq!(pool.reserved(), 0);
     }
 
     #[test]

@@ -1,0 +1,567 @@
+//! Size-guarded SQL functions: string functions whose result can be far larger than their input
+//! reserve an upper bound of it in the memory pool before they run.
+//!
+//! DataFusion's `repeat`, `lpad`, `rpad`, `replace` and `regexp_replace` allocate their whole
+//! result without asking the pool, so `repeat('A', 2000000000)` takes 2 GB at once. The session
+//! replaces each of them by a [`SizeGuarded`] wrapper: it computes an upper bound of the
+//! result's bytes from the arguments, reserves it for the duration of the call, and fails with
+//! `ResourcesExhausted` naming the function and the limit when it does not fit. Everything
+//! else (name, signature, return type, NULL handling, simplification) is the inner function's.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::kernels::arity::unary;
+use datafusion::arrow::compute::kernels::length::length;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{ExprSchema, Result, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::preimage::PreimageResult;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
+};
+
+/// Results bounded below this many bytes run without asking the pool.
+const UNGUARDED_BYTES: usize = 1 << 20;
+
+/// The most bytes one UTF-8 character takes.
+const MAX_CHAR_BYTES: u64 = 4;
+
+/// How a guarded function's result can grow, with the upper bound of its bytes per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    /// `repeat(s, n)`: `len(s) × n`.
+    Repeat,
+    /// `lpad(s, n [, fill])`, `rpad(...)`: `len(s) + n × min(4, len(fill))` (fill defaults to a space).
+    Pad,
+    /// `replace(s, from, to)`: `len(s) + len(s) / len(from) × len(to)`; an empty `from` matches
+    /// `len(s) + 1` times.
+    Replace,
+    /// `regexp_replace(s, pattern, r [, flags])`: `len(s) + m × len(r) + k × len(s)` where `m`
+    /// is 1, or `len(s) + 1` with the `g` flag, and `k` counts the `$` group references in `r`
+    /// (all matches together are at most `len(s)` bytes).
+    RegexpReplace,
+}
+
+/// The functions the session guards, by name.
+const GUARDED: &[(&str, Growth)] = &[
+    ("repeat", Growth::Repeat),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("replace", Growth::Replace),
+    ("regexp_replace", Growth::RegexpReplace),
+];
+
+/// Replaces the session's functions whose results can be far larger than their inputs by
+/// wrappers that reserve an upper bound of the result in `pool` first.
+pub fn guard_amplifying_functions(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) {
+    for &(name, growth) in GUARDED {
+        let Some(inner) = state.scalar_functions().get(name).cloned() else {
+            continue;
+        };
+        let guarded = ScalarUDF::new_from_impl(SizeGuarded {
+            inner,
+            growth,
+            pool: Arc::clone(pool),
+        });
+        // Registering replaces the function of the same name and aliases; it does not fail.
+        if let Err(error) = state.register_udf(Arc::new(guarded)) {
+            tracing::error!("could not guard the SQL function {name}: {error}");
+        }
+    }
+}
+
+/// A scalar function that reserves an upper bound of its result's bytes before running `inner`.
+#[derive(Debug)]
+pub struct SizeGuarded {
+    inner: Arc<ScalarUDF>,
+    growth: Growth,
+    pool: Arc<dyn MemoryPool>,
+}
+
+impl PartialEq for SizeGuarded {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
+            && self.growth == other.growth
+            && Arc::ptr_eq(&self.pool, &other.pool)
+    }
+}
+
+impl Eq for SizeGuarded {}
+
+impl Hash for SizeGuarded {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+        self.growth.hash(state);
+    }
+}
+
+/// Bytes shown to people.
+struct Bytes(usize);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = self.0 as f64 / (1u64 << 20) as f64;
+        write!(f, "{mib:.1} MiB")
+    }
+}
+
+impl SizeGuarded {
+    /// The function being guarded.
+    fn wrapped(&self) -> &dyn ScalarUDFImpl {
+        self.inner.inner().as_ref()
+    }
+
+    /// Upper bound of the bytes of the result of a call with `args`.
+    fn result_bound(&self, args: &[ColumnarValue], number_rows: usize) -> Result<usize> {
+        let rows = if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            1
+        } else {
+            number_rows
+        };
+        let arg = |i: usize| args.get(i);
+        let total: u128 = match self.growth {
+            Growth::Repeat => {
+                let (s, n) = (byte_lengths(arg(0))?, integers(arg(1))?);
+                (0..rows).map(|r| s.at(r) * n.at(r)).sum()
+            }
+            Growth::Pad => {
+                let (s, n) = (byte_lengths(arg(0))?, integers(arg(1))?);
+                let fill = match arg(2) {
+                    Some(fill) => byte_lengths(Some(fill))?,
+                    None => PerRow::constant(1),
+                };
+                (0..rows)
+                    .map(|r| s.at(r) + n.at(r) * fill.at(r).clamp(1, MAX_CHAR_BYTES.into()))
+                    .sum()
+            }
+            Growth::Replace => {
+                let (s, from, to) = (
+                    byte_lengths(arg(0))?,
+                    byte_lengths(arg(1))?,
+                    byte_lengths(arg(2))?,
+                );
+                (0..rows)
+                    .map(|r| {
+                        let len = s.at(r);
+                        let matches = match from.at(r) {
+                            0 => len + 1,
+                            from => len / from,
+                        };
+                        len + matches * to.at(r)
+                    })
+                    .sum()
+            }
+            Growth::RegexpReplace => {
+                let (s, replacement) = (byte_lengths(arg(0))?, byte_lengths(arg(2))?);
+                let references = group_references(arg(2));
+                let global = replaces_all(arg(3));
+                (0..rows)
+                    .map(|r| {
+                        let len = s.at(r);
+                        let matches = if global { len + 1 } else { 1 };
+                        len + matches * replacement.at(r) + references * len
+                    })
+                    .sum()
+            }
+        };
+        Ok(usize::try_from(total).unwrap_or(usize::MAX))
+    }
+}
+
+/// One non-negative number per row of an argument; a scalar (one value) stands for every row;
+/// NULL and negative values count as 0.
+struct PerRow(Option<Int64Array>);
+
+impl PerRow {
+    fn constant(value: i64) -> Self {
+        Self(Some(Int64Array::from(vec![value])))
+    }
+
+    #[inline]
+    fn at(&self, row: usize) -> u128 {
+        let Some(values) = &self.0 else {
+            return 0;
+        };
+        let index = if values.len() == 1 { 0 } else { row };
+        if index >= values.len() || values.is_null(index) {
+            return 0;
+        }
+        u128::try_from(values.value(index)).unwrap_or(0)
+    }
+}
+
+/// The argument as an array: a scalar becomes one row.
+fn as_array(arg: Option<&ColumnarValue>) -> Result<Option<ArrayRef>> {
+    match arg {
+        None => Ok(None),
+        Some(ColumnarValue::Array(array)) => Ok(Some(Arc::clone(array))),
+        Some(ColumnarValue::Scalar(scalar)) => scalar.to_array_of_size(1).map(Some),
+    }
+}
+
+fn as_i64(array: &ArrayRef) -> Result<Int64Array> {
+    let options = CastOptions {
+        safe: true,
+        ..CastOptions::default()
+    };
+    let cast = cast_with_options(array, &DataType::Int64, &options)?;
+    Ok(cast.as_primitive::<Int64Type>().clone())
+}
+
+/// Byte length of a string (or binary) argument per row.
+fn byte_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
+    let Some(array) = as_array(arg)? else {
+        return Ok(PerRow(None));
+    };
+    if array.data_type().is_null() {
+        return Ok(PerRow(None));
+    }
+    Ok(PerRow(Some(as_i64(&length(&array)?)?)))
+}
+
+/// An integer argument per row.
+fn integers(arg: Option<&ColumnarValue>) -> Result<PerRow> {
+    match as_array(arg)? {
+        Some(array) => Ok(PerRow(Some(as_i64(&array)?))),
+        None => Ok(PerRow(None)),
+    }
+}
+
+/// The target lengths of `lpad`/`rpad` with negative values made 0, which the functions treat
+/// alike: DataFusion 55 sizes its buffer by adding the lengths as `usize`, so a column holding
+/// a negative length makes it ask for `usize::MAX` bytes and panic.
+fn negative_lengths_as_zero(target: &ColumnarValue) -> ColumnarValue {
+    match target {
+        ColumnarValue::Array(array) if array.data_type() == &DataType::Int64 => {
+            let lengths = array.as_primitive::<Int64Type>();
+            if lengths.iter().flatten().all(|n| n >= 0) {
+                return target.clone();
+            }
+            let clamped: Int64Array = unary(lengths, |n: i64| n.max(0));
+            ColumnarValue::Array(Arc::new(clamped))
+        }
+        _ => target.clone(),
+    }
+}
+
+/// The most `$` group references in a replacement argument (counted over all its rows).
+fn group_references(arg: Option<&ColumnarValue>) -> u128 {
+    let count = |text: &str| text.bytes().filter(|&b| b == b'$').count() as u128;
+    match arg {
+        Some(ColumnarValue::Scalar(scalar)) => {
+            scalar.try_as_str().flatten().map_or(0, count)
+        }
+        Some(ColumnarValue::Array(array)) => {
+            let Ok(strings) = datafusion::arrow::compute::cast(array, &DataType::Utf8) else {
+                return 0;
+            };
+            strings
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(count)
+                .max()
+                .unwrap_or(0)
+        }
+        None => 0,
+    }
+}
+
+/// True unless the flags are known to lack `g` (replace every match).
+fn replaces_all(flags: Option<&ColumnarValue>) -> bool {
+    match flags {
+        None => false,
+        Some(ColumnarValue::Scalar(ScalarValue::Null)) => false,
+        Some(ColumnarValue::Scalar(scalar)) => match scalar.try_as_str() {
+            Some(Some(flags)) => flags.contains('g'),
+            Some(None) => false,
+            None => true,
+        },
+        Some(ColumnarValue::Array(_)) => true,
+    }
+}
+
+// Delegates every method, so the wrapper behaves as the function it guards.
+impl ScalarUDFImpl for SizeGuarded {
+    fn name(&self) -> &str {
+        self.wrapped().name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.wrapped().aliases()
+    }
+
+    fn display_name(&self, args: &[Expr]) -> Result<String> {
+        #[expect(deprecated)]
+        self.wrapped().display_name(args)
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        self.wrapped().schema_name(args)
+    }
+
+    fn signature(&self) -> &Signature {
+        self.wrapped().signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.wrapped().return_type(arg_types)
+    }
+
+    fn with_updated_config(&self, _config: &ConfigOptions) -> Option<ScalarUDF> {
+        None
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.wrapped().return_field_from_args(args)
+    }
+
+    fn is_nullable(&self, args: &[Expr], schema: &dyn ExprSchema) -> bool {
+        #[expect(deprecated)]
+        self.wrapped().is_nullable(args, schema)
+    }
+
+    fn is_strict(&self) -> bool {
+        self.wrapped().is_strict()
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.growth == Growth::Pad
+            && let Some(target) = args.args.get_mut(1)
+        {
+            *target = negative_lengths_as_zero(target);
+        }
+        let bound = self.result_bound(&args.args, args.number_rows)?;
+        if bound < UNGUARDED_BYTES {
+            return self.wrapped().invoke_with_args(args);
+        }
+        let name = self.name();
+        let reservation = MemoryConsumer::new(format!("function {name}")).register(&self.pool);
+        reservation.try_grow(bound).map_err(|error| {
+            let reason = match error.find_root() {
+                DataFusionError::ResourcesExhausted(reason) => reason.clone(),
+                other => other.strip_backtrace(),
+            };
+            DataFusionError::ResourcesExhausted(format!(
+                "{name}() would need up to {} for its result: {reason}",
+                Bytes(bound),
+            ))
+        })?;
+        let result = self.wrapped().invoke_with_args(args);
+        drop(reservation);
+        result
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.wrapped().simplify(args, info)
+    }
+
+    fn preimage(
+        &self,
+        args: &[Expr],
+        lit_expr: &Expr,
+        info: &SimplifyContext,
+    ) -> Result<PreimageResult> {
+        self.wrapped().preimage(args, lit_expr, info)
+    }
+
+    fn short_circuits(&self) -> bool {
+        self.wrapped().short_circuits()
+    }
+
+    fn conditional_arguments<'a>(
+        &self,
+        args: &'a [Expr],
+    ) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.wrapped().conditional_arguments(args)
+    }
+
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        self.wrapped().evaluate_bounds(input)
+    }
+
+    fn propagate_constraints(
+        &self,
+        interval: &Interval,
+        inputs: &[&Interval],
+    ) -> Result<Option<Vec<Interval>>> {
+        self.wrapped().propagate_constraints(interval, inputs)
+    }
+
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
+        self.wrapped().output_ordering(inputs)
+    }
+
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.wrapped().preserves_lex_ordering(inputs)
+    }
+
+    fn strictly_order_preserving(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.wrapped().strictly_order_preserving(inputs)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.wrapped().coerce_types(arg_types)
+    }
+
+    fn struct_field_mapping(
+        &self,
+        literal_args: &[Option<ScalarValue>],
+    ) -> Option<StructFieldMapping> {
+        self.wrapped().struct_field_mapping(literal_args)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.wrapped().documentation()
+    }
+
+    fn placement(&self, args: &[ExpressionPlacement]) -> ExpressionPlacement {
+        self.wrapped().placement(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    use crate::bytesize::ByteSize;
+    use crate::config::Config;
+
+    fn session(limit_mib: u64) -> SessionContext {
+        let config = Config {
+            memory_limit: Some(ByteSize::mib(limit_mib)),
+            ..Config::default()
+        };
+        super::super::session_context(&config).unwrap()
+    }
+
+    /// The same session with DataFusion's own, unguarded functions put back.
+    fn unguarded() -> SessionContext {
+        let ctx = session(64);
+        let defaults = SessionStateBuilder::new().with_default_features().build();
+        for (name, _) in super::GUARDED {
+            ctx.register_udf(defaults.scalar_functions()[*name].as_ref().clone());
+        }
+        ctx
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<Vec<RecordBatch>> {
+        ctx.sql(sql).await?.collect().await
+    }
+
+    async fn text(ctx: &SessionContext, sql: &str) -> String {
+        let batches = run(ctx, sql).await.unwrap();
+        let schema = batches.first().map(|b| b.schema());
+        format!("{schema:?}\n{}", pretty_format_batches(&batches).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_result_larger_than_the_memory_limit_is_refused_before_it_is_built() {
+        let ctx = session(64);
+        for sql in [
+            "SELECT length(repeat('A', 2000000000))",
+            "SELECT length(lpad('x', 1000000000))",
+            "SELECT length(rpad('x', 1000000000, 'ab'))",
+            "SELECT length(replace(repeat('A', 1000000), 'A', repeat('B', 1000)))",
+            "SELECT length(regexp_replace(repeat('A', 1000000), 'A', repeat('B', 1000), 'g'))",
+        ] {
+            let error = run(&ctx, sql).await.unwrap_err();
+            let root = error.find_root();
+            assert!(
+                matches!(
+                    root,
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{sql}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains("memory limit of 64MiB"),
+                "{sql}: {message}"
+            );
+            assert!(message.contains("would need up to"), "{sql}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn results_that_fit_are_computed_by_the_original_functions() {
+        let ctx = session(64);
+        let reference = unguarded();
+        let guarded = ctx.state().scalar_functions()["repeat"].clone();
+        let guarded: &dyn std::any::Any = guarded.inner().as_ref();
+        assert!(guarded.is::<super::SizeGuarded>());
+        let setup = "CREATE TABLE t (s VARCHAR, n BIGINT, f VARCHAR) AS VALUES \
+             ('ab', 3, 'xy'), (NULL, 2, '-'), ('é', NULL, 'ü'), ('abc', -1, NULL), ('', 0, '')";
+        run(&ctx, setup).await.unwrap();
+        run(&reference, setup).await.unwrap();
+        for sql in [
+            "SELECT repeat(s, n), repeat('ab', 2), repeat(NULL, 2), repeat(s, 2) FROM t",
+            "SELECT lpad(s, 4), lpad(s, 5, f), rpad(s, 1), rpad(s, 5, f), lpad('x', 3) FROM t",
+            "SELECT replace(s, 'b', f), replace(s, '', 'z'), replace(NULL, 'a', 'b') FROM t",
+            "SELECT regexp_replace(s, 'b', f), regexp_replace(s, '(.)', '$1$1', 'g'), \
+             regexp_replace(s, 'B', 'c', 'i') FROM t",
+            "SELECT length(repeat('A', 3000000)), length(lpad('x', 3000000))",
+            "SELECT repeat(arrow_cast(s, 'Utf8View'), 2), repeat(arrow_cast(s, 'LargeUtf8'), 2) FROM t",
+        ] {
+            assert_eq!(text(&ctx, sql).await, text(&reference, sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn negative_pad_lengths_in_a_column_give_empty_strings_instead_of_a_panic() {
+        let ctx = session(64);
+        let values = "(VALUES ('ab', 3), ('cd', -1), (NULL, -5), ('ef', NULL)) AS t(s, n)";
+        let guarded = format!("SELECT lpad(s, n) AS l, rpad(s, n, 'xy') AS r FROM {values}");
+        let expected = format!(
+            "SELECT lpad(s, greatest(n, 0)) AS l, rpad(s, greatest(n, 0), 'xy') AS r FROM {values}"
+        );
+        let reference = unguarded();
+        assert_eq!(
+            text(&ctx, &guarded).await,
+            text(&reference, &expected).await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_keeps_nothing_reserved() {
+        let ctx = session(64);
+        assert!(run(&ctx, "SELECT repeat('A', 100000000)").await.is_err());
+        let pool = &ctx.runtime_env().memory_pool;
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[tokio::test]
+    async fn aggregates_that_concatenate_are_limited_by_their_operators() {
+        // string_agg and array_agg buffer in the aggregate operator, which reserves its memory.
+        let ctx = session(64);
+        for sql in [
+            "SELECT length(string_agg(repeat('A', 1000), ',')) \
+             FROM generate_series(1, 200000)",
+            "SELECT array_agg(repeat('A', 1000)) IS NULL FROM generate_series(1, 200000)",
+        ] {
+            let error = run(&ctx, sql).await.unwrap_err();
+            assert!(
+                matches!(
+                    error.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{sql}: {error}"
+            );
+        }
+    }
+}

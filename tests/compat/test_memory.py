@@ -1,0 +1,206 @@
+"""Memory limit: queries that would take more memory than --memory-limit end with
+RESOURCE_EXHAUSTED (or succeed within it), and the server is never killed for them.
+
+Every case runs against one private server with a 128 MiB limit; afterwards its peak resident
+memory (VmHWM) must stay below the limit plus a stated allowance for what is not pooled (the
+binary, the runtime's threads and stacks, gRPC buffers).
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from flightbear_testing import Server
+
+LIMIT = "128MiB"
+LIMIT_BYTES = 128 << 20
+# What the server may hold beyond the pool: code, thread stacks, allocator slack, gRPC buffers.
+ALLOWANCE_BYTES = 200 << 20
+
+# The gzip bomb: one record of 2.5 GiB of 'A' lines (more than one Arrow string can hold, so
+# without a limit the reader would take 2 GiB before failing) in a ~8 MB file.
+BOMB_MEMBERS = 10
+BOMB_MEMBER_BYTES = 256 << 20
+# Records of 50 Mbp: each one is a batch of its own and must be held whole.
+LONG_RECORDS = 3
+LONG_RECORD_BASES = 50_000_000
+LINE = 60
+
+CALL_TIMEOUT = 120.0
+RESOURCE_EXHAUSTED = "memory limit of 128MiB"
+
+
+def gzip_member(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def write_gzip_bomb(path: Path) -> int:
+    """A multi-member gzip FASTA file; returns the decompressed size. Memory: one member."""
+    line = b"A" * LINE + b"\n"
+    member = gzip_member(line * (BOMB_MEMBER_BYTES // len(line)))
+    with open(path, "wb") as out:
+        out.write(gzip_member(b">bomb a single record far larger than the limit\n"))
+        for _ in range(BOMB_MEMBERS):
+            out.write(member)
+    return BOMB_MEMBERS * (BOMB_MEMBER_BYTES // len(line)) * len(line)
+
+
+def write_long_records(path: Path) -> None:
+    """LONG_RECORDS records of LONG_RECORD_BASES bases, written a line block at a time."""
+    block = (b"ACGT" * (LINE // 4) + b"\n") * 10_000
+    block_bases = 10_000 * LINE
+    with open(path, "wb") as out:
+        for index in range(LONG_RECORDS):
+            out.write(f">long{index} record {index}\n".encode())
+            remaining = LONG_RECORD_BASES
+            while remaining >= block_bases:
+                out.write(block)
+                remaining -= block_bases
+            tail = (b"ACGT" * (LINE // 4))[: remaining % LINE]
+            out.write((b"ACGT" * (LINE // 4) + b"\n") * (remaining // LINE))
+            if tail:
+                out.write(tail + b"\n")
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("memory")
+    bomb = data / "bomb.fa.gz"
+    write_gzip_bomb(bomb)
+    long = data / "long.fa"
+    write_long_records(long)
+    # One partition per scan: two byte ranges of the long file would each build a 50 Mbp record
+    # at once, which with the batch downstream does not fit in 128 MiB.
+    args = [
+        *("--memory-limit", LIMIT, "--target-partitions", "1"),
+        *("--table", f"bomb={bomb}", "--table", f"long={long}"),
+    ]
+    server = Server(args, data / "server.log")
+    yield server
+    server.stop()
+
+
+def peak_rss(server: Server) -> int:
+    """The server's peak resident memory in bytes (VmHWM)."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{server.process.pid}/status")
+
+
+def options() -> flight.FlightCallOptions:
+    return flight.FlightCallOptions(timeout=CALL_TIMEOUT)
+
+
+def stream(server: Server, sql: str, check_batch=None) -> tuple[str, str]:
+    """Runs `sql`, reading batch by batch; ("ok", rows) or ("error", message)."""
+    client = flight.FlightClient(server.uri)
+    try:
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options())
+        reader = client.do_get(info.endpoints[0].ticket, options())
+        rows = 0
+        while True:
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                return "ok", str(rows)
+            if check_batch is not None:
+                check_batch(chunk.data)
+            rows += chunk.data.num_rows
+    except pa.ArrowException as error:
+        # pyarrow raises ArrowInvalid for RESOURCE_EXHAUSTED, FlightError subclasses for others.
+        return "error", str(error)
+    finally:
+        client.close()
+
+
+def concurrently(server: Server, sql: str, count: int, check_batch=None) -> list[tuple[str, str]]:
+    outcomes: list[tuple[str, str]] = [("error", "did not finish")] * count
+
+    def run(index: int) -> None:
+        outcomes[index] = stream(server, sql, check_batch)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(CALL_TIMEOUT + 30)
+    assert not any(t.is_alive() for t in threads), "a query did not finish"
+    return outcomes
+
+
+def assert_exhausted(outcome: tuple[str, str]) -> None:
+    kind, detail = outcome
+    assert kind == "error", detail
+    assert RESOURCE_EXHAUSTED in detail, detail
+    assert "resource exhausted error" in detail, detail
+
+
+def assert_serving(server: Server) -> None:
+    assert server.alive(), server.log()
+    assert stream(server, "SELECT 1 AS one") == ("ok", "1")
+
+
+def test_two_queries_on_a_gzip_bomb_end_with_resource_exhausted(limited: Server) -> None:
+    outcomes = concurrently(limited, "SELECT id, length(sequence) AS n FROM bomb", 2)
+    for outcome in outcomes:
+        assert_exhausted(outcome)
+    assert_serving(limited)
+    # Counting does not keep the sequence: the bomb is read to its end within the limit.
+    assert stream(limited, "SELECT COUNT(*) FROM bomb") == ("ok", "1")
+
+
+def test_concurrent_streams_of_long_records_succeed_or_are_refused(limited: Server) -> None:
+    def check(batch) -> None:
+        for value in batch.column("sequence").to_pylist():
+            assert len(value) == LONG_RECORD_BASES
+            assert value.startswith("ACGTACGT")
+
+    outcomes = concurrently(limited, "SELECT * FROM long", 6, check)
+    for kind, detail in outcomes:
+        if kind == "ok":
+            assert detail == str(LONG_RECORDS)
+        else:
+            assert_exhausted((kind, detail))
+    assert_serving(limited)
+    assert stream(limited, "SELECT * FROM long", check) == ("ok", str(LONG_RECORDS))
+
+
+def test_a_function_result_larger_than_the_limit_is_refused(limited: Server) -> None:
+    outcome = stream(limited, "SELECT length(repeat('A', 2000000000))")
+    assert_exhausted(outcome)
+    assert "repeat() would need up to" in outcome[1], outcome[1]
+    assert_serving(limited)
+
+
+def test_guarded_functions_still_answer_ordinary_calls(limited: Server) -> None:
+    client = flight.FlightClient(limited.uri)
+    sql = (
+        "SELECT repeat('ab', 3) AS r, lpad('7', 3, '0') AS l, rpad('x', 3, '-') AS p, "
+        "replace('banana', 'an', 'AN') AS s, regexp_replace('banana', 'a', 'o', 'g') AS g, "
+        "length(repeat('ACGT', 1000000)) AS big"
+    )
+    try:
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(sql.encode()), options())
+        table = client.do_get(info.endpoints[0].ticket, options()).read_all()
+    finally:
+        client.close()
+    assert table.to_pylist() == [
+        {"r": "ababab", "l": "007", "p": "x--", "s": "bANANa", "g": "bonono", "big": 4_000_000}
+    ]
+
+
+def test_peak_memory_stays_near_the_limit(limited: Server) -> None:
+    """Runs last in this module (pytest keeps file order): the peak covers every case above."""
+    assert_serving(limited)
+    peak = peak_rss(limited)
+    assert peak < LIMIT_BYTES + ALLOWANCE_BYTES, f"peak RSS {peak >> 20} MiB"
