@@ -260,9 +260,7 @@ fn negative_lengths_as_zero(target: &ColumnarValue) -> ColumnarValue {
 fn group_references(arg: Option<&ColumnarValue>) -> u128 {
     let count = |text: &str| text.bytes().filter(|&b| b == b'$').count() as u128;
     match arg {
-        Some(ColumnarValue::Scalar(scalar)) => {
-            scalar.try_as_str().flatten().map_or(0, count)
-        }
+        Some(ColumnarValue::Scalar(scalar)) => scalar.try_as_str().flatten().map_or(0, count),
         Some(ColumnarValue::Array(array)) => {
             let Ok(strings) = datafusion::arrow::compute::cast(array, &DataType::Utf8) else {
                 return 0;

@@ -46,10 +46,22 @@ pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<Ru
 
 /// A fair spill pool whose out-of-memory errors say which limit was reached and who holds
 /// the memory.
+///
+/// Operators that can spill stop short of the last [`headroom`] bytes of the pool: in
+/// DataFusion's fair pool a sort may otherwise fill everything the unspillable consumers do
+/// not hold at that moment, and the next batch a scan reads, or the merge that ends the sort,
+/// fails although the sort could have spilled a little earlier.
 #[derive(Debug)]
 pub struct MemoryLimitPool {
     inner: TrackConsumersPool<FairSpillPool>,
     limit: ByteSize,
+    headroom: usize,
+}
+
+/// What spilling operators leave free for the others: an eighth of the pool, between 4 MiB
+/// and 256 MiB (never more than half the pool).
+pub fn headroom(limit: usize) -> usize {
+    (limit / 8).clamp(4 << 20, 256 << 20).min(limit / 2)
 }
 
 impl MemoryLimitPool {
@@ -59,7 +71,17 @@ impl MemoryLimitPool {
         Self {
             inner: TrackConsumersPool::new(FairSpillPool::new(limit.as_usize()), top),
             limit,
+            headroom: headroom(limit.as_usize()),
         }
+    }
+
+    fn exhausted(&self, error: DataFusionError) -> DataFusionError {
+        // Keep the variant: spilling operators and the gRPC mapping both rely on it.
+        DataFusionError::ResourcesExhausted(format!(
+            "the server's memory limit of {} (--memory-limit) is reached: {}",
+            self.limit,
+            error.strip_backtrace()
+        ))
     }
 }
 
@@ -91,16 +113,20 @@ impl MemoryPool for MemoryLimitPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        if reservation.consumer().can_spill() {
+            let spill_limit = self.limit.as_usize() - self.headroom;
+            if self.inner.reserved().saturating_add(additional) > spill_limit {
+                return Err(self.exhausted(DataFusionError::ResourcesExhausted(format!(
+                    "{} may not grow by {additional} bytes: operators that can spill leave \
+                     the last {} of the pool to those that cannot",
+                    reservation.consumer().name(),
+                    ByteSize(self.headroom as u64),
+                ))));
+            }
+        }
         self.inner
             .try_grow(reservation, additional)
-            .map_err(|error| {
-                // Keep the variant: spilling operators and the gRPC mapping both rely on it.
-                DataFusionError::ResourcesExhausted(format!(
-                    "the server's memory limit of {} (--memory-limit) is reached: {}",
-                    self.limit,
-                    error.strip_backtrace()
-                ))
-            })
+            .map_err(|error| self.exhausted(error))
     }
 
     fn reserved(&self) -> usize {
@@ -128,5 +154,29 @@ mod tests {
         assert!(message.contains("test reader"), "{message}");
         drop(reservation);
         assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn spilling_operators_leave_headroom_for_the_others() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(MemoryLimitPool::new(ByteSize::mib(64)));
+        assert_eq!(headroom(64 << 20), 8 << 20);
+        let sort = MemoryConsumer::new("sort")
+            .with_can_spill(true)
+            .register(&pool);
+        let reader = MemoryConsumer::new("reader").register(&pool);
+        sort.try_grow(56 << 20).unwrap();
+        let error = sort.try_grow(1).unwrap_err();
+        assert!(matches!(error, DataFusionError::ResourcesExhausted(_)));
+        assert!(error.to_string().contains("last 8MiB"), "{error}");
+        reader.try_grow(8 << 20).unwrap();
+        assert!(reader.try_grow(1).is_err(), "the pool is full");
+    }
+
+    #[test]
+    fn headroom_is_an_eighth_of_the_pool_within_bounds() {
+        assert_eq!(headroom(16 << 20), 4 << 20);
+        assert_eq!(headroom(6 << 20), 3 << 20);
+        assert_eq!(headroom(1 << 30), 128 << 20);
+        assert_eq!(headroom(64 << 30), 256 << 20);
     }
 }

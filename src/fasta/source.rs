@@ -30,7 +30,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::error::FastaError;
 use super::input::{StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
-use super::reader::{ColumnSelection, FastaBatchReader, ReaderConfig, ScanBounds, ScanMemory};
+use super::reader::{
+    ColumnSelection, FastaBatchReader, Handoff, ReaderConfig, ScanBounds, ScanMemory,
+};
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
@@ -275,7 +277,13 @@ impl FileOpener for FastaOpener {
                     let _ = sender.blocking_send(Err(error));
                 }
             });
-            Ok(ReceiverStream::new(receiver).boxed())
+            let batches = ReceiverStream::new(receiver).map(|message| {
+                message.map(|(batch, handoff)| {
+                    handoff.detach();
+                    batch
+                })
+            });
+            Ok(batches.boxed())
         }
         .boxed())
     }
@@ -296,7 +304,8 @@ fn scan_bounds(range: Option<&FileRange>) -> Result<ScanBounds> {
     }
 }
 
-type BatchSender = mpsc::Sender<Result<RecordBatch>>;
+/// Batches with their [`Handoff`]: the stream detaches it when the batch leaves the scan.
+type BatchSender = mpsc::Sender<Result<(RecordBatch, Arc<Handoff>)>>;
 
 /// Runs on a blocking thread: parses the object and sends batches until the end, the first
 /// error, or the consumer going away (a failed send or a closed channel stops the loop).
@@ -323,7 +332,7 @@ fn read_to_channel(
         if sender.is_closed() {
             return;
         }
-        let message = match reader.next_batch() {
+        let message = match reader.next_handoff() {
             Ok(Some(batch)) => Ok(batch),
             Ok(None) => return,
             Err(error) => Err(DataFusionError::from(error)),

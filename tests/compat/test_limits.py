@@ -524,11 +524,6 @@ def test_create_table_as_copying_more_than_the_limit_is_resource_exhausted(
     assert_refused(missing, "INVALID_ARGUMENT", "copy")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="function guards (repeat, …) are on branch memacct, not yet in main; the server now "
-    "builds the 2 GB string (7.9 GB resident); the watch kills it at 2 GiB",
-)
 def test_repeat_two_billion_times_is_resource_exhausted(launch: Any, dataset: Dataset) -> None:
     assert_refused_for_memory(launch, dataset, "SELECT length(repeat('A', 2000000000)) AS n")
 

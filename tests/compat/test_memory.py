@@ -28,9 +28,12 @@ ALLOWANCE_BYTES = 200 << 20
 # without a limit the reader would take 2 GiB before failing) in a ~8 MB file.
 BOMB_MEMBERS = 10
 BOMB_MEMBER_BYTES = 256 << 20
-# Records of 50 Mbp: each one is a batch of its own and must be held whole.
+# Records of 30 Mbp: each one is a batch of its own and must be held whole. One stream holds
+# about three records' worth at its peak: the batch on its way to the client, its encoded
+# copy, and the next record being read (its buffer grows in steps, to 32 MiB here), which at
+# 128 MiB fits for 30 Mbp and not for 50 Mbp.
 LONG_RECORDS = 3
-LONG_RECORD_BASES = 50_000_000
+LONG_RECORD_BASES = 30_000_000
 LINE = 60
 
 CALL_TIMEOUT = 120.0

@@ -9,7 +9,9 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, String
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::memory::{OutOfMemory, SPARE_COLUMNS, ScanMemory, SpareOnDrop, TrackedVec};
+use super::memory::{
+    Handoff, InBatch, OutOfMemory, SPARE_COLUMNS, ScanMemory, SpareOnDrop, TrackedVec,
+};
 use crate::fasta::FastaProblem;
 
 /// Rows a first batch makes room for; later batches size themselves on the previous one.
@@ -171,6 +173,7 @@ fn utf8_array(
     values: TrackedVec<u8>,
     column: usize,
     nulls: Option<NullBuffer>,
+    handoff: &Arc<Handoff>,
 ) -> Result<ArrayRef, InconsistentBatch> {
     let well_formed = offsets.len() == rows + 1
         && offsets.first() == Some(&0)
@@ -185,8 +188,8 @@ fn utf8_array(
         ));
     }
     let offsets_len = offsets.len();
-    let offsets = batch_buffer(offsets, |offsets| offsets);
-    let values = batch_buffer(values, |values| SpareOnDrop::new(values, column));
+    let offsets = batch_buffer(offsets, |offsets| InBatch::new(offsets, handoff));
+    let values = batch_buffer(values, |values| SpareOnDrop::new(values, column, handoff));
     // SAFETY: the offsets were checked just above to be monotonic, start at 0 and stay
     // within `values`; every value is either a header part taken from a `str` validated by
     // `header_problem` and split at ASCII bytes, or sequence bytes that the reader's pending
@@ -314,7 +317,7 @@ impl BatchBuilder {
         schema: &SchemaRef,
         batch_rows: usize,
         batch_bytes: usize,
-    ) -> Result<RecordBatch, BatchError> {
+    ) -> Result<(RecordBatch, Arc<Handoff>), BatchError> {
         let rows = self.rows;
         let rows_hint = self.last_rows.max(rows).min(batch_rows);
         // Every buffer of the next batch is reserved before any of this batch goes downstream:
@@ -335,6 +338,12 @@ impl BatchBuilder {
             self.last_bytes[index] = column.finished_len();
             parts[index] = Some(column.take(rows_hint, bytes_hint)?);
         }
+        let bytes = parts
+            .iter()
+            .flatten()
+            .map(|(offsets, values)| offsets.reserved_bytes() + values.reserved_bytes())
+            .sum();
+        let handoff = Handoff::new(&self.sequence.memory, bytes);
         let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
         for (index, part) in parts.into_iter().enumerate() {
             let Some((offsets, values)) = part else {
@@ -344,7 +353,7 @@ impl BatchBuilder {
                 DESCRIPTION => self.description_nulls.finish(),
                 _ => None,
             };
-            let array = utf8_array(rows, offsets, values, index, nulls);
+            let array = utf8_array(rows, offsets, values, index, nulls, &handoff);
             arrays[index] = Some(array.map_err(BatchError::Inconsistent)?);
         }
         self.last_rows = rows.max(1);
@@ -362,8 +371,9 @@ impl BatchBuilder {
                 ))
             })?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(Arc::clone(schema), output, &options)
-            .map_err(|e| BatchError::Inconsistent(InconsistentBatch(e.to_string())))
+        let batch = RecordBatch::try_new_with_options(Arc::clone(schema), output, &options)
+            .map_err(|e| BatchError::Inconsistent(InconsistentBatch(e.to_string())))?;
+        Ok((batch, handoff))
     }
 }
 

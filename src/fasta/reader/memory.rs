@@ -1,11 +1,16 @@
 //! The memory one FASTA scan holds, reserved in DataFusion's memory pool before it is allocated.
 //!
 //! Every growable buffer of the reader is a [`TrackedVec`]: it asks the scan's reservation for
-//! more room before its capacity grows and gives the room back when it is dropped, wherever
-//! that happens (value buffers live on in the batches handed downstream). Capacity grows by
-//! doubling, so the pool is asked O(log n) times per buffer, never per line. Value buffers of
-//! finished batches come back as spares for reuse (faulting in fresh pages costs more than
-//! parsing the bytes); spares stay reserved, and are the first thing freed when the pool is full.
+//! more room before its capacity grows and gives the room back when it is dropped. Capacity
+//! grows by doubling, so the pool is asked O(log n) times per buffer, never per line.
+//!
+//! A batch stays reserved by the scan until it leaves the scan's stream ([`Handoff::detach`]):
+//! from there on, what holds it accounts for it, as DataFusion's operators do (a sort reserves
+//! the batches it buffers, the result stream the messages in flight), so nothing is counted
+//! twice. A batch dropped before it left (a cancelled scan) releases its buffers itself.
+//! Value buffers of finished batches come back as spares for reuse (faulting in fresh pages
+//! costs more than parsing the bytes): a spare is reserved again when it comes back, stays
+//! reserved while idle, and is the first thing freed when the pool is full.
 
 use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
@@ -228,6 +233,7 @@ impl ScanMemory {
                 TrackedVec {
                     vec: bytes,
                     memory: self.clone(),
+                    accounted: true,
                 }
             }
             None => TrackedVec::new(self),
@@ -253,6 +259,8 @@ impl ScanMemory {
         if fits
             && let Some(kept) = spares.by_column.get_mut(column)
             && kept.len() < SPARES_PER_COLUMN
+            // A buffer whose batch left the scan is reserved again, if the pool has room.
+            && (buffer.accounted || self.shared.reservation.try_grow(capacity).is_ok())
         {
             // Moving the bytes out leaves `buffer` empty: its drop releases nothing, and the
             // capacity stays reserved for the spare.
@@ -286,6 +294,8 @@ fn grown_capacity(capacity: usize, needed: usize, size: usize) -> usize {
 pub(super) struct TrackedVec<T> {
     vec: Vec<T>,
     memory: ScanMemory,
+    /// The capacity is part of the scan's reservation (false once its batch left the scan).
+    accounted: bool,
 }
 
 impl<T: Copy> TrackedVec<T> {
@@ -294,6 +304,16 @@ impl<T: Copy> TrackedVec<T> {
         Self {
             vec: Vec::new(),
             memory: memory.clone(),
+            accounted: true,
+        }
+    }
+
+    /// Bytes of the scan's reservation this vector holds.
+    pub(super) fn reserved_bytes(&self) -> usize {
+        if self.accounted {
+            self.vec.capacity() * size_of::<T>()
+        } else {
+            0
         }
     }
 
@@ -398,32 +418,92 @@ impl<T> DerefMut for TrackedVec<T> {
 
 impl<T> Drop for TrackedVec<T> {
     fn drop(&mut self) {
-        self.memory.release(self.vec.capacity() * size_of::<T>());
+        if self.accounted {
+            self.memory.release(self.vec.capacity() * size_of::<T>());
+        }
     }
 }
 
-/// Owner of a value buffer of a batch handed downstream: when the last batch using it is
-/// dropped, the buffer becomes a spare of its column (or is freed, its reservation released).
-/// Other buffers of a batch are owned by their [`TrackedVec`] itself.
+/// The buffers of one batch: reserved by the scan until the batch leaves it.
+#[derive(Debug)]
+pub struct Handoff {
+    memory: ScanMemory,
+    bytes: usize,
+    detached: AtomicBool,
+}
+
+impl Handoff {
+    /// A batch whose buffers hold `bytes` of `memory`'s reservation.
+    pub(super) fn new(memory: &ScanMemory, bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            memory: memory.clone(),
+            bytes,
+            detached: AtomicBool::new(false),
+        })
+    }
+
+    /// The batch leaves the scan: its buffers are no longer part of the scan's reservation
+    /// (what holds the batch downstream accounts for it). Call it while holding the batch.
+    pub fn detach(&self) {
+        if !self.detached.swap(true, Ordering::AcqRel) {
+            self.memory.release(self.bytes);
+        }
+    }
+
+    fn settle<T>(&self, buffer: &mut TrackedVec<T>) {
+        if self.detached.load(Ordering::Acquire) {
+            // Released by `detach`.
+            buffer.accounted = false;
+        }
+    }
+}
+
+/// Owner of a buffer (other than a value buffer) of a batch: frees it when the last batch
+/// using it is dropped, releasing its reservation unless the batch had left the scan.
+pub(super) struct InBatch<T> {
+    buffer: TrackedVec<T>,
+    handoff: Arc<Handoff>,
+}
+
+impl<T> InBatch<T> {
+    pub(super) fn new(buffer: TrackedVec<T>, handoff: &Arc<Handoff>) -> Self {
+        Self {
+            buffer,
+            handoff: Arc::clone(handoff),
+        }
+    }
+}
+
+impl<T> Drop for InBatch<T> {
+    fn drop(&mut self) {
+        self.handoff.settle(&mut self.buffer);
+    }
+}
+
+/// Owner of a value buffer of a batch: when the last batch using it is dropped, the buffer
+/// becomes a spare of its column (or is freed, its reservation released).
 pub(super) struct SpareOnDrop {
     buffer: Option<TrackedVec<u8>>,
     column: usize,
+    handoff: Arc<Handoff>,
 }
 
 impl SpareOnDrop {
-    /// Owns `buffer`, a value buffer of `column`.
-    pub(super) fn new(buffer: TrackedVec<u8>, column: usize) -> Self {
+    /// Owns `buffer`, a value buffer of `column` in the batch of `handoff`.
+    pub(super) fn new(buffer: TrackedVec<u8>, column: usize, handoff: &Arc<Handoff>) -> Self {
         buffer.memory.sent_downstream();
         Self {
             buffer: Some(buffer),
             column,
+            handoff: Arc::clone(handoff),
         }
     }
 }
 
 impl Drop for SpareOnDrop {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
+        if let Some(mut buffer) = self.buffer.take() {
+            self.handoff.settle(&mut buffer);
             let memory = buffer.memory.clone();
             memory.give_back(self.column, buffer);
             memory.came_back();
@@ -509,9 +589,69 @@ mod tests {
         let pool = pool(4);
         let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
         let buffer = memory.take_spare(0, 1000).unwrap();
-        let owner = SpareOnDrop::new(buffer, 0);
+        let handoff = Handoff::new(&memory, buffer.reserved_bytes());
+        let owner = SpareOnDrop::new(buffer, 0, &handoff);
         memory.stop_keeping_spares();
         drop(owner);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_batch_leaving_the_scan_is_released_and_its_buffers_come_back_reserved_again() {
+        let pool = pool(4);
+        let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
+        let values = memory.take_spare(2, 1 << 20).unwrap();
+        let offsets = TrackedVec::<i32>::with_capacity(1000, &memory).unwrap();
+        let (value_bytes, offset_bytes) = (values.reserved_bytes(), offsets.reserved_bytes());
+        let handoff = Handoff::new(&memory, value_bytes + offset_bytes);
+        let values = SpareOnDrop::new(values, 2, &handoff);
+        let offsets = InBatch::new(offsets, &handoff);
+        assert_eq!(pool.reserved(), value_bytes + offset_bytes);
+        handoff.detach();
+        handoff.detach();
+        assert_eq!(pool.reserved(), 0, "downstream accounts for the batch");
+        drop(offsets);
+        assert_eq!(pool.reserved(), 0);
+        drop(values);
+        assert_eq!(
+            pool.reserved(),
+            value_bytes,
+            "the value buffer is a spare again"
+        );
+        memory.stop_keeping_spares();
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_batch_dropped_before_it_left_releases_its_buffers() {
+        let pool = pool(4);
+        let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 0);
+        let offsets = TrackedVec::<i32>::with_capacity(1000, &memory).unwrap();
+        let handoff = Handoff::new(&memory, offsets.reserved_bytes());
+        let offsets = InBatch::new(offsets, &handoff);
+        assert!(pool.reserved() > 0);
+        drop(offsets);
+        assert_eq!(pool.reserved(), 0);
+        drop(handoff);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn a_spare_coming_back_when_the_pool_is_full_is_freed() {
+        let pool = pool(4);
+        let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
+        let values = memory.take_spare(1, 1 << 20).unwrap();
+        let handoff = Handoff::new(&memory, values.reserved_bytes());
+        let values = SpareOnDrop::new(values, 1, &handoff);
+        handoff.detach();
+        let other = memory.hold(4 << 20).unwrap();
+        drop(values);
+        assert_eq!(
+            pool.reserved(),
+            4 << 20,
+            "no room: the buffer was freed, not kept"
+        );
+        drop(other);
         assert_eq!(pool.reserved(), 0);
     }
 }

@@ -11,6 +11,7 @@ mod memory;
 mod validate;
 
 use std::io::Read;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -22,7 +23,7 @@ use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem};
 use super::error::{FastaError, FastaErrorLocation, FastaProblem};
 
 pub use self::columns::ColumnSelection;
-pub use self::memory::{OutOfMemory, ScanMemory};
+pub use self::memory::{Handoff, OutOfMemory, ScanMemory};
 
 /// Longest header line accepted; guards memory against binary input without newlines.
 pub const MAX_HEADER_BYTES: usize = 64 << 20;
@@ -90,7 +91,7 @@ enum Phase {
 /// Outcome of parsing what the block currently holds.
 enum Parsed {
     /// A batch is complete.
-    Batch(RecordBatch),
+    Batch((RecordBatch, Arc<Handoff>)),
     /// The block needs more input.
     NeedInput,
 }
@@ -136,8 +137,16 @@ impl<R: Read> FastaBatchReader<R> {
         }
     }
 
-    /// Returns the next batch, `None` at the end, or the first error found.
+    /// Returns the next batch, `None` at the end, or the first error found. The batch's
+    /// buffers stay reserved by the scan until the batch is dropped.
+    #[cfg(test)]
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, FastaError> {
+        Ok(self.next_handoff()?.map(|(batch, _)| batch))
+    }
+
+    /// Like [`Self::next_batch`], with the batch's [`Handoff`]: detaching it when the batch
+    /// leaves the scan hands the accounting of its buffers to whoever holds it then.
+    pub fn next_handoff(&mut self) -> Result<Option<(RecordBatch, Arc<Handoff>)>, FastaError> {
         loop {
             match self.phase {
                 Phase::Finished => return Ok(None),
@@ -484,7 +493,7 @@ impl<R: Read> FastaBatchReader<R> {
     }
 
     /// Builds a batch from the finished records; an unfinished record stays for the next one.
-    fn take_batch(&mut self) -> Result<RecordBatch, FastaError> {
+    fn take_batch(&mut self) -> Result<(RecordBatch, Arc<Handoff>), FastaError> {
         self.validate_pending()?;
         let taken = self.batch.take(
             &self.config.schema,
