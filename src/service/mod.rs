@@ -229,7 +229,11 @@ impl FlightbearService {
     async fn action(&self, action: Action) -> Result<Option<Bytes>, ServiceError> {
         match Request::from_action(&action)? {
             Request::CreatePreparedStatement(request) => {
-                let result = self.create_prepared_statement(request).await?;
+                let sql = request.query.clone();
+                let result = self
+                    .create_prepared_statement(request)
+                    .await
+                    .inspect_err(|e| self.planning_failed(&sql, e))?;
                 Ok(Some(result.as_any().encode_to_vec().into()))
             }
             Request::ClosePreparedStatement(request) => {

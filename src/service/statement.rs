@@ -53,9 +53,11 @@ impl FlightbearService {
     ) -> Result<FlightInfo, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
+        // The outer error is a failure to plan; the inner one, of a statement that ran (and
+        // logged itself).
         let planned = self
             .run_limited(deadline, async move {
-                match service.planner.plan(&handle).await? {
+                Ok(match service.planner.plan(&handle).await? {
                     Planned::NoRows(plan, ctx) => service
                         .run_statement(&handle, plan, ctx)
                         .await
@@ -65,13 +67,10 @@ impl FlightbearService {
                         handle.query_id = new_query_id();
                         Ok(Some((service.wire_schema(&physical.schema()), handle)))
                     }
-                }
+                })
             })
             .await;
-        let Some((schema, handle)) = planned.inspect_err(|e| {
-            log_failed_planning(&sql, e);
-            self.metrics.planning_failed(e.code());
-        })?
+        let Some((schema, handle)) = planned.inspect_err(|e| self.planning_failed(&sql, e))??
         else {
             return Ok(FlightInfo::new()
                 .try_with_schema(&Schema::empty())?
@@ -94,6 +93,7 @@ impl FlightbearService {
         deadline: Option<Deadline>,
     ) -> Result<SchemaRef, ServiceError> {
         let service = self.clone();
+        let sql = handle.sql.clone();
         self.run_limited(deadline, async move {
             Ok(match service.planner.plan(&handle).await? {
                 Planned::NoRows(..) => Arc::new(Schema::empty()),
@@ -101,6 +101,7 @@ impl FlightbearService {
             })
         })
         .await
+        .inspect_err(|e| self.planning_failed(&sql, e))
     }
 
     /// DoGet for a statement: run it on the query runtime and stream batches as they come.
@@ -196,15 +197,19 @@ impl FlightbearService {
         deadline: Option<Deadline>,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
+        let sql = handle.sql.clone();
+        // The outer error is a failure to plan; the inner one, of a statement that ran (and
+        // logged itself).
         self.run_limited(deadline, async move {
             match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => service.run_statement(&handle, plan, ctx).await,
+                Planned::NoRows(plan, ctx) => Ok(service.run_statement(&handle, plan, ctx).await),
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
             }
         })
         .await
+        .inspect_err(|e| self.planning_failed(&sql, e))?
     }
 
     /// Runs a statement without rows (DDL, SET) in a query slot on threads of its own, and
@@ -362,10 +367,14 @@ impl Drop for QueryLog {
     }
 }
 
-/// Planning errors of GetFlightInfo are logged like failed queries.
-fn log_failed_planning(sql: &str, error: &ServiceError) {
-    let sql = sql_for_log(sql);
-    tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
+impl FlightbearService {
+    /// Statements refused before they ran (bad SQL, limits, a deadline while planning) are
+    /// logged and counted like failed queries.
+    pub(super) fn planning_failed(&self, sql: &str, error: &ServiceError) {
+        let sql = sql_for_log(sql);
+        tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
+        self.metrics.planning_failed(error.code());
+    }
 }
 
 /// The ticket that streams a statement: a Flight SQL TicketStatementQuery around our handle.

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -207,6 +208,40 @@ def test_ddl_is_counted_and_logged_as_a_statement(metered: tuple[Server, Scraper
     assert metrics.delta(expected) == expected
     logged = [line for line in server.log().splitlines() if "CREATE VIEW answer" in line]
     assert len(logged) == 1 and 'kind="statement"' in logged[0], logged
+
+
+def failed(samples: dict[str, float], kind: str) -> float:
+    """Statements of ``kind`` that ended with any code but OK."""
+    prefix = 'flightbear_queries_total{code="'
+    return sum(
+        value
+        for key, value in samples.items()
+        if key.startswith(prefix) and f'kind="{kind}"' in key and 'code="OK"' not in key
+    )
+
+
+def test_each_failure_is_counted_and_logged_once_as_what_failed(
+    metered: tuple[Server, Scraper],
+) -> None:
+    """A DDL that fails while running is a failed statement, not also a failed planning; a
+    prepared statement with bad SQL (how ADBC and JDBC send most SQL) is a failed planning."""
+    server, metrics = metered
+    ddl = "CREATE VIEW twice AS SELECT 1 AS x"
+    with_client(server, lambda c: flight_info(c, ddl))
+    with pytest.raises(pa.ArrowInvalid, match="already exists"):
+        with_client(server, lambda c: flight_info(c, ddl))
+    with flightsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        with pytest.raises(flightsql.ProgrammingError):
+            cur.adbc_prepare("SELEC prepared_nonsense")
+    expected = {query("statement", "OK"): 1, query("planning", "INVALID_ARGUMENT"): 1}
+    metrics.delta(expected)
+    now, base = metrics.current, metrics.base
+    assert now[query("statement", "OK")] - base.get(query("statement", "OK"), 0) == 1
+    assert failed(now, "statement") - failed(base, "statement") == 1
+    assert failed(now, "planning") - failed(base, "planning") == 1
+    log = server.log()
+    assert log.count("twice AS SELECT") == 2, "one line per statement"
+    assert log.count("prepared_nonsense") == 1
 
 
 def test_spills_are_counted(metered: tuple[Server, Scraper]) -> None:
