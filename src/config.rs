@@ -51,7 +51,8 @@ pub struct Config {
     /// Open client connections accepted at once; more are refused until some close.
     pub max_connections: usize,
     /// Seconds a connection may stay silent (no bytes either way, keepalive pings included)
-    /// before it is closed; also the time a new connection has to start speaking HTTP/2.
+    /// before it is closed. A new connection has this long, but at most 10 s, to start
+    /// speaking HTTP/2 (see `server::connections`).
     pub idle_timeout: u64,
     /// Seconds between HTTP/2 keepalive pings (and TCP keepalive probes).
     pub keepalive_interval: u64,

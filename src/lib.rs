@@ -1,7 +1,8 @@
 //! flightbear: an Arrow Flight SQL server that serves FASTA and CSV files as SQL tables.
 //!
 //! Data flows one way: [`config`] → [`catalog`] (DataFusion session and tables, using [`fasta`])
-//! → [`service`] (Flight SQL over gRPC) → [`server`] (listener, health, shutdown).
+//! → [`service`] (Flight SQL over gRPC) → [`server`] (listener, health, shutdown); [`metrics`]
+//! is a leaf both service and server count into.
 //!
 //! | module | what it is |
 //! |---|---|
@@ -12,7 +13,8 @@
 //! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
 //! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
 //! | [`service`] | the Flight service: requests, planning, statements, metadata, errors |
-//! | [`server`] | the gRPC server: listener, health service, graceful shutdown |
+//! | [`metrics`] | what the server counts (RPCs, queries, connections), as Prometheus text |
+//! | [`server`] | the gRPC server: listener, connection limits, health, `/metrics`, graceful shutdown |
 //! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
 
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod catalog;
 pub mod compression;
 pub mod config;
 pub mod fasta;
+pub mod metrics;
 pub mod server;
 pub mod service;
 

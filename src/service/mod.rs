@@ -62,6 +62,7 @@ use request::Request;
 use running::RunningQueries;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -77,6 +78,7 @@ pub struct FlightbearService {
     queries: Arc<RunningQueries>,
     query_timeout: Option<Duration>,
     max_request_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl FlightbearService {
@@ -95,7 +97,14 @@ impl FlightbearService {
                 .then(|| Duration::from_secs(config.query_timeout)),
             // Room for the SQL text plus a bound parameter row and protobuf framing.
             max_request_bytes: max_sql_bytes.saturating_add(MIN_REQUEST_BYTES),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts into `metrics` (by default the service counts into metrics nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The tonic service for this server: requests are bounded, responses are not (large
@@ -220,7 +229,11 @@ impl FlightbearService {
     async fn action(&self, action: Action) -> Result<Option<Bytes>, ServiceError> {
         match Request::from_action(&action)? {
             Request::CreatePreparedStatement(request) => {
-                let result = self.create_prepared_statement(request).await?;
+                let sql = request.query.clone();
+                let result = self
+                    .create_prepared_statement(request)
+                    .await
+                    .inspect_err(|e| self.planning_failed(&sql, e))?;
                 Ok(Some(result.as_any().encode_to_vec().into()))
             }
             Request::ClosePreparedStatement(request) => {

@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -33,6 +33,7 @@ use super::planner::{Planned, Planner};
 use super::request::Request;
 use super::running::new_query_id;
 use super::{BoxStream, FlightbearService, wire};
+use crate::metrics::{Metrics, QueryOutcome};
 
 /// Flight messages buffered between a running query and its gRPC stream.
 const RESULT_CHANNEL_CAPACITY: usize = 1;
@@ -52,9 +53,11 @@ impl FlightbearService {
     ) -> Result<FlightInfo, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
+        // The outer error is a failure to plan; the inner one, of a statement that ran (and
+        // logged itself).
         let planned = self
             .run_limited(deadline, async move {
-                match service.planner.plan(&handle).await? {
+                Ok(match service.planner.plan(&handle).await? {
                     Planned::NoRows(plan, ctx) => service
                         .run_statement(&handle, plan, ctx)
                         .await
@@ -64,10 +67,11 @@ impl FlightbearService {
                         handle.query_id = new_query_id();
                         Ok(Some((service.wire_schema(&physical.schema()), handle)))
                     }
-                }
+                })
             })
             .await;
-        let Some((schema, handle)) = planned.inspect_err(|e| log_failed_planning(&sql, e))? else {
+        let Some((schema, handle)) = planned.inspect_err(|e| self.planning_failed(&sql, e))??
+        else {
             return Ok(FlightInfo::new()
                 .try_with_schema(&Schema::empty())?
                 .with_descriptor(descriptor)
@@ -89,6 +93,7 @@ impl FlightbearService {
         deadline: Option<Deadline>,
     ) -> Result<SchemaRef, ServiceError> {
         let service = self.clone();
+        let sql = handle.sql.clone();
         self.run_limited(deadline, async move {
             Ok(match service.planner.plan(&handle).await? {
                 Planned::NoRows(..) => Arc::new(Schema::empty()),
@@ -96,6 +101,7 @@ impl FlightbearService {
             })
         })
         .await
+        .inspect_err(|e| self.planning_failed(&sql, e))
     }
 
     /// DoGet for a statement: run it on the query runtime and stream batches as they come.
@@ -113,7 +119,7 @@ impl FlightbearService {
         let service = self.clone();
         let task = self.executor.spawn_query(async move {
             let _slot = slot;
-            let mut log = QueryLog::new(&handle.sql, "query");
+            let mut log = QueryLog::new(&service.metrics, &handle.sql, "query");
             let cancelled = registration.token().clone();
             let outcome = tokio::select! {
                 biased;
@@ -154,6 +160,7 @@ impl FlightbearService {
             }
             Planned::Rows(physical, ctx) => {
                 let schema = self.wire_schema(&physical.schema());
+                let _ = log.plan.set(Arc::clone(&physical));
                 let stream = execute_stream(physical, ctx.task_ctx())?;
                 let wire_schema = Arc::clone(&schema);
                 let rows = Arc::clone(&log.rows);
@@ -190,15 +197,19 @@ impl FlightbearService {
         deadline: Option<Deadline>,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
+        let sql = handle.sql.clone();
+        // The outer error is a failure to plan; the inner one, of a statement that ran (and
+        // logged itself).
         self.run_limited(deadline, async move {
             match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => service.run_statement(&handle, plan, ctx).await,
+                Planned::NoRows(plan, ctx) => Ok(service.run_statement(&handle, plan, ctx).await),
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
             }
         })
         .await
+        .inspect_err(|e| self.planning_failed(&sql, e))?
     }
 
     /// Runs a statement without rows (DDL, SET) in a query slot on threads of its own, and
@@ -209,7 +220,7 @@ impl FlightbearService {
         plan: LogicalPlan,
         ctx: SessionContext,
     ) -> Result<i64, ServiceError> {
-        let mut log = QueryLog::new(&handle.sql, "statement");
+        let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
         let outcome = async {
             let _slot = self.queries.admit().await?;
             self.executor
@@ -290,6 +301,9 @@ struct QueryLog {
     rows: Arc<AtomicU64>,
     bytes: AtomicU64,
     outcome: Option<(Code, String)>,
+    /// The physical plan once it runs: its operators' metrics say what spilled.
+    plan: OnceLock<Arc<dyn ExecutionPlan>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Longest SQL text a log line shows; longer text is cut with its full length noted.
@@ -304,7 +318,7 @@ fn sql_for_log(sql: &str) -> String {
 }
 
 impl QueryLog {
-    fn new(sql: &str, kind: &'static str) -> Self {
+    fn new(metrics: &Arc<Metrics>, sql: &str, kind: &'static str) -> Self {
         Self {
             sql: sql_for_log(sql),
             kind,
@@ -312,6 +326,8 @@ impl QueryLog {
             rows: Arc::new(AtomicU64::new(0)),
             bytes: AtomicU64::new(0),
             outcome: None,
+            plan: OnceLock::new(),
+            metrics: Arc::clone(metrics),
         }
     }
 
@@ -330,9 +346,18 @@ impl Drop for QueryLog {
             .outcome
             .take()
             .unwrap_or((Code::Cancelled, "the client went away".into()));
-        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        let elapsed = self.started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
         let rows = self.rows.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
+        self.metrics.query_finished(&QueryOutcome {
+            kind: self.kind,
+            code,
+            elapsed,
+            rows,
+            bytes,
+            plan: self.plan.get().map(|plan| plan.as_ref()),
+        });
         // Debug formatting keeps multi-line SQL on one log line.
         if code == Code::Ok {
             tracing::info!(kind = self.kind, code = ?code, elapsed_ms, rows, bytes, sql = ?self.sql, "query finished");
@@ -342,10 +367,14 @@ impl Drop for QueryLog {
     }
 }
 
-/// Planning errors of GetFlightInfo are logged like failed queries.
-fn log_failed_planning(sql: &str, error: &ServiceError) {
-    let sql = sql_for_log(sql);
-    tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
+impl FlightbearService {
+    /// Statements refused before they ran (bad SQL, limits, a deadline while planning) are
+    /// logged and counted like failed queries.
+    pub(super) fn planning_failed(&self, sql: &str, error: &ServiceError) {
+        let sql = sql_for_log(sql);
+        tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
+        self.metrics.planning_failed(error.code());
+    }
 }
 
 /// The ticket that streams a statement: a Flight SQL TicketStatementQuery around our handle.

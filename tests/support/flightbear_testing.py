@@ -15,10 +15,12 @@ import csv
 import gzip
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +172,57 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus metrics (``--metrics-bind``)
+# ---------------------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_key(name: str, **labels: str) -> str:
+    """A sample's key in ``parse_metrics``' result: ``name{a="1",b="2"}``, labels sorted."""
+    if not labels:
+        return name
+    inner = ",".join(f'{key}="{labels[key]}"' for key in sorted(labels))
+    return f"{name}{{{inner}}}"
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text page (format 0.0.4), keyed by ``metric_key``.
+
+    Raises ValueError on a line that is neither a comment nor a sample, or on a sample whose
+    metric family has no ``# HELP`` and ``# TYPE`` line before it.
+    """
+    samples: dict[str, float] = {}
+    described: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                described.setdefault(parts[2], set()).add(parts[1])
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            raise ValueError(f"not a Prometheus sample: {line!r}")
+        name, labels, value = match.groups()
+        # A histogram's samples are its family's name plus _bucket, _sum or _count.
+        family = name if name in described else name.rsplit("_", 1)[0]
+        if described.get(family) != {"HELP", "TYPE"}:
+            raise ValueError(f"no HELP and TYPE before {line!r}")
+        pairs = dict(_LABEL.findall(labels or ""))
+        samples[metric_key(name, **pairs)] = float(value)
+    return samples
+
+
+def scrape_metrics(address: str, path: str = "/metrics", timeout: float = 10.0) -> dict[str, float]:
+    """GET ``http://address/path`` and parse it with ``parse_metrics``."""
+    with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as response:
+        return parse_metrics(response.read().decode())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,32 @@
 //! Server wiring: session + tables + Flight service + grpc.health.v1 on a TCP listener, with graceful shutdown.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`connections`] | the connection cap, TCP keepalive, closing silent connections |
+//! | [`metrics_endpoint`] | `/metrics` over HTTP on its own listener |
+
+pub mod connections;
+pub mod metrics_endpoint;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::catalog::{self, CatalogError};
 use crate::config::{Config, TableFormat, TableSpec};
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::service::FlightbearService;
+use connections::{ConnectionLimits, OpenConnections};
+use metrics_endpoint::Scrape;
+
+/// Longest wait for the answer to an HTTP/2 keepalive ping (tonic's default).
+const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +65,19 @@ pub enum ServerError {
 pub struct RunningServer {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The address `/metrics` is served on, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl RunningServer {
@@ -65,7 +91,11 @@ impl RunningServer {
 
     /// Waits until the server stops.
     pub async fn wait(&mut self) -> Result<(), ServerError> {
-        match (&mut self.task).await {
+        let stopped = (&mut self.task).await;
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+        match stopped {
             Ok(result) => result.map_err(ServerError::from),
             // The server task only ends by returning; a join error means it panicked.
             Err(e) => Err(ServerError::Crashed(e.to_string())),
@@ -89,13 +119,13 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
         (
             "sequences",
             "sequences.fa",
-            include_bytes!("sample/sequences.fa"),
+            include_bytes!("../sample/sequences.fa"),
             TableFormat::Fasta,
         ),
         (
             "samples",
             "samples.csv",
-            include_bytes!("sample/samples.csv"),
+            include_bytes!("../sample/samples.csv"),
             TableFormat::Csv,
         ),
     ];
@@ -120,6 +150,14 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
     Ok(tables)
 }
 
+/// Binds `addr`.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
 /// Builds the catalog, binds the address and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let ctx = catalog::session_context(&config)
@@ -132,20 +170,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     catalog::register_tables(&ctx, &config, &tables).await?;
 
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.bind,
-        source,
-    })?;
+    let (listener, addr) = bind(config.bind).await?;
+    let metrics_listener = match config.metrics_bind {
+        Some(metrics_bind) => Some(bind(metrics_bind).await?),
+        None => None,
+    };
 
+    let metrics = Arc::new(Metrics::new());
+    let runtime = ctx.runtime_env();
     let service = FlightbearService::new(ctx, &config)
         .map_err(|e| ServerError::Execution(e.to_string()))?
-        .into_server();
+        .with_metrics(Arc::clone(&metrics));
+    let queries = Arc::clone(service.running_queries());
+    let service = service.into_server();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightbearService>>(
@@ -156,10 +193,28 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
+    let limits = ConnectionLimits::from_config(&config);
+    let open = Arc::new(OpenConnections::new(limits.max_connections));
+    let incoming = connections::incoming(listener, limits, Arc::clone(&open), Arc::clone(&metrics));
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let metrics_task = metrics_listener.map(|(listener, metrics_addr)| {
+        tracing::info!(%metrics_addr, "serving Prometheus metrics at /metrics");
+        let scrape = Scrape {
+            metrics: Arc::clone(&metrics),
+            queries,
+            runtime,
+            connections: open,
+        };
+        tokio::spawn(metrics_endpoint::serve(listener, Arc::new(scrape)))
+    });
+
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let keepalive = limits.keepalive_interval;
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(keepalive.map(|interval| interval.min(MAX_KEEPALIVE_TIMEOUT)))
+            .layer(RpcMetricsLayer::new(metrics))
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -176,7 +231,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     tracing::info!(%addr, "flightbear listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown: Some(tx),
         task,
+        metrics_task,
     })
 }
