@@ -20,7 +20,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 
 /// Spare value buffers kept per column: the one being consumed comes back while the next
 /// batch is built and another waits in the channel.
@@ -29,6 +31,9 @@ const SPARES_PER_COLUMN: usize = 2;
 /// Largest spare buffer kept, whatever the batch budget: reuse saves page faults, which only
 /// matter for buffers of batch size, and an idle buffer should not pin a huge record's memory.
 const MAX_SPARE_BYTES: usize = 64 << 20;
+
+/// Spares of one scan stay below this fraction of a limited pool.
+const SPARE_SHARE_OF_POOL: usize = 16;
 
 /// Smallest growth step in bytes: small buffers do not each ask the pool a dozen times.
 const MIN_GROWTH_BYTES: usize = 64 << 10;
@@ -84,14 +89,19 @@ impl RefUnwindSafe for ScanMemory {}
 
 impl ScanMemory {
     /// Registers a consumer named `name` in `pool`; value buffers totalling up to `spare_limit`
-    /// bytes (capped at [`MAX_SPARE_BYTES`]) are kept for reuse.
+    /// bytes are kept for reuse, capped at [`MAX_SPARE_BYTES`] and at a sixteenth of a limited
+    /// pool: a spare is a cache, and the pool cannot take it back for another query.
     pub fn new(pool: &Arc<dyn MemoryPool>, name: impl Into<String>, spare_limit: usize) -> Self {
         let reservation = MemoryConsumer::new(name).register(pool);
+        let pool_share = match pool.memory_limit() {
+            MemoryLimit::Finite(limit) => limit / SPARE_SHARE_OF_POOL,
+            MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+        };
         Self {
             shared: Arc::new(Shared {
                 reservation,
                 spares: Mutex::new(Default::default()),
-                spare_limit: spare_limit.min(MAX_SPARE_BYTES),
+                spare_limit: spare_limit.min(MAX_SPARE_BYTES).min(pool_share),
                 keeping_spares: AtomicBool::new(true),
                 downstream: Mutex::new(0),
                 released: Condvar::new(),
@@ -553,7 +563,7 @@ mod tests {
 
     #[test]
     fn spare_buffers_stay_reserved_are_reused_and_are_freed_under_pressure() {
-        let pool = pool(4);
+        let pool = pool(64);
         let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
         let buffer = memory.take_spare(2, 1 << 20).unwrap();
         let capacity = buffer.capacity();
@@ -562,8 +572,8 @@ mod tests {
         let reused = memory.take_spare(2, 1000).unwrap();
         assert_eq!(reused.capacity(), capacity, "the spare is reused");
         memory.give_back(2, reused);
-        // 3.5 MiB more only fits once the 1 MiB spare is freed.
-        let wanted = (3 << 20) + (512 << 10);
+        // 63.5 MiB more only fits once the 1 MiB spare is freed.
+        let wanted = (63 << 20) + (512 << 10);
         let held = memory.hold(wanted).unwrap();
         assert_eq!(pool.reserved(), wanted);
         drop(held);
@@ -572,7 +582,7 @@ mod tests {
 
     #[test]
     fn spares_of_all_columns_together_stay_within_their_limit() {
-        let pool = pool(16);
+        let pool = pool(64);
         let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 2 << 20);
         let buffers: Vec<_> = (0..3)
             .map(|column| memory.take_spare(column, 1 << 20).unwrap())
@@ -582,6 +592,22 @@ mod tests {
             memory.give_back(column, buffer);
         }
         assert_eq!(pool.reserved(), 2 * capacity, "the third buffer was freed");
+    }
+
+    #[test]
+    fn spares_stay_below_a_sixteenth_of_a_limited_pool() {
+        let pool = pool(16);
+        let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 64 << 20);
+        let small = memory.take_spare(0, 1 << 20).unwrap();
+        let large = memory.take_spare(1, 2 << 20).unwrap();
+        let small_capacity = small.capacity();
+        memory.give_back(0, small);
+        memory.give_back(1, large);
+        assert_eq!(
+            pool.reserved(),
+            small_capacity,
+            "the 2 MiB buffer was freed"
+        );
     }
 
     #[test]
@@ -598,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_batch_leaving_the_scan_is_released_and_its_buffers_come_back_reserved_again() {
-        let pool = pool(4);
+        let pool = pool(64);
         let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
         let values = memory.take_spare(2, 1 << 20).unwrap();
         let offsets = TrackedVec::<i32>::with_capacity(1000, &memory).unwrap();
@@ -638,17 +664,17 @@ mod tests {
 
     #[test]
     fn a_spare_coming_back_when_the_pool_is_full_is_freed() {
-        let pool = pool(4);
+        let pool = pool(64);
         let memory = ScanMemory::new(&pool, "FASTA reader t.fa", 4 << 20);
         let values = memory.take_spare(1, 1 << 20).unwrap();
         let handoff = Handoff::new(&memory, values.reserved_bytes());
         let values = SpareOnDrop::new(values, 1, &handoff);
         handoff.detach();
-        let other = memory.hold(4 << 20).unwrap();
+        let other = memory.hold(64 << 20).unwrap();
         drop(values);
         assert_eq!(
             pool.reserved(),
-            4 << 20,
+            64 << 20,
             "no room: the buffer was freed, not kept"
         );
         drop(other);
