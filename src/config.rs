@@ -58,7 +58,14 @@ pub struct Config {
     pub keepalive_interval: u64,
     /// Where Prometheus metrics are served at `/metrics` (`None`: not served).
     pub metrics_bind: Option<SocketAddr>,
+    /// Directories whose files clients may register as tables (none: clients cannot).
+    pub data_roots: Vec<PathBuf>,
+    /// Tables and views clients may create, all clients together.
+    pub max_client_tables: usize,
 }
+
+/// Default number of client-created tables and views.
+pub const DEFAULT_MAX_CLIENT_TABLES: usize = 100;
 
 /// Default longest SQL text.
 pub const DEFAULT_MAX_SQL_BYTES: ByteSize = ByteSize::mib(1);
@@ -85,6 +92,8 @@ impl Default for Config {
             idle_timeout: 120,
             keepalive_interval: 30,
             metrics_bind: None,
+            data_roots: Vec::new(),
+            max_client_tables: DEFAULT_MAX_CLIENT_TABLES,
         }
     }
 }
@@ -267,6 +276,12 @@ pub struct Overrides {
     /// `--metrics-bind`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_bind: Option<SocketAddr>,
+    /// `--data-root` (replaces the file's list when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_roots: Option<Vec<PathBuf>>,
+    /// `--max-client-tables`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_client_tables: Option<usize>,
     /// Tables from `--table`, `--fasta`, `--csv`; added to those of the file.
     #[serde(skip)]
     pub tables: Vec<TableSpec>,

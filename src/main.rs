@@ -109,6 +109,18 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
     #[arg(long, env = "FLIGHTBEAR_METRICS_BIND", value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
+    /// A directory whose files clients may register as tables (CREATE EXTERNAL TABLE);
+    /// repeat for several. Without one, clients cannot register files [default: none].
+    #[arg(
+        long = "data-root",
+        env = "FLIGHTBEAR_DATA_ROOTS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    data_roots: Vec<PathBuf>,
+    /// Tables and views clients may create, all clients together [default: 100].
+    #[arg(long, env = "FLIGHTBEAR_MAX_CLIENT_TABLES", value_name = "N")]
+    max_client_tables: Option<usize>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
     #[arg(
         long,
@@ -168,6 +180,16 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             keepalive_interval: self.keepalive_interval,
             metrics_bind: self.metrics_bind,
+            // An empty FLIGHTBEAR_DATA_ROOTS means "none given here".
+            data_roots: Some(self.data_roots.clone())
+                .filter(|roots| roots.iter().any(|root| !root.as_os_str().is_empty()))
+                .map(|roots| {
+                    roots
+                        .into_iter()
+                        .filter(|r| !r.as_os_str().is_empty())
+                        .collect()
+                }),
+            max_client_tables: self.max_client_tables,
             tables,
         })
     }

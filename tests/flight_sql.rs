@@ -184,7 +184,8 @@ async fn prepared_statements_bind_question_mark_and_dollar_parameters() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ddl_creates_and_drops_tables_and_views() {
     let fx = fixture();
-    let server = start_server(vec![], |_| {}).await;
+    let root = fx.dir_path.clone();
+    let server = start_server(vec![], |config| config.data_roots = vec![root]).await;
     let mut client = client(&server).await;
     let fa = fx.dir_path.join("seqs.fa");
 
@@ -242,7 +243,8 @@ async fn create_external_table_on_a_directory_reads_every_fasta_file() {
     std::fs::write(dir.path().join("a.fa"), ">a\nAC\n").unwrap();
     std::fs::write(dir.path().join("b.fasta"), ">b\nGT\n").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not fasta").unwrap();
-    let server = start_server(vec![], |_| {}).await;
+    let root = dir.path().to_path_buf();
+    let server = start_server(vec![], |config| config.data_roots = vec![root]).await;
     let mut client = client(&server).await;
     client
         .execute_update(

@@ -58,6 +58,9 @@ def server(data_files: DataFiles, tmp_path_factory: pytest.TempPathFactory) -> I
             f"big_record={data_files.big_record_fasta}",
             "--batch-rows",
             "1000",
+            # Clients may register the files the tests make (read_fasta_file, read_csv_file).
+            "--data-root",
+            str(tmp_path_factory.getbasetemp()),
         ],
         log,
     ) as running:

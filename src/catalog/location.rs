@@ -38,6 +38,9 @@ pub enum LocationError {
         "cannot tell the format of '{0}' from its name; use --fasta NAME=PATH or --csv NAME=PATH, or set format in the configuration"
     )]
     UnknownFormat(String),
+    /// A directory or glob naming more files than one table may have.
+    #[error("'{0}' names more than {max} files", max = MAX_FILES)]
+    TooManyFiles(String),
     /// Files of one CSV table must share one compression.
     #[error("'{0}' mixes compressed and uncompressed files; give them as separate tables")]
     MixedCompression(String),
@@ -75,7 +78,8 @@ pub fn format_of(path: &Path) -> Option<TableFormat> {
     }
 }
 
-fn has_glob_chars(location: &str) -> bool {
+/// True when a location is a glob pattern.
+pub fn has_glob_chars(location: &str) -> bool {
     location.contains(['*', '?', '['])
 }
 
@@ -108,7 +112,7 @@ pub fn resolve(
             ));
         }
         let mut files = Vec::new();
-        walk(path, &mut files)?;
+        walk(path, &mut files, &mut Default::default())?;
         return select(location, files, format);
     }
     let paths = glob::glob(location).map_err(|e| LocationError::BadGlob {
@@ -117,6 +121,9 @@ pub fn resolve(
     })?;
     let mut files = Vec::new();
     for entry in paths {
+        if files.len() >= MAX_FILES {
+            return Err(LocationError::TooManyFiles(location.to_string()));
+        }
         let entry = entry.map_err(|e| LocationError::Io {
             path: e.path().display().to_string(),
             source: std::io::Error::new(e.error().kind(), e.error().to_string()),
@@ -137,6 +144,32 @@ pub fn resolve(
             .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
     };
     finish(location, &files, format)
+}
+
+/// Lists the files of a location of a format flightbear does not know by name (Parquet, JSON,
+/// …): a file is itself, a glob its matching files, a directory its files ending in `extension`.
+pub fn files_ending_in(location: &str, extension: &str) -> Result<Vec<PathBuf>, LocationError> {
+    let path = Path::new(location);
+    if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, &mut files, &mut Default::default())?;
+        let extension = extension.to_ascii_lowercase();
+        files.retain(|f| {
+            f.to_string_lossy()
+                .to_ascii_lowercase()
+                .ends_with(&extension)
+        });
+        if files.is_empty() {
+            return Err(LocationError::NoFiles {
+                location: location.to_string(),
+                format: "matching",
+                extensions: extension,
+            });
+        }
+        return Ok(files);
+    }
+    // Any format will do for listing a file or a glob: every file they name is kept.
+    resolve(location, Some(TableFormat::Csv)).map(|(resolved, _)| resolved.files)
 }
 
 /// Keeps the files of a directory that have the format's extensions.
@@ -209,13 +242,27 @@ fn extensions_of(format: TableFormat) -> String {
     format!("{}, optionally compressed", exts.join(" "))
 }
 
-/// Lists regular files under `dir`, recursively, skipping hidden entries.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LocationError> {
+/// Most files a directory or glob may name: a bound on the work and memory of one listing.
+pub const MAX_FILES: usize = 100_000;
+
+/// Lists regular files under `dir`, recursively, skipping hidden entries; a directory reached
+/// twice (a symbolic link cycle) is listed once.
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), LocationError> {
     let io_err = |e: std::io::Error| LocationError::Io {
         path: dir.display().to_string(),
         source: e,
     };
+    if !visited.insert(dir.canonicalize().map_err(io_err)?) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        if out.len() >= MAX_FILES {
+            return Err(LocationError::TooManyFiles(dir.display().to_string()));
+        }
         let entry = entry.map_err(io_err)?;
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
@@ -223,7 +270,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LocationError> {
         let path = entry.path();
         let meta = std::fs::metadata(&path).map_err(io_err)?;
         if meta.is_dir() {
-            walk(&path, out)?;
+            walk(&path, out, visited)?;
         } else if meta.is_file() {
             out.push(path);
         }
@@ -284,6 +331,15 @@ mod tests {
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.fa", "b.fasta.gz", "c.fna"]);
+    }
+
+    #[test]
+    fn a_symlink_cycle_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.fa"), ">a\nA\n").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        let (resolved, _) = resolve(dir.path().to_str().unwrap(), None).unwrap();
+        assert_eq!(resolved.files.len(), 1);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
 
+pub mod client_tables;
+pub mod data_roots;
 pub mod functions;
 pub mod location;
 pub mod memory_table;

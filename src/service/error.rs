@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use super::handle::HandleError;
 use super::placeholders::PlaceholderError;
+use crate::catalog::client_tables::ConfineError;
 use crate::catalog::location::LocationError;
 use crate::fasta::FastaError;
 
@@ -59,9 +60,13 @@ pub enum ServiceError {
     /// The query ran past the server's time limit or the client's deadline.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// No query slot freed up in time.
+    /// No query slot freed up in time, or a server-wide count (client tables) is at its limit.
     #[error("{0}")]
     Busy(String),
+    /// The caller may not do this: a file outside the data roots, a protected table, DDL by a
+    /// reader or from a DoGet ticket.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// An invariant of ours does not hold: a server bug, never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,6 +99,7 @@ impl ServiceError {
             Self::Cancelled(_) => Code::Cancelled,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Busy(_) => Code::ResourceExhausted,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -122,6 +128,18 @@ impl From<ServiceError> for Status {
             tracing::error!(%message, "internal error answering a request");
         }
         Status::new(code, message)
+    }
+}
+
+impl From<ConfineError> for ServiceError {
+    fn from(error: ConfineError) -> Self {
+        match error {
+            ConfineError::Root(error) => Self::PermissionDenied(error.to_string()),
+            // Mapped like the same error from a table factory (NOT_FOUND, INVALID_ARGUMENT…).
+            ConfineError::Location(error) => {
+                Self::DataFusion(DataFusionError::External(Box::new(error)))
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 //! | [`error`] | the one error type and its mapping to gRPC codes |
 
 pub mod actions;
+pub mod authorize;
 pub mod complexity;
 pub mod deadline;
 pub mod decode_errors;
@@ -53,6 +54,7 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
+use authorize::{CatalogGuard, identity_of};
 use deadline::Deadline;
 pub use decode_errors::DecodeErrorsAsInvalidArgument;
 pub use error::ServiceError;
@@ -61,6 +63,8 @@ use planner::Planner;
 use request::Request;
 use running::RunningQueries;
 
+use crate::auth::Identity;
+use crate::catalog::data_roots::DataRoots;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -79,12 +83,16 @@ pub struct FlightbearService {
     query_timeout: Option<Duration>,
     max_request_bytes: usize,
     metrics: Arc<Metrics>,
+    guard: Arc<CatalogGuard>,
 }
 
 impl FlightbearService {
-    /// A service over the given session, with the limits and settings of `config`.
+    /// A service over the given session, with the limits and settings of `config`. The tables
+    /// registered in `ctx` now are the configured ones: clients cannot drop or replace them.
     pub fn new(ctx: SessionContext, config: &Config) -> std::io::Result<Self> {
         let max_sql_bytes = config.max_sql_bytes.as_usize();
+        let roots = DataRoots::new(&config.data_roots).map_err(std::io::Error::other)?;
+        let guard = Arc::new(CatalogGuard::new(&ctx, roots, config.max_client_tables));
         Ok(Self {
             planner: Planner::new(ctx, max_sql_bytes),
             string_view: config.string_view,
@@ -98,6 +106,7 @@ impl FlightbearService {
             // Room for the SQL text plus a bound parameter row and protobuf framing.
             max_request_bytes: max_sql_bytes.saturating_add(MIN_REQUEST_BYTES),
             metrics: Arc::new(Metrics::new()),
+            guard,
         })
     }
 
@@ -139,12 +148,17 @@ impl FlightbearService {
         &self,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
+        identity: Identity,
     ) -> Result<FlightInfo, ServiceError> {
         match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => self.statement_info(handle, descriptor, deadline).await,
+            Request::Query(handle) => {
+                self.statement_info(handle, descriptor, deadline, identity)
+                    .await
+            }
             Request::Table(path) => {
                 let handle = self.table_query(&path)?;
-                self.statement_info(handle, descriptor, deadline).await
+                self.statement_info(handle, descriptor, deadline, identity)
+                    .await
             }
             Request::Metadata(command) => {
                 let answer = metadata::answer(self.planner.catalog(), &command, self.string_view);
@@ -195,6 +209,7 @@ impl FlightbearService {
         &self,
         mut stream: Streaming<FlightData>,
         deadline: Option<Deadline>,
+        identity: Identity,
     ) -> Result<Bytes, ServiceError> {
         let first = stream
             .message()
@@ -211,7 +226,7 @@ impl FlightbearService {
                 } else {
                     handle
                 };
-                let record_count = self.update(handle, deadline).await?;
+                let record_count = self.update(handle, deadline, identity).await?;
                 DoPutUpdateResult { record_count }.encode_to_vec()
             }
             Request::Bind(handle) => {
@@ -295,8 +310,10 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let deadline = self.deadline(&request);
+        let identity = identity_of(&request);
         Ok(Response::new(
-            self.flight_info(request.into_inner(), deadline).await?,
+            self.flight_info(request.into_inner(), deadline, identity)
+                .await?,
         ))
     }
 
@@ -306,7 +323,10 @@ impl FlightService for FlightbearService {
     ) -> Result<Response<PollInfo>, Status> {
         // Planning is quick, so the answer is always complete on the first poll.
         let deadline = self.deadline(&request);
-        let info = self.flight_info(request.into_inner(), deadline).await?;
+        let identity = identity_of(&request);
+        let info = self
+            .flight_info(request.into_inner(), deadline, identity)
+            .await?;
         Ok(Response::new(PollInfo {
             info: Some(info),
             flight_descriptor: None,
@@ -340,7 +360,8 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let deadline = self.deadline(&request);
-        let app_metadata = self.put(request.into_inner(), deadline).await?;
+        let identity = identity_of(&request);
+        let app_metadata = self.put(request.into_inner(), deadline, identity).await?;
         Ok(Response::new(single(PutResult { app_metadata })))
     }
 

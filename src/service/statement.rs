@@ -33,6 +33,7 @@ use super::planner::{Planned, Planner};
 use super::request::Request;
 use super::running::new_query_id;
 use super::{BoxStream, FlightbearService, wire};
+use crate::auth::Identity;
 use crate::metrics::{Metrics, QueryOutcome};
 
 /// Flight messages buffered between a running query and its gRPC stream.
@@ -50,6 +51,7 @@ impl FlightbearService {
         mut handle: StatementHandle,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
+        identity: Identity,
     ) -> Result<FlightInfo, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -59,7 +61,7 @@ impl FlightbearService {
             .run_limited(deadline, async move {
                 Ok(match service.planner.plan(&handle).await? {
                     Planned::NoRows(plan, ctx) => service
-                        .run_statement(&handle, plan, ctx)
+                        .run_statement(&handle, plan, ctx, &identity)
                         .await
                         .map(|_| None),
                     Planned::Rows(physical, _) => {
@@ -153,8 +155,15 @@ impl FlightbearService {
         let results =
             MemoryConsumer::new("query results on their way to the client").register(pool);
         let (schema, batches) = match self.planner.plan(&handle).await? {
+            Planned::NoRows(LogicalPlan::Ddl(ddl), _) => {
+                return Err(ServiceError::PermissionDenied(format!(
+                    "{} runs from GetFlightInfo or DoPut, never from a DoGet ticket",
+                    ddl.name()
+                )));
+            }
             Planned::NoRows(plan, ctx) => {
-                // This stream already holds a query slot.
+                // A session statement (SET): it changes nothing shared. This stream already
+                // holds a query slot.
                 Planner::run_no_rows(plan, ctx).await?;
                 (Arc::new(Schema::empty()), futures::stream::empty().boxed())
             }
@@ -195,6 +204,7 @@ impl FlightbearService {
         &self,
         handle: StatementHandle,
         deadline: Option<Deadline>,
+        identity: Identity,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -202,7 +212,9 @@ impl FlightbearService {
         // logged itself).
         self.run_limited(deadline, async move {
             match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => Ok(service.run_statement(&handle, plan, ctx).await),
+                Planned::NoRows(plan, ctx) => {
+                    Ok(service.run_statement(&handle, plan, ctx, &identity).await)
+                }
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
@@ -219,9 +231,13 @@ impl FlightbearService {
         handle: &StatementHandle,
         plan: LogicalPlan,
         ctx: SessionContext,
+        identity: &Identity,
     ) -> Result<i64, ServiceError> {
         let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
         let outcome = async {
+            // Holds the DDL lock (for DDL) until the statement has run.
+            let authorized = self.guard.authorize(identity, plan, &ctx).await?;
+            let plan = authorized.plan.clone();
             let _slot = self.queries.admit().await?;
             self.executor
                 .spawn_query(Planner::run_no_rows(plan, ctx))?

@@ -428,8 +428,10 @@ def test_error_while_streaming(cur: Any) -> None:
 
 
 @pytest.fixture
-def ddl_server(launch: Any) -> Server:
-    server: Server = launch(tables=False)
+def ddl_server(launch: Any, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    # Every file the tests make (the dataset and each test's tmp_path) is under the base temp.
+    root = str(tmp_path_factory.getbasetemp())
+    server: Server = launch("--data-root", root, tables=False)
     return server
 
 

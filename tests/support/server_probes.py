@@ -42,8 +42,13 @@ class GrpcStatus:
     message: str
 
 
-# Arrow C++ words some codes its own way: "Flight returned timeout error", "Flight cancelled call".
-_PYARROW_NAMES = {"timeout": "DEADLINE_EXCEEDED", "cancelled": "CANCELLED"}
+# Arrow C++ words some codes its own way: "Flight returned timeout error", "Flight cancelled call",
+# and reports PERMISSION_DENIED as "unauthorized" (UNAUTHENTICATED is "unauthenticated").
+_PYARROW_NAMES = {
+    "timeout": "DEADLINE_EXCEEDED",
+    "cancelled": "CANCELLED",
+    "unauthorized": "PERMISSION_DENIED",
+}
 _PYARROW = re.compile(
     r"^(?:Flight|gRPC) (?:returned (?P<name>[a-z ]+?) error|(?P<cancelled>cancelled) call), "
     r"with message: (?P<message>.*?)(?:\. gRPC client debug context: .*)?$",

@@ -33,6 +33,10 @@ CLIENT_MESSAGES = {
     "Flight returned timeout error, with message: Deadline Exceeded": GrpcStatus(
         "DEADLINE_EXCEEDED", "Deadline Exceeded"
     ),
+    "Flight returned unauthorized error, with message: no": GrpcStatus("PERMISSION_DENIED", "no"),
+    "Flight returned unauthenticated error, with message: who": GrpcStatus(
+        "UNAUTHENTICATED", "who"
+    ),
     "Flight cancelled call, with message: Timeout expired": GrpcStatus(
         "CANCELLED", "Timeout expired"
     ),

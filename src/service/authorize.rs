@@ -1,0 +1,179 @@
+//! Who may change the catalog, and how: the one check every statement without rows passes
+//! before it runs (GetFlightInfo, DoPut updates and prepared statements alike).
+//!
+//! The rules: readers change nothing; tables configured at start cannot be dropped, replaced
+//! or shadowed; schemas and catalogs are fixed; client tables live in the default schema and
+//! are limited in number; files a client registers lie inside a data root (see
+//! [`crate::catalog::data_roots`]). Session statements (`SET`) change nothing shared and are
+//! always allowed. DDL is serialised, so the count limit holds exactly.
+
+use std::collections::HashSet;
+
+use datafusion::common::TableReference;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use tokio::sync::{Mutex, MutexGuard};
+use tonic::Request;
+
+use super::error::ServiceError;
+use crate::auth::Identity;
+use crate::catalog::data_roots::DataRoots;
+use crate::catalog::{CATALOG, SCHEMA, client_tables};
+
+/// The caller of a request, as the authentication layer found it (anonymous without one).
+pub fn identity_of<T>(request: &Request<T>) -> Identity {
+    request
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(Identity::anonymous)
+}
+
+/// The catalog's protections.
+#[derive(Debug)]
+pub struct CatalogGuard {
+    /// Names (lower case, in the default schema) of the tables configured at start.
+    protected: HashSet<String>,
+    roots: DataRoots,
+    max_client_tables: usize,
+    /// Held while a statement that changes the catalog is checked and run.
+    ddl: Mutex<()>,
+}
+
+/// A statement allowed to run; holds the DDL lock until dropped.
+pub struct Authorized<'a> {
+    /// The statement, with client locations replaced by the files they name.
+    pub plan: LogicalPlan,
+    _ddl: Option<MutexGuard<'a, ()>>,
+}
+
+impl CatalogGuard {
+    /// Protects the tables registered in `ctx` now (the configured ones).
+    pub fn new(ctx: &SessionContext, roots: DataRoots, max_client_tables: usize) -> Self {
+        let protected = ctx
+            .catalog(CATALOG)
+            .and_then(|catalog| catalog.schema(SCHEMA))
+            .map(|schema| schema.table_names().into_iter().collect())
+            .unwrap_or_default();
+        Self {
+            protected,
+            roots,
+            max_client_tables,
+            ddl: Mutex::new(()),
+        }
+    }
+
+    /// Checks a statement without rows for `identity`; DDL waits for the DDL lock.
+    pub async fn authorize(
+        &self,
+        identity: &Identity,
+        plan: LogicalPlan,
+        ctx: &SessionContext,
+    ) -> Result<Authorized<'_>, ServiceError> {
+        let LogicalPlan::Ddl(ddl) = plan else {
+            return Ok(Authorized { plan, _ddl: None });
+        };
+        if !identity.may_change_catalog() {
+            return Err(ServiceError::PermissionDenied(format!(
+                "user '{}' has the reader role and may not change the catalog ({})",
+                identity.user,
+                ddl.name()
+            )));
+        }
+        let lock = self.ddl.lock().await;
+        let ddl = match ddl {
+            DdlStatement::CreateExternalTable(mut cmd) => {
+                self.may_create(&cmd.name, ctx)?;
+                client_tables::confine(&mut cmd, &self.roots)?;
+                DdlStatement::CreateExternalTable(cmd)
+            }
+            DdlStatement::CreateMemoryTable(cmd) => {
+                self.may_create(&cmd.name, ctx)?;
+                DdlStatement::CreateMemoryTable(cmd)
+            }
+            DdlStatement::CreateView(cmd) => {
+                self.may_create(&cmd.name, ctx)?;
+                DdlStatement::CreateView(cmd)
+            }
+            DdlStatement::DropTable(cmd) => {
+                self.may_drop(&cmd.name)?;
+                DdlStatement::DropTable(cmd)
+            }
+            DdlStatement::DropView(cmd) => {
+                self.may_drop(&cmd.name)?;
+                DdlStatement::DropView(cmd)
+            }
+            DdlStatement::CreateCatalogSchema(_)
+            | DdlStatement::CreateCatalog(_)
+            | DdlStatement::DropCatalogSchema(_) => {
+                return Err(ServiceError::PermissionDenied(format!(
+                    "schemas and catalogs are fixed on this server ({} is not allowed)",
+                    ddl.name()
+                )));
+            }
+            other => {
+                return Err(ServiceError::PermissionDenied(format!(
+                    "{} is not allowed on this server",
+                    other.name()
+                )));
+            }
+        };
+        Ok(Authorized {
+            plan: LogicalPlan::Ddl(ddl),
+            _ddl: Some(lock),
+        })
+    }
+
+    /// The name of a table in the default schema, or PERMISSION_DENIED for another schema.
+    fn client_name(name: &TableReference) -> Result<String, ServiceError> {
+        let resolved = name.clone().resolve(CATALOG, SCHEMA);
+        if resolved.catalog.as_ref() != CATALOG || resolved.schema.as_ref() != SCHEMA {
+            return Err(ServiceError::PermissionDenied(format!(
+                "clients may create and drop tables and views only in {CATALOG}.{SCHEMA}, \
+                 not in {}.{}",
+                resolved.catalog, resolved.schema
+            )));
+        }
+        Ok(resolved.table.to_string())
+    }
+
+    fn protected_error(&self, table: &str) -> Option<ServiceError> {
+        self.protected.contains(table).then(|| {
+            ServiceError::PermissionDenied(format!(
+                "table '{table}' is configured by the server's operator: clients cannot drop, \
+                 replace or shadow it"
+            ))
+        })
+    }
+
+    fn may_create(&self, name: &TableReference, ctx: &SessionContext) -> Result<(), ServiceError> {
+        let table = Self::client_name(name)?;
+        if let Some(error) = self.protected_error(&table) {
+            return Err(error);
+        }
+        let existing: Vec<String> = ctx
+            .catalog(CATALOG)
+            .and_then(|catalog| catalog.schema(SCHEMA))
+            .map(|schema| schema.table_names())
+            .unwrap_or_default();
+        let client_tables = existing
+            .iter()
+            .filter(|name| !self.protected.contains(*name))
+            .count();
+        if !existing.contains(&table) && client_tables >= self.max_client_tables {
+            return Err(ServiceError::Busy(format!(
+                "clients have created {client_tables} tables and views, the most this server \
+                 keeps (--max-client-tables); drop one first"
+            )));
+        }
+        Ok(())
+    }
+
+    fn may_drop(&self, name: &TableReference) -> Result<(), ServiceError> {
+        let table = Self::client_name(name)?;
+        match self.protected_error(&table) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
