@@ -24,7 +24,7 @@ pub struct Config {
     /// Maximum rows per record batch (DataFusion's `batch_size`).
     pub batch_rows: usize,
     /// Byte budget per FASTA record batch; a batch closes when it holds this many bytes.
-    pub batch_bytes: usize,
+    pub batch_bytes: ByteSize,
     /// Send Utf8View/BinaryView columns as they are instead of converting them to Utf8/Binary.
     pub string_view: bool,
     /// Number of partitions DataFusion scans and executes in parallel (0 = number of cores).
@@ -76,7 +76,7 @@ impl Default for Config {
             bind: DEFAULT_BIND.parse().expect("valid default address"),
             tables: Vec::new(),
             batch_rows: crate::fasta::DEFAULT_BATCH_ROWS,
-            batch_bytes: crate::fasta::DEFAULT_BATCH_BYTES,
+            batch_bytes: ByteSize(crate::fasta::DEFAULT_BATCH_BYTES as u64),
             string_view: false,
             target_partitions: 0,
             log_format: LogFormat::Text,
@@ -230,7 +230,7 @@ pub struct Overrides {
     pub batch_rows: Option<usize>,
     /// `--batch-bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_bytes: Option<usize>,
+    pub batch_bytes: Option<ByteSize>,
     /// `--string-view`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub string_view: Option<bool>,
@@ -317,7 +317,7 @@ impl Config {
         if self.batch_rows == 0 {
             return Err(ConfigError::Invalid("batch_rows must be at least 1".into()));
         }
-        if self.batch_bytes < 1024 {
+        if self.batch_bytes.0 < 1024 {
             return Err(ConfigError::Invalid(
                 "batch_bytes must be at least 1024".into(),
             ));
@@ -444,6 +444,32 @@ mod tests {
         assert_eq!(config.batch_rows, 7);
         let names: Vec<_> = config.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn batch_bytes_and_data_roots_read_from_toml_with_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flightbear.toml");
+        std::fs::write(
+            &file,
+            "batch_bytes = \"4MiB\"\ndata_roots = [\"/data\", \"/srv\"]\nmax_client_tables = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(config.batch_bytes, ByteSize::mib(4));
+        assert_eq!(
+            config.data_roots,
+            [PathBuf::from("/data"), PathBuf::from("/srv")]
+        );
+        assert_eq!(config.max_client_tables, 3);
+        let overrides = Overrides {
+            batch_bytes: Some(ByteSize(65536)),
+            data_roots: Some(vec![PathBuf::from("/other")]),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), overrides).unwrap();
+        assert_eq!(config.batch_bytes, ByteSize(65536));
+        assert_eq!(config.data_roots, [PathBuf::from("/other")]);
     }
 
     #[test]

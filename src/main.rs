@@ -57,9 +57,9 @@ struct ServeArgs {
     /// Maximum rows per record batch [default: 8192].
     #[arg(long, env = "FLIGHTBEAR_BATCH_ROWS", value_name = "N")]
     batch_rows: Option<usize>,
-    /// Byte budget per FASTA record batch [default: 33554432].
-    #[arg(long, env = "FLIGHTBEAR_BATCH_BYTES", value_name = "BYTES")]
-    batch_bytes: Option<usize>,
+    /// Byte budget per FASTA record batch, e.g. 4MiB [default: 32MiB].
+    #[arg(long, env = "FLIGHTBEAR_BATCH_BYTES", value_name = "SIZE")]
+    batch_bytes: Option<ByteSize>,
     /// Partitions to scan and execute in parallel [default: number of cores].
     #[arg(long, env = "FLIGHTBEAR_TARGET_PARTITIONS", value_name = "N")]
     target_partitions: Option<usize>,

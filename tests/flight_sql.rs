@@ -629,7 +629,7 @@ async fn a_large_fasta_streams_in_many_bounded_batches() {
         format: Some(TableFormat::Fasta),
     }];
     let server = start_server(tables, |c| {
-        c.batch_bytes = budget;
+        c.batch_bytes = flightbear::bytesize::ByteSize(budget as u64);
         c.target_partitions = 1;
     })
     .await;
@@ -667,7 +667,10 @@ async fn a_client_that_abandons_a_stream_does_not_disturb_the_server() {
         path: path.display().to_string(),
         format: None,
     }];
-    let server = start_server(tables, |c| c.batch_bytes = 16 * 1024).await;
+    let server = start_server(tables, |c| {
+        c.batch_bytes = flightbear::bytesize::ByteSize(16 * 1024)
+    })
+    .await;
     let mut client = client(&server).await;
     for _ in 0..5 {
         let info = client

@@ -57,7 +57,7 @@ pub enum CatalogError {
 pub fn fasta_options(config: &Config) -> FastaOptions {
     FastaOptions {
         batch_rows: Some(config.batch_rows),
-        batch_bytes: config.batch_bytes,
+        batch_bytes: config.batch_bytes.as_usize(),
     }
 }
 
