@@ -32,6 +32,9 @@ pub enum ServiceError {
     /// A path descriptor names a table that does not exist.
     #[error("table '{0}' not found")]
     TableNotFound(String),
+    /// The caller's role does not allow the request.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A feature of the protocol flightbear does not offer.
     #[error("{0}")]
     Unsupported(String),
@@ -79,6 +82,7 @@ impl ServiceError {
             Self::InvalidRequest(_) | Self::Undecodable { .. } => Code::InvalidArgument,
             Self::TableNotFound(_) => Code::NotFound,
             Self::Unsupported(_) => Code::Unimplemented,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Handle(error) => error.code(),
             Self::Placeholder(error) => {
                 if error.is_client_fault() {
