@@ -357,7 +357,9 @@ impl Config {
             ));
         }
         if self.token_ttl == 0 {
-            return Err(ConfigError::Invalid("token_ttl must be at least 1 second".into()));
+            return Err(ConfigError::Invalid(
+                "token_ttl must be at least 1 second".into(),
+            ));
         }
         if let Some(secret) = &self.token_secret
             && secret.0.len() < MIN_TOKEN_SECRET_BYTES
@@ -513,15 +515,23 @@ mod tests {
             ..Overrides::default()
         };
         let config = Config::load(Some(&file), overrides).unwrap();
-        assert_eq!(config.users, Some(PathBuf::from("/etc/flightbear/users.toml")));
+        assert_eq!(
+            config.users,
+            Some(PathBuf::from("/etc/flightbear/users.toml"))
+        );
         assert_eq!(config.token_ttl, 60);
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
         let overrides = Overrides {
             token_secret: Some(TokenSecret("short".into())),
             ..Overrides::default()
         };
-        let error = Config::load(Some(&file), overrides).unwrap_err().to_string();
-        assert!(error.contains("token_secret must be at least 16 bytes"), "{error}");
+        let error = Config::load(Some(&file), overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("token_secret must be at least 16 bytes"),
+            "{error}"
+        );
         let overrides = Overrides {
             token_ttl: Some(0),
             ..Overrides::default()

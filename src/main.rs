@@ -119,7 +119,12 @@ struct ServeArgs {
     users: Option<PathBuf>,
     /// Secret that signs bearer tokens; replicas with the same secret accept each other's
     /// tokens [default: random per process].
-    #[arg(long, env = "FLIGHTBEAR_TOKEN_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     token_secret: Option<String>,
     /// Seconds a bearer token stays valid [default: 3600].
     #[arg(long, env = "FLIGHTBEAR_TOKEN_TTL", value_name = "SECONDS")]

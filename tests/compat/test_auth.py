@@ -142,10 +142,9 @@ def test_every_flight_rpc_without_credentials_is_unauthenticated(auth_server: Se
             with pytest.raises((flight.FlightError, OSError), match=UNAUTHENTICATED):
                 call()
                 pytest.fail(f"{name} answered without credentials")
-        writer, _ = client.do_put(
-            flight_sql_command("CommandStatementUpdate"), pa.schema([]), options
-        )
-        with pytest.raises(flight.FlightUnauthenticatedError):
+        with pytest.raises(flight.FlightUnauthenticatedError, match="authentication required"):
+            command = flight_sql_command("CommandStatementUpdate")
+            writer, _ = client.do_put(command, pa.schema([]), options)
             writer.close()
     finally:
         client.close()
