@@ -62,10 +62,30 @@ pub struct Config {
     pub data_roots: Vec<PathBuf>,
     /// Tables and views clients may create, all clients together.
     pub max_client_tables: usize,
+    /// The users file (`None`: no authentication, every caller is anonymous).
+    pub users: Option<PathBuf>,
+    /// The secret that signs bearer tokens (`None`: a random one per process).
+    pub token_secret: Option<TokenSecret>,
+    /// Seconds a bearer token stays valid.
+    pub token_ttl: u64,
 }
 
 /// Default number of client-created tables and views.
 pub const DEFAULT_MAX_CLIENT_TABLES: usize = 100;
+
+/// The token-signing secret; never shown in logs or Debug output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenSecret(pub String);
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSecret(..)")
+    }
+}
+
+/// The shortest token secret accepted: shorter ones can be guessed offline from any token.
+pub const MIN_TOKEN_SECRET_BYTES: usize = 16;
 
 /// Default longest SQL text.
 pub const DEFAULT_MAX_SQL_BYTES: ByteSize = ByteSize::mib(1);
@@ -94,6 +114,9 @@ impl Default for Config {
             metrics_bind: None,
             data_roots: Vec::new(),
             max_client_tables: DEFAULT_MAX_CLIENT_TABLES,
+            users: None,
+            token_secret: None,
+            token_ttl: 3600,
         }
     }
 }
@@ -282,6 +305,15 @@ pub struct Overrides {
     /// `--max-client-tables`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_client_tables: Option<usize>,
+    /// `--users`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
+    /// `--token-secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<TokenSecret>,
+    /// `--token-ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ttl: Option<u64>,
     /// Tables from `--table`, `--fasta`, `--csv`; added to those of the file.
     #[serde(skip)]
     pub tables: Vec<TableSpec>,
@@ -338,6 +370,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_connections must be at least 1".into(),
             ));
+        }
+        if self.token_ttl == 0 {
+            return Err(ConfigError::Invalid(
+                "token_ttl must be at least 1 second".into(),
+            ));
+        }
+        if let Some(secret) = &self.token_secret
+            && secret.0.len() < MIN_TOKEN_SECRET_BYTES
+        {
+            return Err(ConfigError::Invalid(format!(
+                "token_secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes (got {}); \
+                 a short secret can be guessed from any token",
+                secret.0.len()
+            )));
         }
         if self.idle_timeout <= self.keepalive_interval * 2 {
             return Err(ConfigError::Invalid(format!(
@@ -494,5 +540,43 @@ mod tests {
             Config::load(None, overrides),
             Err(ConfigError::DuplicateTable(_))
         ));
+    }
+
+    #[test]
+    fn authentication_settings_come_from_the_file_and_short_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flightbear.toml");
+        std::fs::write(
+            &file,
+            "users = \"/etc/flightbear/users.toml\"\ntoken_secret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            token_ttl: Some(60),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), overrides).unwrap();
+        assert_eq!(
+            config.users,
+            Some(PathBuf::from("/etc/flightbear/users.toml"))
+        );
+        assert_eq!(config.token_ttl, 60);
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let overrides = Overrides {
+            token_secret: Some(TokenSecret("short".into())),
+            ..Overrides::default()
+        };
+        let error = Config::load(Some(&file), overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("token_secret must be at least 16 bytes"),
+            "{error}"
+        );
+        let overrides = Overrides {
+            token_ttl: Some(0),
+            ..Overrides::default()
+        };
+        assert!(Config::load(None, overrides).is_err());
     }
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use flightbear::config::{ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec};
+use flightbear::config::{
+    ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec, TokenSecret,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -14,7 +16,7 @@ use tracing_subscriber::EnvFilter;
     name = "flightbear",
     version,
     about = "Serve FASTA and CSV files as SQL tables over Arrow Flight SQL",
-    after_help = "Examples:\n  flightbear serve\n  flightbear serve --table genome=GRCh38.fa.gz --table samples=samples.csv\n  flightbear serve --config flightbear.toml\n  flightbear healthcheck --addr http://127.0.0.1:50051"
+    after_help = "Examples:\n  flightbear serve\n  flightbear serve --table genome=GRCh38.fa.gz --table samples=samples.csv\n  flightbear serve --config flightbear.toml\n  flightbear healthcheck --addr http://127.0.0.1:50051\n  echo 's3cret' | flightbear hash-password"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Exit 0 if a server answers grpc.health.v1 with SERVING, 1 otherwise.
     Healthcheck(HealthArgs),
+    /// Read a password from stdin (one line) and print its argon2 hash for the users file.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -121,6 +125,22 @@ struct ServeArgs {
     /// Tables and views clients may create, all clients together [default: 100].
     #[arg(long, env = "FLIGHTBEAR_MAX_CLIENT_TABLES", value_name = "N")]
     max_client_tables: Option<usize>,
+    /// Users file (TOML `[[users]]` with name, password_hash, role): with it, every Flight
+    /// call needs a password or a bearer token [default: no authentication].
+    #[arg(long, env = "FLIGHTBEAR_USERS", value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Secret that signs bearer tokens; replicas with the same secret accept each other's
+    /// tokens [default: random per process].
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    token_secret: Option<String>,
+    /// Seconds a bearer token stays valid [default: 3600].
+    #[arg(long, env = "FLIGHTBEAR_TOKEN_TTL", value_name = "SECONDS")]
+    token_ttl: Option<u64>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
     #[arg(
         long,
@@ -190,6 +210,9 @@ impl ServeArgs {
                         .collect()
                 }),
             max_client_tables: self.max_client_tables,
+            users: self.users.clone(),
+            token_secret: self.token_secret.clone().map(TokenSecret),
+            token_ttl: self.token_ttl,
             tables,
         })
     }
@@ -322,6 +345,31 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
     }
 }
 
+/// Reads one line from stdin and prints its argon2 PHC hash.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("flightbear hash-password: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("flightbear hash-password: the password is empty; type it on stdin");
+        return ExitCode::from(2);
+    }
+    match flightbear::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flightbear hash-password: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -338,6 +386,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Healthcheck(args) => healthcheck(args).await,
+            Command::HashPassword => hash_password(),
         }
     })
 }

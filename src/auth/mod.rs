@@ -8,6 +8,7 @@
 pub mod token;
 pub mod users;
 
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
@@ -56,6 +57,31 @@ impl Identity {
         self.role == Role::Admin
     }
 }
+
+tokio::task_local! {
+    /// The caller of the request being served; `None` outside any request.
+    static CALLER: Option<Identity>;
+}
+
+/// Runs `work` as `identity` (the server's authentication layer does this for every call).
+pub async fn serve_as<F: Future>(identity: Identity, work: F) -> F::Output {
+    CALLER.scope(Some(identity), work).await
+}
+
+/// The caller of the request being served, `None` outside any request.
+pub fn caller() -> Option<Identity> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
+/// `work` carrying the current caller along, for work spawned onto other threads or runtimes.
+pub fn with_caller<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    CALLER.scope(caller(), work)
+}
+
+/// A token issued by a successful Handshake, put in the request's extensions so the
+/// Handshake answer can carry it in its payload too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken(pub String);
 
 /// Credentials as sent in an `authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +191,23 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_caller_follows_the_request_onto_spawned_work() {
+        assert_eq!(caller(), None);
+        let reader = Identity::user("rex", Role::Reader);
+        let seen = serve_as(reader.clone(), async {
+            tokio::spawn(with_caller(async { caller() })).await.unwrap()
+        })
+        .await;
+        assert_eq!(seen, Some(reader));
+        // Spawned without carrying it, the work has no caller (and is refused catalog changes).
+        let lost = serve_as(Identity::anonymous(), async {
+            tokio::spawn(async { caller() }).await.unwrap()
+        })
+        .await;
+        assert_eq!(lost, None);
+    }
 
     #[test]
     fn basic_credentials_decode_with_and_without_padding() {

@@ -2,9 +2,11 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | [`auth_layer`] | the authentication gate in front of the Flight service |
 //! | [`connections`] | the connection cap, TCP keepalive, closing silent connections |
 //! | [`metrics_endpoint`] | `/metrics` over HTTP on its own listener |
 
+pub mod auth_layer;
 pub mod connections;
 pub mod metrics_endpoint;
 
@@ -18,10 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth::{Authenticator, TokenKey, Users, UsersError};
 use crate::catalog::{self, CatalogError};
 use crate::config::{Config, TableFormat, TableSpec};
 use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::service::FlightbearService;
+use auth_layer::{AuthLayer, Gate};
 use connections::{ConnectionLimits, OpenConnections};
 use metrics_endpoint::Scrape;
 
@@ -34,6 +38,9 @@ pub enum ServerError {
     /// A table could not be registered.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The users file could not be used.
+    #[error(transparent)]
+    Users(#[from] UsersError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -150,6 +157,30 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
     Ok(tables)
 }
 
+/// The authentication gate the configuration asks for (`None`: no users file, no gate).
+fn gate(config: &Config) -> Result<Option<Gate>, ServerError> {
+    let Some(path) = &config.users else {
+        if config.token_secret.is_some() {
+            tracing::warn!("a token secret is set but no users file: authentication is off");
+        }
+        return Ok(None);
+    };
+    let users = Users::load(path)?;
+    let key = match &config.token_secret {
+        Some(secret) => TokenKey::new(secret.0.as_bytes()),
+        None => {
+            tracing::warn!(
+                "no token secret configured (--token-secret): tokens are signed with a random \
+                 key, so they do not survive a restart and other replicas refuse them"
+            );
+            TokenKey::random()
+        }
+    };
+    tracing::info!(users = %path.display(), "authentication on: every Flight call needs a password or a token");
+    let ttl = Duration::from_secs(config.token_ttl);
+    Ok(Some(Gate::new(Authenticator::new(users, key, ttl))))
+}
+
 /// Binds `addr`.
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
     let bind_error = |source| ServerError::Bind { addr, source };
@@ -160,6 +191,8 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 
 /// Builds the catalog, binds the address and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    // A bad users file stops the start before anything is served.
+    let gate = gate(&config)?;
     let ctx = catalog::session_context(&config)
         .map_err(|e| ServerError::Execution(e.strip_backtrace()))?;
     let tables = if config.tables.is_empty() && config.sample_data {
@@ -182,7 +215,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .map_err(|e| ServerError::Execution(e.to_string()))?
         .with_metrics(Arc::clone(&metrics));
     let queries = Arc::clone(service.running_queries());
-    let service = service.into_server();
+    let service = tower_layer::Layer::layer(&AuthLayer::new(gate), service.into_server());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<FlightbearService>>(

@@ -84,6 +84,7 @@ impl ServiceError {
             Self::InvalidRequest(_) | Self::Undecodable { .. } => Code::InvalidArgument,
             Self::TableNotFound(_) => Code::NotFound,
             Self::Unsupported(_) => Code::Unimplemented,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Handle(error) => error.code(),
             Self::Placeholder(error) => {
                 if error.is_client_fault() {
@@ -99,7 +100,6 @@ impl ServiceError {
             Self::Cancelled(_) => Code::Cancelled,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Busy(_) => Code::ResourceExhausted,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -61,7 +61,8 @@ impl QueryExecutor {
         F::Output: Send + 'static,
     {
         QueryTask {
-            handle: self.planning_handle.spawn(future),
+            // The caller goes along: planning checks what it may do.
+            handle: self.planning_handle.spawn(crate::auth::with_caller(future)),
             runtime: None,
         }
     }
@@ -84,7 +85,7 @@ impl QueryExecutor {
         let runtime = runtime(self.threads_per_query, "flightbear-query")
             .map_err(|e| ServiceError::Internal(format!("cannot start query threads: {e}")))?;
         Ok(QueryTask {
-            handle: runtime.spawn(future),
+            handle: runtime.spawn(crate::auth::with_caller(future)),
             runtime: Some(runtime),
         })
     }

@@ -287,12 +287,18 @@ impl FlightService for FlightbearService {
 
     async fn handshake(
         &self,
-        _request: GrpcRequest<Streaming<HandshakeRequest>>,
+        request: GrpcRequest<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        // No authentication yet: every client is welcome.
+        // The authentication layer checked the credentials; its token also goes in the payload
+        // (the header carries it too).
+        let payload = request
+            .extensions()
+            .get::<crate::auth::IssuedToken>()
+            .map(|token| Bytes::from(token.0.clone()))
+            .unwrap_or_default();
         Ok(Response::new(single(HandshakeResponse {
             protocol_version: 0,
-            payload: Bytes::new(),
+            payload,
         })))
     }
 

@@ -72,6 +72,7 @@ impl Planner {
         complexity::check(&statement)?;
         let plan = state.statement_to_plan(statement).await?;
         SQL_OPTIONS.verify_plan(&plan)?;
+        authorize_catalog_change(&plan)?;
         let values = handle.parameter_values()?;
         if values.is_empty() {
             return Ok((plan, ctx));
@@ -111,6 +112,28 @@ impl Planner {
         let frame = ctx.execute_logical_plan(plan).await?;
         frame.collect().await?;
         Ok(0)
+    }
+}
+
+/// Statements that change the shared catalog need a caller who may change it; `SET` and
+/// queries do not. Without a caller (work that lost its request) nothing is changed.
+fn authorize_catalog_change(plan: &LogicalPlan) -> Result<(), ServiceError> {
+    if !matches!(
+        plan,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
+    ) {
+        return Ok(());
+    }
+    match crate::auth::caller() {
+        Some(caller) if caller.may_change_catalog() => Ok(()),
+        Some(caller) => Err(ServiceError::PermissionDenied(format!(
+            "user '{}' is a reader and may not change the catalog (CREATE, DROP, INSERT); \
+             an admin may",
+            caller.user
+        ))),
+        None => Err(ServiceError::Internal(
+            "a catalog change was planned outside any request".into(),
+        )),
     }
 }
 

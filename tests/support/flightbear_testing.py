@@ -128,6 +128,9 @@ class Server:
         try:
             list(client.list_flights(options=flight.FlightCallOptions(timeout=2)))
             return True
+        except flight.FlightUnauthenticatedError:
+            # A server with a users file answers, by asking for credentials.
+            return True
         except flight.FlightError:
             return False
         finally:
