@@ -109,6 +109,16 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
     #[arg(long, env = "FLIGHTBEAR_METRICS_BIND", value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
+    /// PEM certificate (chain) of the server; with --tls-key, clients must connect with TLS
+    /// (grpc+tls://).
+    #[arg(long, env = "FLIGHTBEAR_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLIGHTBEAR_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "FLIGHTBEAR_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
     #[arg(
         long,
@@ -121,13 +131,22 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct HealthArgs {
-    /// Server address.
+    /// Server address; https://HOST:PORT speaks TLS.
     #[arg(
         long,
         env = "FLIGHTBEAR_HEALTHCHECK_ADDR",
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
+    /// PEM CA certificate(s) to verify an https:// server with [default: the system's roots].
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires mutual TLS (with --tls-key).
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 3)]
     timeout: u64,
@@ -168,6 +187,9 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             keepalive_interval: self.keepalive_interval,
             metrics_bind: self.metrics_bind,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             tables,
         })
     }
@@ -263,12 +285,16 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let timeout = Duration::from_secs(args.timeout);
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
             .map_err(|e| e.to_string())?
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(tls) = args.client_tls_config()? {
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| flightbear::server::tls::error_chain(&e))?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),
@@ -297,6 +323,35 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+impl HealthArgs {
+    /// The TLS settings for the check: `None` for an `http://` address.
+    fn client_tls_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        if !self.addr.starts_with("https://") {
+            if self.tls_ca.is_some() || self.tls_cert.is_some() {
+                return Err("--tls-ca and --tls-cert need an https:// address".into());
+            }
+            return Ok(None);
+        }
+        let mut tls = ClientTlsConfig::new();
+        match &self.tls_ca {
+            Some(path) => tls = tls.ca_certificate(Certificate::from_pem(read(path)?)),
+            None => tls = tls.with_native_roots(),
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        Ok(Some(tls))
     }
 }
 
