@@ -313,7 +313,13 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Err(e)) => {
-            eprintln!("flightbear healthcheck: {}: {e}", args.addr);
+            // Connected, but the answer was not HTTP/2: typically a TLS server.
+            let hint = if args.addr.starts_with("http://") && !e.contains("connect") {
+                " (the server does not speak plaintext HTTP/2: if it uses TLS, use https://)"
+            } else {
+                ""
+            };
+            eprintln!("flightbear healthcheck: {}: {e}{hint}", args.addr);
             ExitCode::FAILURE
         }
         Err(_) => {

@@ -52,6 +52,17 @@ impl ClientError {
             }
             source = cause.source();
         }
+        // The server's bytes were not HTTP/2 at all: most often a TLS server (its TLS alert
+        // reads as a broken frame). The connection failed; the server did not report an error.
+        if status.code() == Code::Internal && message.starts_with("h2 protocol error") {
+            return Self::Status {
+                code: Code::Unavailable,
+                message: format!(
+                    "{message} (the server does not speak plaintext gRPC: if it uses TLS, \
+                     connect with grpc+tls://)"
+                ),
+            };
+        }
         Self::Status {
             code: status.code(),
             message,

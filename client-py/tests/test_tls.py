@@ -1,12 +1,16 @@
-"""grpc+tls:// against a TLS Flight server with a self-signed certificate."""
+"""grpc+tls:// against a TLS Flight server (pyarrow's), with certificates made by openssl:
+server verification with ``tls_root_certs``, and mutual TLS with ``tls_cert_chain`` and
+``tls_private_key``, each given as PEM text, PEM bytes or a file path."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow.flight as flight
 import pytest
+from flightbear_testing import Pki, make_test_pki
 
 import flightbear
 from fake_flight import ScriptedServer
@@ -14,53 +18,93 @@ from fake_flight import ScriptedServer
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes, bytes]:
-    """A test CA and a localhost certificate it signed: (CA cert, server cert, server key)."""
-    root = tmp_path_factory.mktemp("tls")
-    ca_key, ca_cert = root / "ca.key", root / "ca.pem"
-    key, csr, cert, ext = root / "key.pem", root / "req.csr", root / "cert.pem", root / "ext.cnf"
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-        "-keyout", str(ca_key), "-out", str(ca_cert),
-    )  # fmt: skip
-    openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", str(key), "-out", str(csr),
-    )  # fmt: skip
-    ext.write_text(
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert),
-    )  # fmt: skip
-    return ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_test_pki(tmp_path_factory.mktemp("tls"))
+
+
+def server_identity(pki: Pki) -> list[flight.CertKeyPair]:
+    return [flight.CertKeyPair(pki.server.cert.read_bytes(), pki.server.key.read_bytes())]
 
 
 @pytest.fixture
-def tls_server(certificate):
-    _, cert, key = certificate
-    server = ScriptedServer(tls_certificates=[flight.CertKeyPair(cert, key)], tls=True)
+def tls_server(pki: Pki) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(tls_certificates=server_identity(pki), tls=True)
     yield server
     server.shutdown()
 
 
-def test_tls_with_the_servers_root_certificate_works(tls_server, certificate):
-    ca, _, _ = certificate
-    for roots in (ca, ca.decode()):
-        with flightbear.connect(
-            f"grpc+tls://localhost:{tls_server.port}", tls_root_certs=roots
-        ) as conn:
-            assert conn.sql("q").to_arrow_table().column("x").to_pylist() == [1, 2, 3]
+@pytest.fixture
+def mtls_server(pki: Pki) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(
+        tls_certificates=server_identity(pki),
+        verify_client=True,
+        root_certificates=pki.ca.read_bytes(),
+        tls=True,
+    )
+    yield server
+    server.shutdown()
 
 
-def test_tls_with_an_untrusted_certificate_is_a_connection_error(tls_server):
+def pem_forms(path: Path) -> list[str | bytes | Path]:
+    """The ways a PEM file can be given: its path (str or Path), its text and its bytes."""
+    return [path, str(path), path.read_text(), path.read_bytes()]
+
+
+def query(uri: str, **options) -> list[int]:
+    with flightbear.connect(uri, timeout=10, **options) as conn:
+        return conn.sql("q").to_arrow_table().column("x").to_pylist()
+
+
+def test_tls_with_the_servers_root_certificate_works(tls_server, pki):
+    for roots in pem_forms(pki.ca):
+        assert query(f"grpc+tls://localhost:{tls_server.port}", tls_root_certs=roots) == [1, 2, 3]
+
+
+def test_tls_with_an_untrusted_certificate_is_a_connection_error(tls_server, pki):
+    uri = f"grpc+tls://localhost:{tls_server.port}"
     with pytest.raises(flightbear.FlightConnectionError):
-        flightbear.connect(f"grpc+tls://localhost:{tls_server.port}", timeout=5).sql("q")
+        query(uri)
+    with pytest.raises(flightbear.FlightConnectionError):
+        query(uri, tls_root_certs=pki.other_ca)
+
+
+def test_mutual_tls_with_a_client_certificate_works(mtls_server, pki):
+    uri = f"grpc+tls://localhost:{mtls_server.port}"
+    for cert, key in zip(pem_forms(pki.client.cert), pem_forms(pki.client.key)):
+        assert query(uri, tls_root_certs=pki.ca, tls_cert_chain=cert, tls_private_key=key) == [
+            1,
+            2,
+            3,
+        ]
+
+
+def test_mutual_tls_without_a_good_client_certificate_is_refused(mtls_server, pki):
+    uri = f"grpc+tls://localhost:{mtls_server.port}"
+    with pytest.raises(flightbear.Error):
+        query(uri, tls_root_certs=pki.ca)
+    with pytest.raises(flightbear.Error):
+        query(
+            uri,
+            tls_root_certs=pki.ca,
+            tls_cert_chain=pki.other_client.cert,
+            tls_private_key=pki.other_client.key,
+        )
+
+
+def test_tls_options_are_checked_before_connecting(pki, tmp_path):
+    with pytest.raises(ValueError, match="grpc\\+tls://"):
+        flightbear.connect("grpc://localhost:1", tls_root_certs=pki.ca)
+    with pytest.raises(ValueError, match="go together"):
+        flightbear.connect("grpc+tls://localhost:1", tls_cert_chain=pki.client.cert)
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(ValueError, match="missing.pem"):
+        flightbear.connect("grpc+tls://localhost:1", tls_root_certs=missing)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    with pytest.raises(ValueError, match="no PEM block"):
+        flightbear.connect("grpc+tls://localhost:1", tls_root_certs=not_pem)
+    with pytest.raises(TypeError, match="tls_private_key"):
+        flightbear.connect(
+            "grpc+tls://localhost:1", tls_cert_chain=pki.client.cert, tls_private_key=42
+        )

@@ -124,6 +124,7 @@ def test_healthcheck_speaks_tls_to_https_addresses(tls_server, pki):
         assert (done.returncode, done.stdout.strip()) == (0, "SERVING"), done.stderr
     plaintext = healthcheck(f"http://127.0.0.1:{tls_server.port}")
     assert plaintext.returncode == 1
+    assert "use https://" in plaintext.stderr, plaintext.stderr
     untrusted = healthcheck(f"https://127.0.0.1:{tls_server.port}", "--tls-ca", pki.other_ca)
     assert untrusted.returncode == 1
     assert "certificate" in untrusted.stderr.lower(), untrusted.stderr
@@ -154,6 +155,13 @@ def test_a_plaintext_client_is_refused_and_the_server_keeps_serving(tls_server, 
         assert b"HTTP" not in received
     assert tls_server.alive()
     assert flight_answer(tls_server.uri, **client_options(pki)) == 42
+
+
+def test_the_flightbear_client_says_to_use_tls_against_a_tls_server(tls_server):
+    flightbear = pytest.importorskip("flightbear")
+    with pytest.raises(flightbear.FlightConnectionError, match="grpc\\+tls://"):
+        with flightbear.connect(f"grpc://127.0.0.1:{tls_server.port}", timeout=10) as conn:
+            conn.sql(QUERY).to_arrow_table()
 
 
 def test_a_silent_socket_is_closed_at_the_handshake_timeout(tls_server):
