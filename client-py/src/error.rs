@@ -52,20 +52,30 @@ impl ClientError {
             }
             source = cause.source();
         }
-        // The server's bytes were not HTTP/2 at all: most often a TLS server (its TLS alert
-        // reads as a broken frame). The connection failed; the server did not report an error.
-        if status.code() == Code::Internal && message.starts_with("h2 protocol error") {
-            return Self::Status {
-                code: Code::Unavailable,
-                message: format!(
-                    "{message} (the server does not speak plaintext gRPC: if it uses TLS, \
-                     connect with grpc+tls://)"
-                ),
-            };
-        }
         Self::Status {
             code: status.code(),
             message,
+        }
+    }
+
+    /// This error, for a call over a plaintext connection that failed before the server
+    /// answered: a TLS server answers a plaintext client with a TLS alert (which reads as a
+    /// broken HTTP/2 frame) or just hangs up. Either is a connection error that hints at TLS.
+    pub fn before_plaintext_answer(self) -> Self {
+        match self {
+            Self::Status { code, message }
+                if (code == Code::Internal && message.starts_with("h2 protocol error"))
+                    || (code == Code::Cancelled && message.contains("connection closed")) =>
+            {
+                Self::Status {
+                    code: Code::Unavailable,
+                    message: format!(
+                        "{message} (the server does not speak plaintext gRPC: if it uses TLS, \
+                         connect with grpc+tls://)"
+                    ),
+                }
+            }
+            other => other,
         }
     }
 
