@@ -60,12 +60,16 @@ impl ClientError {
 
     /// This error, for a call over a plaintext connection that failed before the server
     /// answered: a TLS server answers a plaintext client with a TLS alert (which reads as a
-    /// broken HTTP/2 frame) or just hangs up. Either is a connection error that hints at TLS.
+    /// broken HTTP/2 frame) or hangs up, while the client may still be writing. Each is a
+    /// connection error that hints at TLS.
     pub fn before_plaintext_answer(self) -> Self {
         match self {
+            // Transport failures come as INTERNAL, UNKNOWN or CANCELLED, depending on which
+            // side noticed first; the server never sends these texts.
             Self::Status { code, message }
-                if (code == Code::Internal && message.starts_with("h2 protocol error"))
-                    || (code == Code::Cancelled && message.contains("connection closed")) =>
+                if matches!(code, Code::Internal | Code::Unknown | Code::Cancelled)
+                    && (message.starts_with("h2 protocol error")
+                        || message.contains("transport error")) =>
             {
                 Self::Status {
                     code: Code::Unavailable,

@@ -98,7 +98,7 @@ def test_tls_options_are_checked_before_connecting(pki, tmp_path):
     with pytest.raises(ValueError, match="go together"):
         flightbear.connect("grpc+tls://localhost:1", tls_cert_chain=pki.client.cert)
     missing = tmp_path / "missing.pem"
-    with pytest.raises(ValueError, match="missing.pem"):
+    with pytest.raises(ValueError, match=r"missing\.pem"):
         flightbear.connect("grpc+tls://localhost:1", tls_root_certs=missing)
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("hello\n")

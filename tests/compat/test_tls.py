@@ -1,7 +1,7 @@
-"""TLS and mutual TLS: the server started with ``--tls-cert``/``--tls-key`` (and ``--tls-client-ca``)
-serves pyarrow.flight, ADBC, the flightbear client and ``flightbear healthcheck`` over
-``grpc+tls://``, and refuses plaintext clients, clients that do not trust its CA and, with mutual
-TLS, clients without a certificate from the client CA.
+"""TLS and mutual TLS: a server started with ``--tls-cert``/``--tls-key`` (and
+``--tls-client-ca``) serves pyarrow.flight, ADBC, the flightbear client and
+``flightbear healthcheck`` over ``grpc+tls://``, and refuses plaintext clients, clients that do
+not trust its CA and, with mutual TLS, clients without a certificate from the client CA.
 
 Certificates are made by ``openssl`` in the test (``make_test_pki``): a CA, a server
 certificate for localhost/127.0.0.1, a client certificate, and an unrelated CA with a client
@@ -22,7 +22,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 import pytest
 
-from flightbear_testing import Server, Pki, make_test_pki, server_binary
+from flightbear_testing import Pki, Server, make_test_pki, server_binary
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -249,9 +249,7 @@ def test_the_flightbear_client_presents_its_certificate(mtls_server, pki):
 
 def serve_error(*args: str | Path) -> subprocess.CompletedProcess[str]:
     command = [str(server_binary()), "serve", "--bind", "127.0.0.1:0", "--no-sample-data"]
-    done = subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0, done.stderr
     return done
 
