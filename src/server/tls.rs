@@ -157,6 +157,15 @@ mod tests {
         }
     }
 
+    /// Parses as PEM; not a usable certificate.
+    const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+
+    fn start_error(config: &Config) -> String {
+        server_tls_config(config, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn no_certificate_means_plaintext() {
         let tls = server_tls_config(&Config::default(), Duration::from_secs(1)).unwrap();
@@ -166,11 +175,9 @@ mod tests {
     #[test]
     fn a_missing_key_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config_with(dir.path(), "", "");
+        let mut config = config_with(dir.path(), CERT_PEM, "");
         config.tls_key = Some(dir.path().join("absent.key"));
-        let err = server_tls_config(&config, Duration::from_secs(1))
-            .unwrap_err()
-            .to_string();
+        let err = start_error(&config);
         assert!(
             err.contains("private key") && err.contains("absent.key"),
             "{err}"
@@ -181,9 +188,7 @@ mod tests {
     fn a_certificate_file_without_pem_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_with(dir.path(), "not a certificate\n", "");
-        let err = server_tls_config(&config, Duration::from_secs(1))
-            .unwrap_err()
-            .to_string();
+        let err = start_error(&config);
         assert!(
             err.contains("certificate") && err.contains("server.pem") && err.contains("BEGIN"),
             "{err}"
@@ -193,11 +198,8 @@ mod tests {
     #[test]
     fn a_key_file_holding_a_certificate_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
-        let config = config_with(dir.path(), pem, pem);
-        let err = server_tls_config(&config, Duration::from_secs(1))
-            .unwrap_err()
-            .to_string();
+        let config = config_with(dir.path(), CERT_PEM, CERT_PEM);
+        let err = start_error(&config);
         assert!(
             err.contains("private key") && err.contains("server.key"),
             "{err}"

@@ -96,12 +96,16 @@ def test_pyarrow_flight_queries_over_tls_by_address_and_by_name(tls_server, pki)
     assert flight_answer(localhost(tls_server), **client_options(pki)) == 42
 
 
+def adbc_rows(uri: str, **client_options: str) -> list[tuple[Any, ...]]:
+    """QUERY's rows through ADBC, with ``adbc.flight.sql.client_option.*`` settings."""
+    db_kwargs = {f"adbc.flight.sql.client_option.{k}": v for k, v in client_options.items()}
+    with flightsql.connect(uri, db_kwargs=db_kwargs) as conn, conn.cursor() as cur:
+        cur.execute(QUERY)
+        return list(cur.fetchall())
+
+
 def test_adbc_queries_over_tls(tls_server, pki):
-    db_kwargs = {"adbc.flight.sql.client_option.tls_root_certs": pki.ca.read_text()}
-    with flightsql.connect(tls_server.uri, db_kwargs=db_kwargs) as conn:
-        with conn.cursor() as cur:
-            cur.execute(QUERY)
-            assert cur.fetchall() == [(42,)]
+    assert adbc_rows(tls_server.uri, tls_root_certs=pki.ca.read_text()) == [(42,)]
 
 
 def test_the_flightbear_client_queries_over_tls(tls_server, pki):
@@ -206,11 +210,8 @@ def test_tls_connections_count_against_the_connection_cap(pki, tmp_path):
 def test_a_client_trusting_another_ca_is_refused(tls_server, pki):
     error = refused(tls_server.uri, tls_root_certs=pki.other_ca.read_bytes())
     assert "certificate" in error.lower() or "handshake" in error.lower(), error
-    db_kwargs = {"adbc.flight.sql.client_option.tls_root_certs": pki.other_ca.read_text()}
     with pytest.raises(flightsql.Error):
-        with flightsql.connect(tls_server.uri, db_kwargs=db_kwargs) as conn:
-            with conn.cursor() as cur:
-                cur.execute(QUERY)
+        adbc_rows(tls_server.uri, tls_root_certs=pki.other_ca.read_text())
 
 
 def test_mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca(mtls_server, pki):
@@ -221,15 +222,13 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca(mtl
 
 def test_mutual_tls_serves_clients_with_a_good_certificate(mtls_server, pki):
     assert flight_answer(mtls_server.uri, **client_options(pki, pki.client)) == 42
-    db_kwargs = {
-        "adbc.flight.sql.client_option.tls_root_certs": pki.ca.read_text(),
-        "adbc.flight.sql.client_option.mtls_cert_chain": pki.client.cert.read_text(),
-        "adbc.flight.sql.client_option.mtls_private_key": pki.client.key.read_text(),
-    }
-    with flightsql.connect(mtls_server.uri, db_kwargs=db_kwargs) as conn:
-        with conn.cursor() as cur:
-            cur.execute(QUERY)
-            assert cur.fetchall() == [(42,)]
+    rows = adbc_rows(
+        mtls_server.uri,
+        tls_root_certs=pki.ca.read_text(),
+        mtls_cert_chain=pki.client.cert.read_text(),
+        mtls_private_key=pki.client.key.read_text(),
+    )
+    assert rows == [(42,)]
 
 
 def test_the_flightbear_client_presents_its_certificate(mtls_server, pki):
