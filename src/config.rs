@@ -68,6 +68,13 @@ pub struct Config {
     pub token_secret: Option<TokenSecret>,
     /// Seconds a bearer token stays valid.
     pub token_ttl: u64,
+    /// PEM certificate chain the server presents; with `tls_key`, the listener speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates; when set, clients must present one
+    /// (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Default number of client-created tables and views.
@@ -117,6 +124,9 @@ impl Default for Config {
             users: None,
             token_secret: None,
             token_ttl: 3600,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -314,6 +324,15 @@ pub struct Overrides {
     /// `--token-ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ttl: Option<u64>,
+    /// `--tls-cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Tables from `--table`, `--fasta`, `--csv`; added to those of the file.
     #[serde(skip)]
     pub tables: Vec<TableSpec>,
@@ -391,6 +410,28 @@ impl Config {
                  healthy idle connections would be closed between keepalive pings",
                 self.idle_timeout, self.keepalive_interval
             )));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert is set but tls_key is not: TLS needs both the certificate and its \
+                     private key"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls_key is set but tls_cert is not: TLS needs both the certificate and its \
+                     private key"
+                        .into(),
+                ));
+            }
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "tls_client_ca needs tls_cert and tls_key: mutual TLS runs over TLS".into(),
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -525,6 +566,28 @@ mod tests {
         std::fs::write(&file, "bnd = \"x\"\n").unwrap();
         let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_certificate_and_key() {
+        let only_cert = Overrides {
+            tls_cert: Some("server.pem".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, only_cert).unwrap_err().to_string();
+        assert!(err.contains("tls_key is not"), "{err}");
+        let only_key = Overrides {
+            tls_key: Some("server.key".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, only_key).unwrap_err().to_string();
+        assert!(err.contains("tls_cert is not"), "{err}");
+        let only_client_ca = Overrides {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, only_client_ca).unwrap_err().to_string();
+        assert!(err.contains("mutual TLS"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,16 @@ struct ServeArgs {
     /// Seconds a bearer token stays valid [default: 3600].
     #[arg(long, env = "FLIGHTBEAR_TOKEN_TTL", value_name = "SECONDS")]
     token_ttl: Option<u64>,
+    /// PEM certificate (chain) of the server; with --tls-key, clients must connect with TLS
+    /// (grpc+tls://).
+    #[arg(long, env = "FLIGHTBEAR_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLIGHTBEAR_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "FLIGHTBEAR_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Seconds to let open requests finish after SIGINT/SIGTERM before exiting.
     #[arg(
         long,
@@ -153,13 +163,22 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct HealthArgs {
-    /// Server address.
+    /// Server address; https://HOST:PORT speaks TLS.
     #[arg(
         long,
         env = "FLIGHTBEAR_HEALTHCHECK_ADDR",
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
+    /// PEM CA certificate(s) to verify an https:// server with [default: the system's roots].
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires mutual TLS (with --tls-key).
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLIGHTBEAR_HEALTHCHECK_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 3)]
     timeout: u64,
@@ -213,6 +232,9 @@ impl ServeArgs {
             users: self.users.clone(),
             token_secret: self.token_secret.clone().map(TokenSecret),
             token_ttl: self.token_ttl,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             tables,
         })
     }
@@ -308,12 +330,16 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let timeout = Duration::from_secs(args.timeout);
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
             .map_err(|e| e.to_string())?
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(tls) = args.client_tls_config()? {
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| flightbear::server::tls::error_chain(&e))?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),
@@ -332,7 +358,13 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Err(e)) => {
-            eprintln!("flightbear healthcheck: {}: {e}", args.addr);
+            // Connected, but the answer was not HTTP/2: typically a TLS server.
+            let hint = if args.addr.starts_with("http://") && !e.contains("connect") {
+                " (the server does not speak plaintext HTTP/2: if it uses TLS, use https://)"
+            } else {
+                ""
+            };
+            eprintln!("flightbear healthcheck: {}: {e}{hint}", args.addr);
             ExitCode::FAILURE
         }
         Err(_) => {
@@ -367,6 +399,35 @@ fn hash_password() -> ExitCode {
             eprintln!("flightbear hash-password: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl HealthArgs {
+    /// The TLS settings for the check: `None` for an `http://` address.
+    fn client_tls_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        if !self.addr.starts_with("https://") {
+            if self.tls_ca.is_some() || self.tls_cert.is_some() {
+                return Err("--tls-ca and --tls-cert need an https:// address".into());
+            }
+            return Ok(None);
+        }
+        let mut tls = ClientTlsConfig::new();
+        match &self.tls_ca {
+            Some(path) => tls = tls.ca_certificate(Certificate::from_pem(read(path)?)),
+            None => tls = tls.with_native_roots(),
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        Ok(Some(tls))
     }
 }
 

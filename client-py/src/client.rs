@@ -39,6 +39,8 @@ pub struct FlightSqlClient {
     /// Headers sent with every call, the bearer token included.
     headers: Arc<MetadataMap>,
     timeout: Option<Duration>,
+    /// `grpc://`: failures before an answer may mean the server wants TLS.
+    plaintext: bool,
 }
 
 /// What a query returns before any row is fetched: its schema and where to fetch the rows.
@@ -71,6 +73,7 @@ impl FlightSqlClient {
             inner,
             headers: Arc::new(options.headers.clone()),
             timeout: options.timeout,
+            plaintext: !options.uri.tls,
         };
         if let Some((username, password)) = basic_auth {
             client.handshake(username, password).await?;
@@ -94,10 +97,18 @@ impl FlightSqlClient {
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, ClientError> {
+        let failed = |status: tonic::Status| {
+            let error = ClientError::from(status);
+            if self.plaintext {
+                error.before_plaintext_answer()
+            } else {
+                error
+            }
+        };
         match self.timeout {
-            None => Ok(call.await?),
+            None => call.await.map_err(failed),
             Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(answer) => Ok(answer?),
+                Ok(answer) => answer.map_err(failed),
                 Err(_) => Err(ClientError::Status {
                     code: tonic::Code::DeadlineExceeded,
                     message: format!(

@@ -1,5 +1,6 @@
 //! The Python-facing classes: `connect`, `Connection` and the lazily fetched `QueryResult`.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,6 +34,8 @@ impl From<OptionError> for PyErr {
     token = None,
     headers = None,
     tls_root_certs = None,
+    tls_cert_chain = None,
+    tls_private_key = None,
     timeout = None,
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -44,6 +47,8 @@ pub fn connect(
     token: Option<String>,
     headers: Option<&Bound<'_, PyAny>>,
     tls_root_certs: Option<&Bound<'_, PyAny>>,
+    tls_cert_chain: Option<&Bound<'_, PyAny>>,
+    tls_private_key: Option<&Bound<'_, PyAny>>,
     timeout: Option<f64>,
 ) -> PyResult<Connection> {
     let uri = FlightUri::parse(uri)?;
@@ -56,15 +61,30 @@ pub fn connect(
             )));
         }
     };
-    let tls_root_certs = tls_root_certs.map(pem_bytes).transpose()?;
-    if tls_root_certs.is_some() && !uri.tls {
+    let pem =
+        |value: Option<&Bound<'_, PyAny>>, name| value.map(|v| pem_bytes(v, name)).transpose();
+    let tls_root_certs = pem(tls_root_certs, "tls_root_certs")?;
+    let tls_identity = match (
+        pem(tls_cert_chain, "tls_cert_chain")?,
+        pem(tls_private_key, "tls_private_key")?,
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "tls_cert_chain and tls_private_key go together",
+            ));
+        }
+    };
+    if (tls_root_certs.is_some() || tls_identity.is_some()) && !uri.tls {
         return Err(PyValueError::new_err(
-            "tls_root_certs needs a grpc+tls:// URI",
+            "tls_root_certs, tls_cert_chain and tls_private_key need a grpc+tls:// URI",
         ));
     }
     let mut options = ConnectOptions {
         uri,
         tls_root_certs,
+        tls_identity,
         timeout,
         headers: Default::default(),
     };
@@ -109,16 +129,39 @@ pub fn connect(
     })
 }
 
-fn pem_bytes(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(text) = value.cast::<PyString>() {
-        Ok(text.extract::<String>()?.into_bytes())
-    } else if let Ok(bytes) = value.cast::<PyBytes>() {
-        Ok(bytes.as_bytes().to_vec())
+/// PEM given as text or bytes, or the contents of the file a path (`str` without a PEM block,
+/// or `os.PathLike`) names.
+fn pem_bytes(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u8>> {
+    const PEM_BEGIN: &[u8] = b"-----BEGIN ";
+    let contains_pem = |bytes: &[u8]| bytes.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN);
+    let path: PathBuf = if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    } else if let Ok(text) = value.cast::<PyString>() {
+        let text = text.extract::<String>()?;
+        if contains_pem(text.as_bytes()) {
+            return Ok(text.into_bytes());
+        }
+        text.into()
+    } else if let Ok(path) = value.extract::<PathBuf>() {
+        path
     } else {
-        Err(PyTypeError::new_err(
-            "tls_root_certs must be PEM text (str or bytes)",
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be PEM text (str or bytes) or the path of a PEM file"
+        )));
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        PyValueError::new_err(format!(
+            "{name}: not PEM text, and cannot read it as a file {}: {e}",
+            path.display()
         ))
+    })?;
+    if !contains_pem(&bytes) {
+        return Err(PyValueError::new_err(format!(
+            "{name}: {} holds no PEM block (-----BEGIN ...)",
+            path.display()
+        )));
     }
+    Ok(bytes)
 }
 
 struct ConnectionState {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::error::ClientError;
 
@@ -74,6 +74,8 @@ pub struct ConnectOptions {
     pub uri: FlightUri,
     /// PEM certificates to trust instead of the system roots (TLS only).
     pub tls_root_certs: Option<Vec<u8>>,
+    /// PEM certificate chain and private key presented to a server that asks (mutual TLS).
+    pub tls_identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Limit on connecting and on each call's first answer; `None` waits forever.
     pub timeout: Option<Duration>,
     /// Sent with every call.
@@ -113,6 +115,9 @@ impl ConnectOptions {
                 Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
                 None => tls.with_native_roots(),
             };
+            if let Some((cert, key)) = &self.tls_identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| ClientError::connect(uri, &e))?;

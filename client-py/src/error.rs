@@ -58,6 +58,31 @@ impl ClientError {
         }
     }
 
+    /// This error, for a call over a plaintext connection that failed before the server
+    /// answered: a TLS server answers a plaintext client with a TLS alert (which reads as a
+    /// broken HTTP/2 frame) or hangs up, while the client may still be writing. Each is a
+    /// connection error that hints at TLS.
+    pub fn before_plaintext_answer(self) -> Self {
+        match self {
+            // Transport failures come as INTERNAL, UNKNOWN or CANCELLED, depending on which
+            // side noticed first; the server never sends these texts.
+            Self::Status { code, message }
+                if matches!(code, Code::Internal | Code::Unknown | Code::Cancelled)
+                    && (message.starts_with("h2 protocol error")
+                        || message.contains("transport error")) =>
+            {
+                Self::Status {
+                    code: Code::Unavailable,
+                    message: format!(
+                        "{message} (the server does not speak plaintext gRPC: if it uses TLS, \
+                         connect with grpc+tls://)"
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Error for a transport failure while connecting.
     pub fn connect(uri: &str, error: &dyn std::error::Error) -> Self {
         Self::Connect {

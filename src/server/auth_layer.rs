@@ -20,7 +20,7 @@ use tonic::codegen::Service;
 use tonic::codegen::http::header::AUTHORIZATION;
 use tonic::codegen::http::{HeaderValue, Request, Response};
 use tonic::server::NamedService;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 
 use crate::auth::{AuthError, Authenticator, Credentials, Identity, IssuedToken, serve_as};
@@ -271,10 +271,16 @@ where
                 request.extensions_mut().insert(anonymous.clone());
                 return serve_as(anonymous, inner.call(request)).await;
             };
-            let peer = request
-                .extensions()
+            let extensions = request.extensions();
+            // Plain TCP, or TCP under TLS (`--tls-cert`).
+            let peer = extensions
                 .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr);
+                .and_then(TcpConnectInfo::remote_addr)
+                .or_else(|| {
+                    extensions
+                        .get::<TlsConnectInfo<TcpConnectInfo>>()
+                        .and_then(|info| info.get_ref().remote_addr())
+                });
             let identity = match gate.admit(request.headers().get(AUTHORIZATION), peer).await {
                 Ok(identity) => identity,
                 Err(refusal) => return Ok(Status::unauthenticated(refusal.to_string()).into_http()),

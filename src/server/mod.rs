@@ -5,10 +5,12 @@
 //! | [`auth_layer`] | the authentication gate in front of the Flight service |
 //! | [`connections`] | the connection cap, TCP keepalive, closing silent connections |
 //! | [`metrics_endpoint`] | `/metrics` over HTTP on its own listener |
+//! | [`tls`] | TLS and mutual TLS on the Flight listener |
 
 pub mod auth_layer;
 pub mod connections;
 pub mod metrics_endpoint;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +65,9 @@ pub enum ServerError {
     /// The server task died.
     #[error("server task failed: {0}")]
     Crashed(String),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The gRPC server failed.
     #[error("gRPC server error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -202,6 +207,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         config.tables.clone()
     };
     catalog::register_tables(&ctx, &config, &tables).await?;
+    let limits = ConnectionLimits::from_config(&config);
+    let tls = tls::server_tls_config(&config, limits.handshake_timeout)?;
 
     let (listener, addr) = bind(config.bind).await?;
     let metrics_listener = match config.metrics_bind {
@@ -226,7 +233,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let limits = ConnectionLimits::from_config(&config);
     let open = Arc::new(OpenConnections::new(limits.max_connections));
     let incoming = connections::incoming(listener, limits, Arc::clone(&open), Arc::clone(&metrics));
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
@@ -243,8 +249,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 
     let (tx, rx) = oneshot::channel::<()>();
     let keepalive = limits.keepalive_interval;
+    let mut builder = tonic::transport::Server::builder();
+    let encrypted = tls.is_some();
+    if let Some(tls) = tls {
+        // The handshake runs on connections `incoming` admitted, so they count against the cap.
+        builder = builder.tls_config(tls)?;
+    }
     let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = builder
             .http2_keepalive_interval(keepalive)
             .http2_keepalive_timeout(keepalive.map(|interval| interval.min(MAX_KEEPALIVE_TIMEOUT)))
             .layer(RpcMetricsLayer::new(metrics))
@@ -261,7 +273,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         tracing::info!("server stopped");
         result
     });
-    tracing::info!(%addr, "flightbear listening");
+    tracing::info!(%addr, tls = encrypted, "flightbear listening");
     Ok(RunningServer {
         addr,
         metrics_addr,

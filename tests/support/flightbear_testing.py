@@ -69,6 +69,8 @@ class Server:
     ``args`` follow ``flightbear serve --bind ...``. The built-in sample tables are left out
     unless ``sample_data`` is true; ``FLIGHTBEAR_*`` variables are not passed on, so the
     environment cannot change the configuration under test. Also a context manager (stops it).
+    ``client_tls`` (pyarrow.flight.FlightClient TLS arguments: ``tls_root_certs``, ``cert_chain``,
+    ``private_key``) is for a server started with ``--tls-cert``: ``uri`` is then ``grpc+tls://``.
     """
 
     # Another process may take the port between the probe and the server's bind.
@@ -83,14 +85,17 @@ class Server:
         rust_log: str | None = None,
         sample_data: bool = False,
         start_timeout: float = 60.0,
+        client_tls: dict[str, bytes] | None = None,
     ) -> None:
         self.args = list(args)
+        self.client_tls = client_tls or {}
+        scheme = "grpc+tls" if client_tls is not None else "grpc"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLIGHTBEAR_")}
         env["RUST_LOG"] = rust_log or os.environ.get("RUST_LOG", "warn")
         for _attempt in range(self.START_ATTEMPTS):
             self.port = free_port()
-            self.uri = f"grpc://127.0.0.1:{self.port}"
+            self.uri = f"{scheme}://127.0.0.1:{self.port}"
             command = [str(server_binary()), "serve", "--bind", f"127.0.0.1:{self.port}"]
             if not sample_data:
                 command.append("--no-sample-data")
@@ -124,7 +129,7 @@ class Server:
         raise ServerError(f"flightbear did not start within {timeout} s:\n{self.log()}")
 
     def _answers(self) -> bool:
-        client = flight.FlightClient(self.uri)
+        client = flight.FlightClient(self.uri, **self.client_tls)
         try:
             list(client.list_flights(options=flight.FlightCallOptions(timeout=2)))
             return True
@@ -175,6 +180,79 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS certificates (made with the openssl command, valid for a day)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertKey:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, a server certificate for localhost and 127.0.0.1 and a client certificate it
+    signed, and an unrelated CA with a client certificate of its own."""
+
+    ca: Path
+    server: CertKey
+    client: CertKey
+    other_ca: Path
+    other_client: CertKey
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(root: Path, name: str) -> CertKey:
+    ca = CertKey(root / f"{name}.pem", root / f"{name}.key")
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "1", "-subj", f"/CN=flightbear test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", ca.key, "-out", ca.cert,
+    )  # fmt: skip
+    return ca
+
+
+def _sign(root: Path, name: str, ca: CertKey, extensions: str) -> CertKey:
+    signed = CertKey(root / f"{name}.pem", root / f"{name}.key")
+    csr, ext = root / f"{name}.csr", root / f"{name}.ext"
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", f"/CN={name}", "-keyout", signed.key, "-out", csr,
+    )  # fmt: skip
+    ext.write_text(f"basicConstraints=CA:FALSE\n{extensions}\n")
+    _openssl(
+        "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial",
+        "-days", "1", "-extfile", ext, "-out", signed.cert,
+    )  # fmt: skip
+    return signed
+
+
+def make_test_pki(root: Path) -> Pki:
+    """Writes the certificates and keys of a ``Pki`` (PEM) into ``root``."""
+    ca = _make_ca(root, "ca")
+    other_ca = _make_ca(root, "other-ca")
+    client_extensions = "extendedKeyUsage=clientAuth"
+    return Pki(
+        ca=ca.cert,
+        server=_sign(
+            root,
+            "server",
+            ca,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        client=_sign(root, "client", ca, client_extensions),
+        other_ca=other_ca.cert,
+        other_client=_sign(root, "other-client", other_ca, client_extensions),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

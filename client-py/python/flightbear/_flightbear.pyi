@@ -49,10 +49,17 @@ def connect(
     password: str | None = None,
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
-    tls_root_certs: str | bytes | None = None,
+    tls_root_certs: str | bytes | os.PathLike[str] | None = None,
+    tls_cert_chain: str | bytes | os.PathLike[str] | None = None,
+    tls_private_key: str | bytes | os.PathLike[str] | None = None,
     timeout: float | None = None,
 ) -> Connection:
-    """Opens a connection to a Flight SQL server."""
+    """Opens a connection to a Flight SQL server.
+
+    With a ``grpc+tls://`` URI: ``tls_root_certs`` are the CA certificates to trust instead of
+    the system's; ``tls_cert_chain`` and ``tls_private_key`` are the client's certificate and
+    key for a server that requires mutual TLS. Each is PEM (str or bytes) or a PEM file's path.
+    """
 
 @final
 class Connection:
