@@ -47,15 +47,24 @@ pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<Ru
 /// A fair spill pool whose out-of-memory errors say which limit was reached and who holds
 /// the memory.
 ///
-/// Operators that can spill stop short of the last [`headroom`] bytes of the pool: in
-/// DataFusion's fair pool a sort may otherwise fill everything the unspillable consumers do
-/// not hold at that moment, and the next batch a scan reads, or the merge that ends the sort,
-/// fails although the sort could have spilled a little earlier.
+/// Sorts stop short of the last [`headroom`] bytes of the pool: in DataFusion's fair pool a
+/// sort may otherwise fill everything the unspillable consumers do not hold at that moment,
+/// and the next batch a scan reads, or the merge that ends the sort, fails although the sort
+/// could have spilled a little earlier.
 #[derive(Debug)]
 pub struct MemoryLimitPool {
     inner: TrackConsumersPool<FairSpillPool>,
     limit: ByteSize,
     headroom: usize,
+}
+
+/// Sorts leave headroom: the merge that ends a spilled sort and the scan feeding it grow after
+/// the sort has filled its share. Other spilling operators (repartitions, grouped aggregates)
+/// are left to the fair pool alone: refusing them early makes DataFusion 55 spill where it
+/// otherwise fails cleanly, and its repartition spill files can then read back truncated
+/// ("Unexpected End of Stream").
+fn leaves_headroom(consumer: &MemoryConsumer) -> bool {
+    consumer.can_spill() && consumer.name().starts_with("ExternalSorter")
 }
 
 /// What spilling operators leave free for the others: an eighth of the pool, between 4 MiB
@@ -113,12 +122,12 @@ impl MemoryPool for MemoryLimitPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        if reservation.consumer().can_spill() {
+        if leaves_headroom(reservation.consumer()) {
             let spill_limit = self.limit.as_usize() - self.headroom;
             if self.inner.reserved().saturating_add(additional) > spill_limit {
                 return Err(self.exhausted(DataFusionError::ResourcesExhausted(format!(
-                    "{} may not grow by {additional} bytes: operators that can spill leave \
-                     the last {} of the pool to those that cannot",
+                    "{} may not grow by {additional} bytes: sorts leave \
+                     the last {} of the pool to operators that cannot spill",
                     reservation.consumer().name(),
                     ByteSize(self.headroom as u64),
                 ))));
@@ -160,7 +169,7 @@ mod tests {
     fn spilling_operators_leave_headroom_for_the_others() {
         let pool: Arc<dyn MemoryPool> = Arc::new(MemoryLimitPool::new(ByteSize::mib(64)));
         assert_eq!(headroom(64 << 20), 8 << 20);
-        let sort = MemoryConsumer::new("sort")
+        let sort = MemoryConsumer::new("ExternalSorter[0]")
             .with_can_spill(true)
             .register(&pool);
         let reader = MemoryConsumer::new("reader").register(&pool);
