@@ -287,51 +287,48 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn every_leaf_yields_and_answers_stay_the_same() {
+    /// The physical plan of `sql` with the rule (as text), and the count it answers.
+    async fn plan_and_count(sql: &str) -> (Arc<dyn ExecutionPlan>, String, i64) {
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(YieldAfterEachBatch))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let frame = ctx
-            .sql(
-                "SELECT count(*) FROM generate_series(1, 1000) a \
-                 CROSS JOIN (VALUES (1), (2), (3)) b WHERE a.value % 2 = 0",
-            )
-            .await
-            .unwrap();
+        let frame = ctx.sql(sql).await.unwrap();
         let plan = frame.clone().create_physical_plan().await.unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        assert_eq!(shown.matches("YieldExec").count(), 2, "{shown}");
+        let shown = show(&plan);
         let batches = frame.collect().await.unwrap();
         let count = datafusion::arrow::array::AsArray::as_primitive::<
             datafusion::arrow::datatypes::Int64Type,
         >(batches[0].column(0))
         .value(0);
+        (plan, shown, count)
+    }
+
+    fn show(plan: &Arc<dyn ExecutionPlan>) -> String {
+        datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn every_leaf_yields_and_answers_stay_the_same() {
+        let (_, shown, count) = plan_and_count(
+            "SELECT count(*) FROM generate_series(1, 1000) a \
+             CROSS JOIN (VALUES (1), (2), (3)) b WHERE a.value % 2 = 0",
+        )
+        .await;
+        assert_eq!(shown.matches("YieldExec").count(), 2, "{shown}");
         assert_eq!(count, 1500);
     }
 
     #[tokio::test]
     async fn a_nested_loop_join_gets_its_probe_side_in_adaptive_slices() {
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(YieldAfterEachBatch))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        let frame = ctx
-            .sql(
-                "SELECT count(*) FROM generate_series(1, 3000) a \
-                 JOIN generate_series(1, 3000) b ON a.value + b.value = 3001",
-            )
-            .await
-            .unwrap();
-        let plan = frame.clone().create_physical_plan().await.unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
+        let (plan, shown, count) = plan_and_count(
+            "SELECT count(*) FROM generate_series(1, 3000) a \
+             JOIN generate_series(1, 3000) b ON a.value + b.value = 3001",
+        )
+        .await;
         assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
         assert_eq!(
             shown.matches("YieldExec: slices=adaptive").count(),
@@ -340,17 +337,9 @@ mod tests {
         );
         // Optimizing again adds nothing.
         let again = YieldAfterEachBatch
-            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .optimize(plan, &ConfigOptions::default())
             .unwrap();
-        let shown_again = datafusion::physical_plan::displayable(again.as_ref())
-            .indent(true)
-            .to_string();
-        assert_eq!(shown, shown_again);
-        let batches = frame.collect().await.unwrap();
-        let count = datafusion::arrow::array::AsArray::as_primitive::<
-            datafusion::arrow::datatypes::Int64Type,
-        >(batches[0].column(0))
-        .value(0);
+        assert_eq!(shown, show(&again));
         assert_eq!(count, 3000);
     }
 
