@@ -1,11 +1,12 @@
 //! Who may change the catalog, and how: the one check every statement without rows passes
 //! before it runs (GetFlightInfo, DoPut updates and prepared statements alike).
 //!
-//! The rules: readers change nothing; tables configured at start cannot be dropped, replaced
+//! The rules: tables configured at start cannot be dropped, replaced
 //! or shadowed; schemas and catalogs are fixed; client tables live in the default schema and
 //! are limited in number; files a client registers lie inside a data root (see
 //! [`crate::catalog::data_roots`]). Session statements (`SET`) change nothing shared and are
-//! always allowed. DDL is serialised, so the count limit holds exactly.
+//! always allowed. DDL is serialised, so the count limit holds exactly. That readers change
+//! nothing is checked earlier, when the statement is planned (`planner::logical_plan`).
 
 use std::collections::HashSet;
 
@@ -13,21 +14,10 @@ use datafusion::common::TableReference;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use tokio::sync::{Mutex, MutexGuard};
-use tonic::Request;
 
 use super::error::ServiceError;
-use crate::auth::Identity;
 use crate::catalog::data_roots::DataRoots;
 use crate::catalog::{CATALOG, SCHEMA, client_tables};
-
-/// The caller of a request, as the authentication layer found it (anonymous without one).
-pub fn identity_of<T>(request: &Request<T>) -> Identity {
-    request
-        .extensions()
-        .get::<Identity>()
-        .cloned()
-        .unwrap_or_else(Identity::anonymous)
-}
 
 /// The catalog's protections.
 #[derive(Debug)]
@@ -63,23 +53,15 @@ impl CatalogGuard {
         }
     }
 
-    /// Checks a statement without rows for `identity`; DDL waits for the DDL lock.
+    /// Checks a statement without rows; DDL waits for the DDL lock.
     pub async fn authorize(
         &self,
-        identity: &Identity,
         plan: LogicalPlan,
         ctx: &SessionContext,
     ) -> Result<Authorized<'_>, ServiceError> {
         let LogicalPlan::Ddl(ddl) = plan else {
             return Ok(Authorized { plan, _ddl: None });
         };
-        if !identity.may_change_catalog() {
-            return Err(ServiceError::PermissionDenied(format!(
-                "user '{}' has the reader role and may not change the catalog ({})",
-                identity.user,
-                ddl.name()
-            )));
-        }
         let lock = self.ddl.lock().await;
         let ddl = match ddl {
             DdlStatement::CreateExternalTable(mut cmd) => {

@@ -54,7 +54,7 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use authorize::{CatalogGuard, identity_of};
+use authorize::CatalogGuard;
 use deadline::Deadline;
 pub use decode_errors::DecodeErrorsAsInvalidArgument;
 pub use error::ServiceError;
@@ -63,7 +63,6 @@ use planner::Planner;
 use request::Request;
 use running::RunningQueries;
 
-use crate::auth::Identity;
 use crate::catalog::data_roots::DataRoots;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -148,17 +147,12 @@ impl FlightbearService {
         &self,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
-        identity: Identity,
     ) -> Result<FlightInfo, ServiceError> {
         match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => {
-                self.statement_info(handle, descriptor, deadline, identity)
-                    .await
-            }
+            Request::Query(handle) => self.statement_info(handle, descriptor, deadline).await,
             Request::Table(path) => {
                 let handle = self.table_query(&path)?;
-                self.statement_info(handle, descriptor, deadline, identity)
-                    .await
+                self.statement_info(handle, descriptor, deadline).await
             }
             Request::Metadata(command) => {
                 let answer = metadata::answer(self.planner.catalog(), &command, self.string_view);
@@ -209,7 +203,6 @@ impl FlightbearService {
         &self,
         mut stream: Streaming<FlightData>,
         deadline: Option<Deadline>,
-        identity: Identity,
     ) -> Result<Bytes, ServiceError> {
         let first = stream
             .message()
@@ -226,7 +219,7 @@ impl FlightbearService {
                 } else {
                     handle
                 };
-                let record_count = self.update(handle, deadline, identity).await?;
+                let record_count = self.update(handle, deadline).await?;
                 DoPutUpdateResult { record_count }.encode_to_vec()
             }
             Request::Bind(handle) => {
@@ -316,10 +309,8 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let deadline = self.deadline(&request);
-        let identity = identity_of(&request);
         Ok(Response::new(
-            self.flight_info(request.into_inner(), deadline, identity)
-                .await?,
+            self.flight_info(request.into_inner(), deadline).await?,
         ))
     }
 
@@ -329,10 +320,7 @@ impl FlightService for FlightbearService {
     ) -> Result<Response<PollInfo>, Status> {
         // Planning is quick, so the answer is always complete on the first poll.
         let deadline = self.deadline(&request);
-        let identity = identity_of(&request);
-        let info = self
-            .flight_info(request.into_inner(), deadline, identity)
-            .await?;
+        let info = self.flight_info(request.into_inner(), deadline).await?;
         Ok(Response::new(PollInfo {
             info: Some(info),
             flight_descriptor: None,
@@ -366,8 +354,7 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let deadline = self.deadline(&request);
-        let identity = identity_of(&request);
-        let app_metadata = self.put(request.into_inner(), deadline, identity).await?;
+        let app_metadata = self.put(request.into_inner(), deadline).await?;
         Ok(Response::new(single(PutResult { app_metadata })))
     }
 

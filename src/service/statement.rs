@@ -33,7 +33,6 @@ use super::planner::{Planned, Planner};
 use super::request::Request;
 use super::running::new_query_id;
 use super::{BoxStream, FlightbearService, wire};
-use crate::auth::Identity;
 use crate::metrics::{Metrics, QueryOutcome};
 
 /// Flight messages buffered between a running query and its gRPC stream.
@@ -51,7 +50,6 @@ impl FlightbearService {
         mut handle: StatementHandle,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
-        identity: Identity,
     ) -> Result<FlightInfo, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -61,7 +59,7 @@ impl FlightbearService {
             .run_limited(deadline, async move {
                 Ok(match service.planner.plan(&handle).await? {
                     Planned::NoRows(plan, ctx) => service
-                        .run_statement(&handle, plan, ctx, &identity)
+                        .run_statement(&handle, plan, ctx)
                         .await
                         .map(|_| None),
                     Planned::Rows(physical, _) => {
@@ -204,7 +202,6 @@ impl FlightbearService {
         &self,
         handle: StatementHandle,
         deadline: Option<Deadline>,
-        identity: Identity,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -212,9 +209,7 @@ impl FlightbearService {
         // logged itself).
         self.run_limited(deadline, async move {
             match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => {
-                    Ok(service.run_statement(&handle, plan, ctx, &identity).await)
-                }
+                Planned::NoRows(plan, ctx) => Ok(service.run_statement(&handle, plan, ctx).await),
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
@@ -231,12 +226,11 @@ impl FlightbearService {
         handle: &StatementHandle,
         plan: LogicalPlan,
         ctx: SessionContext,
-        identity: &Identity,
     ) -> Result<i64, ServiceError> {
         let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
         let outcome = async {
             // Holds the DDL lock (for DDL) until the statement has run.
-            let authorized = self.guard.authorize(identity, plan, &ctx).await?;
+            let authorized = self.guard.authorize(plan, &ctx).await?;
             let plan = authorized.plan.clone();
             let _slot = self.queries.admit().await?;
             self.executor
