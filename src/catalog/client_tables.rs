@@ -49,13 +49,7 @@ pub fn confine(cmd: &mut CreateExternalTable, roots: &DataRoots) -> Result<(), C
 
 /// The files a local location names, for a table stored as `file_type`.
 fn files_of(local: &str, file_type: &str) -> Result<Vec<PathBuf>, LocationError> {
-    let format = match file_type.to_ascii_uppercase().as_str() {
-        "FASTA" => Some(TableFormat::Fasta),
-        "CSV" => Some(TableFormat::Csv),
-        "TSV" => Some(TableFormat::Tsv),
-        _ => None,
-    };
-    match format {
+    match file_type.parse::<TableFormat>().ok() {
         Some(format) => location::resolve(local, Some(format)).map(|(resolved, _)| resolved.files),
         None => location::files_ending_in(local, &format!(".{}", file_type.to_ascii_lowercase())),
     }
