@@ -1,5 +1,6 @@
 //! The catalog: one DataFusion session with the FASTA format registered and every configured table in it.
 
+pub mod bounded_operators;
 pub mod client_tables;
 pub mod data_roots;
 pub mod functions;
@@ -85,6 +86,8 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
+        .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
+        .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_table_factory(
             "FASTA".to_string(),
             Arc::new(table_factory::FastaTableFactory),

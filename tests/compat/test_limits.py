@@ -448,14 +448,11 @@ def test_string_agg_over_a_large_cross_join_is_resource_exhausted(
     assert_refused_for_memory(launch, dataset, sql)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a grouped string_agg over a cross join grows far past --memory-limit "
-    "(10 GB resident at 128MiB before RESOURCE_EXHAUSTED, 56 s); the watch kills it at 2 GiB",
-)
 def test_grouped_string_agg_over_a_large_cross_join_is_resource_exhausted(
     launch: Any, dataset: Dataset
 ) -> None:
+    """3,000 groups of 2 MB: the partial states (one row of up to megabytes per group) used to
+    pile up unreserved in the repartition between the two aggregation stages (10 GB resident)."""
     sql = (
         "SELECT a.id, length(string_agg(b.sequence, ',')) AS n "
         "FROM reads a CROSS JOIN reads b GROUP BY a.id ORDER BY n LIMIT 1"
@@ -463,17 +460,75 @@ def test_grouped_string_agg_over_a_large_cross_join_is_resource_exhausted(
     assert_refused_for_memory(launch, dataset, sql)
 
 
+def test_grouped_array_agg_over_a_large_cross_join_answers_or_is_resource_exhausted(
+    launch: Any, dataset: Dataset
+) -> None:
+    """array_agg's partial states are as wide as string_agg's: the same bound holds."""
+    server: Server = launch("--memory-limit", MEMORY_LIMIT)
+    sql = (
+        "SELECT count(*) AS n FROM (SELECT a.id, array_agg(b.sequence) AS s "
+        "FROM reads a CROSS JOIN reads b GROUP BY a.id) WHERE s IS NOT NULL"
+    )
+    with MemoryWatch(server.process.pid, RSS_KILL) as watch:
+        answer = outcome(lambda: flight_query(server.uri, sql))
+    watch.assert_peak_below(PEAK_RSS_BOUND)
+    assert_answer_or_memory_refusal(answer, [(len(dataset.fasta["reads"]),)])
+    assert_still_serving(server, dataset)
+
+
+def test_string_agg_answers_match_an_independent_computation(launch: Any, dataset: Dataset) -> None:
+    """Ordered, grouped, NULL-skipping string_agg with several separators, through the
+    repartition between the aggregation stages, against Python's own joins."""
+    server: Server = launch("--memory-limit", MEMORY_LIMIT)
+    reads = dataset.fasta["reads"]
+    ids = sorted(r.id for r in reads)
+    assert flight_query(server.uri, "SELECT string_agg(id, ';' ORDER BY id) FROM reads") == [
+        (";".join(ids),)
+    ]
+    # Grouped, ordered, every fifth length NULL (skipped), a multi-byte separator.
+    sql = (
+        "SELECT length(sequence) % 7 AS k, string_agg(CASE WHEN length(sequence) % 5 = 0 "
+        "THEN NULL ELSE id END, ' — ' ORDER BY id DESC) AS s FROM reads GROUP BY k ORDER BY k"
+    )
+    expected = []
+    for k in sorted({len(r.sequence) % 7 for r in reads}):
+        kept = sorted((r.id for r in reads if len(r.sequence) % 7 == k and len(r.sequence) % 5),
+                      reverse=True)  # fmt: skip
+        expected.append((k, " — ".join(kept) if kept else None))
+    assert flight_query(server.uri, sql) == expected
+    # Grouped without ORDER BY (the groups accumulator): the same items in some order.
+    sql = (
+        "SELECT substr(id, 1, 7) AS g, string_agg(sequence, ',') AS s, count(sequence) AS n "
+        "FROM reads GROUP BY g ORDER BY g"
+    )
+    rows = flight_query(server.uri, sql)
+    groups: dict[str, list[str]] = {}
+    for r in reads:
+        groups.setdefault(r.id[:7], []).append(r.sequence)
+    assert [g for g, _, _ in rows] == sorted(groups)
+    for g, joined, n in rows:
+        assert n == len(groups[g])
+        assert sorted(joined.split(",")) == sorted(groups[g])
+    # No rows, and only NULLs: NULL.
+    assert flight_query(
+        server.uri, "SELECT string_agg(id, ',') FROM reads WHERE length(sequence) < 0"
+    ) == [(None,)]
+    assert flight_query(server.uri, "SELECT string_agg(CAST(NULL AS VARCHAR), ',') FROM reads") == [
+        (None,)
+    ]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="DataFusion 55.2 bug: when a nested-loop join's build side outgrows the pool, its "
-    "spill fallback re-executes the build side, gets no rows and fails INTERNAL 'Left side "
-    "produced no data to spill' (any table, FASTA or CSV)",
-)
 def test_join_whose_build_side_is_bigger_than_memory_answers_or_is_resource_exhausted(
     launch: Any, dataset: Dataset, big_fasta: BigFasta
 ) -> None:
-    """A non-equi LEFT JOIN (a nested-loop join) that must buffer 407 MB of ``big``."""
+    """A non-equi LEFT JOIN (a nested-loop join) that must buffer 407 MB of ``big``.
+
+    DataFusion 55.2's spill fallback for such a join executes the build side a second time, and
+    a file scan executed twice reads only what the first execution had not claimed: it failed
+    INTERNAL "Left side produced no data to spill". The server runs nested-loop joins without
+    that fallback, so the build side that does not fit is RESOURCE_EXHAUSTED.
+    """
     server: Server = launch("--memory-limit", MEMORY_LIMIT, "--table", f"big={big_fasta.path}")
     sql = (
         "SELECT count(*) AS n FROM big a LEFT JOIN reads b "

@@ -1,0 +1,548 @@
+//! Operators held to the memory pool where DataFusion 55 lets them escape it: repartition buffers and nested-loop join spills.
+//!
+//! **Repartition buffers.** DataFusion 55's `RepartitionExec` merges the small batches it cuts
+//! for each output partition in a coalescer until they add up to `batch_size` rows (8,192), and
+//! only then reserves the merged batch in the memory pool. Rows are counted, not bytes: rows of
+//! a few hundred bytes make a few MB, but the partial state of a grouped `string_agg` or
+//! `array_agg` (one row per group, the group's whole text or list so far) can be megabytes per
+//! row, and 8,192 of them tens of GB that nobody reserved. A grouped `string_agg` over a cross
+//! join of 3,000 reads went past 10 GB resident under a 128 MiB limit that way (the aggregate
+//! itself reports its size correctly and spills). [`BoundExchangeBuffers`] puts a
+//! [`ContextExec`] above every repartition that coalesces: it runs the repartition with a batch
+//! size of one row, which turns DataFusion's coalescer off (each batch is reserved as soon as
+//! it is cut), and merges the batches the repartition emits itself, by rows and bytes: up to
+//! `batch_size` rows and at most [`COALESCE_BYTES`], with what it holds reserved in the pool,
+//! passing batches on unmerged when the pool is short.
+//!
+//! **Nested-loop join spills.** When a nested-loop join's build side does not fit, DataFusion
+//! 55.2 falls back to spilling it, by executing the build side a second time
+//! (`NestedLoopJoinStream::initiate_fallback`). A file scan shares its queue of files between
+//! executions of the same plan, so the second execution reads only the files the first one had
+//! not claimed: nothing at all ("Left side produced no data to spill", INTERNAL), or, for a
+//! table of many files, a silently incomplete build side. The fallback also drops or repeats
+//! unmatched rows for outer joins (apache/datafusion#24745, #24764). [`NoNestedLoopJoinSpill`]
+//! runs every nested-loop join without a spill directory, so a build side that does not fit
+//! ends the query with RESOURCE_EXHAUSTED naming the limit, and gives the join's inputs their
+//! spill directory back.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::BatchCoalescer;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::joins::NestedLoopJoinExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use datafusion::prelude::SessionConfig;
+use futures::{Stream, StreamExt};
+
+/// The most bytes a merged batch collects before it is handed on.
+pub const COALESCE_BYTES: usize = 8 << 20;
+
+/// The physical optimizer rule that puts a [`ContextExec`] merging batches by bytes above
+/// every repartition whose batches DataFusion would coalesce (all but order-preserving ones).
+#[derive(Debug, Default)]
+pub struct BoundExchangeBuffers;
+
+impl PhysicalOptimizerRule for BoundExchangeBuffers {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = plan
+            .transform_up(|node| {
+                // Repartitions are wrapped from their parent, so one already wrapped is
+                // recognised and the rule can run twice.
+                if is_context(&node, Change::BoundedCoalesce) {
+                    return Ok(Transformed::no(node));
+                }
+                let children = node.children();
+                if !children.iter().any(|child| coalesces(child)) {
+                    return Ok(Transformed::no(node));
+                }
+                let new_children = children
+                    .into_iter()
+                    .map(|child| bounded(Arc::clone(child)))
+                    .collect();
+                Ok(Transformed::yes(node.replace_children(
+                    new_children,
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )?))
+            })?
+            .data;
+        Ok(bounded(plan))
+    }
+
+    fn name(&self) -> &str {
+        "bound_exchange_buffers"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A repartition that coalesces its output batches (see `RepartitionExec::execute_inner`).
+fn coalesces(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.downcast_ref::<RepartitionExec>()
+        .is_some_and(|exec| !exec.preserve_order() && !exec.properties().boundedness.is_unbounded())
+}
+
+fn bounded(node: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if coalesces(&node) {
+        context_exec(node, Change::BoundedCoalesce)
+    } else {
+        node
+    }
+}
+
+/// The physical optimizer rule that runs every nested-loop join without a spill directory
+/// (its inputs with it).
+#[derive(Debug, Default)]
+pub struct NoNestedLoopJoinSpill;
+
+impl PhysicalOptimizerRule for NoNestedLoopJoinSpill {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan
+            .transform_up(|node| {
+                let children = node.children();
+                let done = children
+                    .iter()
+                    .all(|child| is_context(child, Change::RestoreSpill));
+                if node.downcast_ref::<NestedLoopJoinExec>().is_none() || done {
+                    return Ok(Transformed::no(node));
+                }
+                let inputs = children
+                    .into_iter()
+                    .map(|child| context_exec(Arc::clone(child), Change::RestoreSpill))
+                    .collect();
+                let join = node.replace_children(
+                    inputs,
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )?;
+                Ok(Transformed::yes(context_exec(join, Change::WithoutSpill)))
+            })?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "no_nested_loop_join_spill"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// What a [`ContextExec`] changes for its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// One-row batches for the input (a repartition: no coalescing of its own), and its output
+    /// merged by rows and bytes.
+    BoundedCoalesce,
+    /// No spill directory for the input (a nested-loop join); the spilling runtime is kept in
+    /// the session config for [`Change::RestoreSpill`].
+    WithoutSpill,
+    /// The spilling runtime back, for the inputs of a join run [`Change::WithoutSpill`].
+    RestoreSpill,
+}
+
+/// The spilling runtime a [`Change::WithoutSpill`] set aside.
+struct SpillingRuntime(Arc<RuntimeEnv>);
+
+fn is_context(node: &Arc<dyn ExecutionPlan>, change: Change) -> bool {
+    node.downcast_ref::<ContextExec>()
+        .is_some_and(|exec| exec.change == change)
+}
+
+fn context_exec(input: Arc<dyn ExecutionPlan>, change: Change) -> Arc<dyn ExecutionPlan> {
+    Arc::new(ContextExec { input, change })
+}
+
+/// Runs its input in a changed task context (and for [`Change::BoundedCoalesce`] merges its
+/// output); everything else is the input's.
+#[derive(Debug)]
+pub struct ContextExec {
+    input: Arc<dyn ExecutionPlan>,
+    change: Change,
+}
+
+impl DisplayAs for ContextExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.change {
+            Change::BoundedCoalesce => write!(f, "BoundedCoalesceExec: max_bytes={COALESCE_BYTES}"),
+            Change::WithoutSpill => f.write_str("NoSpillExec"),
+            Change::RestoreSpill => f.write_str("SpillExec"),
+        }
+    }
+}
+
+impl ExecutionPlan for ContextExec {
+    fn name(&self) -> &str {
+        "ContextExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(context_exec(input, self.change)),
+            _ => internal_err!("ContextExec has exactly one child"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        match self.change {
+            Change::BoundedCoalesce => {
+                let batch_rows = context.session_config().batch_size();
+                let config = context.session_config().clone().with_batch_size(1);
+                let inner = derived(&context, config, context.runtime_env());
+                let input = self.input.execute(partition, inner)?;
+                let reservation = MemoryConsumer::new(format!("BoundedCoalesceExec[{partition}]"))
+                    .register(context.memory_pool());
+                Ok(Box::pin(BoundedCoalesceStream::new(
+                    input,
+                    batch_rows,
+                    reservation,
+                )))
+            }
+            Change::WithoutSpill => {
+                let spilling = context.runtime_env();
+                let runtime = RuntimeEnvBuilder::from_runtime_env(&spilling)
+                    .with_disk_manager_builder(
+                        DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                    )
+                    .build_arc()?;
+                let config = context
+                    .session_config()
+                    .clone()
+                    .with_extension(Arc::new(SpillingRuntime(spilling)));
+                self.input
+                    .execute(partition, derived(&context, config, runtime))
+            }
+            Change::RestoreSpill => {
+                let config = context.session_config().clone();
+                let inner = match config.get_extension::<SpillingRuntime>() {
+                    Some(spilling) => derived(&context, config, Arc::clone(&spilling.0)),
+                    None => context,
+                };
+                self.input.execute(partition, inner)
+            }
+        }
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+}
+
+/// `context` with another session config and runtime.
+fn derived(
+    context: &TaskContext,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+) -> Arc<TaskContext> {
+    Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        runtime,
+    ))
+}
+
+/// Merges its input's batches up to the coalescer's rows, [`COALESCE_BYTES`] and what the pool
+/// grants; batches of [`COALESCE_BYTES`] or more pass through without a copy.
+struct BoundedCoalesceStream {
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    coalescer: BatchCoalescer,
+    /// Merged (or passed-through) batches waiting to be handed on, in input order.
+    ready: VecDeque<RecordBatch>,
+    /// What the coalescer holds.
+    reservation: MemoryReservation,
+    done: bool,
+}
+
+impl BoundedCoalesceStream {
+    fn new(
+        input: SendableRecordBatchStream,
+        batch_rows: usize,
+        reservation: MemoryReservation,
+    ) -> Self {
+        let schema = input.schema();
+        Self {
+            coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_rows),
+            schema,
+            input,
+            ready: VecDeque::new(),
+            reservation,
+            done: false,
+        }
+    }
+
+    fn take_completed(&mut self) {
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            self.ready.push_back(batch);
+        }
+    }
+
+    /// Hands on what the coalescer holds.
+    fn flush(&mut self) -> Result<()> {
+        self.coalescer.finish_buffered_batch()?;
+        self.take_completed();
+        self.reservation.free();
+        Ok(())
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.get_array_memory_size() >= COALESCE_BYTES {
+            self.flush()?;
+            self.ready.push_back(batch);
+            return Ok(());
+        }
+        self.coalescer.push_batch(batch)?;
+        self.take_completed();
+        let held = self.coalescer.size();
+        if held >= COALESCE_BYTES || self.reservation.try_resize(held).is_err() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Stream for BoundedCoalesceStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(batch) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(batch)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let step = match this.input.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(batch))) => this.push(batch),
+                Poll::Ready(Some(Err(error))) => Err(error),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.flush()
+                }
+            };
+            if let Err(error) = step {
+                this.done = true;
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for BoundedCoalesceStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DataFusionError;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use futures::stream;
+
+    use super::*;
+
+    fn context() -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(BoundExchangeBuffers))
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    #[tokio::test]
+    async fn repartitions_are_bounded_once_and_answers_stay_the_same() {
+        let ctx = context();
+        let sql = "SELECT v % 7 AS k, count(*) AS n, string_agg(CAST(v AS VARCHAR), ',') AS s \
+                   FROM (SELECT value AS v FROM generate_series(1, 20000)) GROUP BY v % 7 ORDER BY k";
+        let frame = ctx.sql(sql).await.unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(shown.contains("RepartitionExec"), "{shown}");
+        assert_eq!(
+            shown.matches("BoundedCoalesceExec").count(),
+            shown.matches("RepartitionExec").count(),
+            "{shown}"
+        );
+        let again = BoundExchangeBuffers
+            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .unwrap();
+        assert_eq!(shown, displayable(again.as_ref()).indent(true).to_string());
+
+        let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+        let mut groups = 0;
+        for batch in &batches {
+            let keys = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let counts = batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let texts = batch.column(2).as_string::<i64>();
+            for row in 0..batch.num_rows() {
+                let key = keys.value(row);
+                let mut expected: Vec<i64> = (1..=20000).filter(|v| v % 7 == key).collect();
+                let mut got: Vec<i64> = texts
+                    .value(row)
+                    .split(',')
+                    .map(|v| v.parse().unwrap())
+                    .collect();
+                got.sort_unstable();
+                expected.sort_unstable();
+                assert_eq!(counts.value(row), expected.len() as i64);
+                assert_eq!(got, expected);
+                groups += 1;
+            }
+        }
+        assert_eq!(groups, 7);
+    }
+
+    fn batch_of(rows: usize, width: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        let text = "x".repeat(width);
+        let values = StringArray::from_iter_values(std::iter::repeat_n(text.as_str(), rows));
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap()
+    }
+
+    async fn merged(batches: Vec<RecordBatch>, batch_rows: usize) -> Vec<usize> {
+        let schema = batches[0].schema();
+        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(64 << 20),
+        );
+        let input = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                Arc::clone(&schema),
+                stream::iter(batches.into_iter().map(Ok)),
+            ),
+        );
+        let reservation = MemoryConsumer::new("test").register(&pool);
+        let stream = BoundedCoalesceStream::new(input, batch_rows, reservation);
+        let out: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
+        assert_eq!(pool.reserved(), 0);
+        out.iter().map(|b| b.num_rows()).collect()
+    }
+
+    #[tokio::test]
+    async fn small_rows_merge_by_rows_and_wide_rows_by_bytes() {
+        // Narrow rows: 100 batches of 10 rows make batches of 256 rows.
+        let sizes = merged((0..100).map(|_| batch_of(10, 8)).collect(), 256).await;
+        assert_eq!(sizes, [256, 256, 256, 232]);
+        // Rows of 1 MiB: at most 8 of them are merged, however many rows a batch may have.
+        let sizes = merged((0..20).map(|_| batch_of(1, 1 << 20)).collect(), 8192).await;
+        assert_eq!(sizes.iter().sum::<usize>(), 20);
+        assert!(sizes.iter().all(|&rows| rows <= 8), "{sizes:?}");
+        // A batch of 8 MiB or more passes through whole.
+        let sizes = merged(
+            vec![batch_of(3, 10), batch_of(16, 1 << 20), batch_of(2, 10)],
+            8192,
+        )
+        .await;
+        assert_eq!(sizes, [3, 16, 2]);
+    }
+
+    async fn nested_loop_count(pool_bytes: usize) -> Result<i64> {
+        let pool = datafusion::execution::memory_pool::FairSpillPool::new(pool_bytes);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?;
+        assert!(runtime.disk_manager.tmp_files_enabled());
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(NoNestedLoopJoinSpill))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        // The build side: 2,000 rows of 1,000 bytes; the probe side: 3,000 numbers.
+        let sql = "SELECT count(*) FROM \
+                   (SELECT repeat('x', 1000) AS s FROM generate_series(1, 2000)) a \
+                   JOIN generate_series(1, 3000) b ON length(a.s) < b.value";
+        let frame = ctx.sql(sql).await?;
+        let plan = frame.clone().create_physical_plan().await?;
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
+        assert_eq!(shown.matches("NoSpillExec").count(), 1, "{shown}");
+        assert_eq!(shown.matches("SpillExec").count(), 3, "{shown}");
+        let again = NoNestedLoopJoinSpill.optimize(Arc::clone(&plan), &ConfigOptions::default())?;
+        assert_eq!(shown, displayable(again.as_ref()).indent(true).to_string());
+        let batches = collect(plan, ctx.task_ctx()).await?;
+        Ok(batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0))
+    }
+
+    #[tokio::test]
+    async fn a_nested_loop_join_whose_build_side_does_not_fit_is_resources_exhausted() {
+        // Each of the 2,000 rows matches the values 1,001 to 3,000.
+        assert_eq!(nested_loop_count(64 << 20).await.unwrap(), 2000 * 2000);
+        let error = nested_loop_count(64 << 10).await.unwrap_err();
+        assert!(
+            matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{error}"
+        );
+    }
+}
