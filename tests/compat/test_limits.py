@@ -460,22 +460,6 @@ def test_grouped_string_agg_over_a_large_cross_join_is_resource_exhausted(
     assert_refused_for_memory(launch, dataset, sql)
 
 
-def test_grouped_array_agg_over_a_large_cross_join_answers_or_is_resource_exhausted(
-    launch: Any, dataset: Dataset
-) -> None:
-    """array_agg's partial states are as wide as string_agg's: the same bound holds."""
-    server: Server = launch("--memory-limit", MEMORY_LIMIT)
-    sql = (
-        "SELECT count(*) AS n FROM (SELECT a.id, array_agg(b.sequence) AS s "
-        "FROM reads a CROSS JOIN reads b GROUP BY a.id) WHERE s IS NOT NULL"
-    )
-    with MemoryWatch(server.process.pid, RSS_KILL) as watch:
-        answer = outcome(lambda: flight_query(server.uri, sql))
-    watch.assert_peak_below(PEAK_RSS_BOUND)
-    assert_answer_or_memory_refusal(answer, [(len(dataset.fasta["reads"]),)])
-    assert_still_serving(server, dataset)
-
-
 def test_string_agg_answers_match_an_independent_computation(launch: Any, dataset: Dataset) -> None:
     """Ordered, grouped, NULL-skipping string_agg with several separators, through the
     repartition between the aggregation stages, against Python's own joins."""
