@@ -104,9 +104,7 @@ def test_csv_columns_are_nullable_as_inferred(
 
 
 @pytest.mark.parametrize("table", ["reads", "mixedcase", "shards", "samples", "runs"])
-def test_table_schemas_are_exact(
-    adbc: flightsql.Connection, dataset: Dataset, table: str
-) -> None:
+def test_table_schemas_are_exact(adbc: flightsql.Connection, dataset: Dataset, table: str) -> None:
     """ADBC asks GetTables with include_schema for a table's schema."""
     expected = (
         list(FASTA_NULLABLE.items()) if table in dataset.fasta else csv_nullability(dataset, table)
