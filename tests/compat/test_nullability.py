@@ -23,6 +23,10 @@ from flightbear_testing import Server
 
 FASTA_NULLABLE = {f.name: f.nullable for f in FASTA_SCHEMA}
 
+VIEWS = (
+    "SELECT arrow_cast(id, 'Utf8View') AS v, arrow_cast(description, 'Utf8View') AS d FROM reads"
+)
+
 # SQL -> the nullability of each result column, in order.
 CASES: dict[str, list[tuple[str, bool]]] = {
     "SELECT * FROM reads": list(FASTA_NULLABLE.items()),
@@ -39,6 +43,8 @@ CASES: dict[str, list[tuple[str, bool]]] = {
         ("id", False),
         ("sample_id", True),
     ],
+    # Utf8View columns: sent as Utf8 unless --string-view, NOT NULL either way.
+    VIEWS: [("v", False), ("d", True)],
 }
 
 
@@ -131,5 +137,10 @@ def test_string_view_results_keep_their_nullability(launch: Any) -> None:
     server: Server = launch("--string-view")
     for sql, expected in CASES.items():
         assert_exact_over_flight(server.uri, sql, expected)
-    schema = assert_exact_over_flight(server.uri, "SELECT id FROM reads", [("id", False)])
-    assert schema.field("id").type == pa.string_view()
+    schema = assert_exact_over_flight(server.uri, VIEWS, CASES[VIEWS])
+    assert schema.field("v").type == pa.string_view()
+
+
+def test_views_are_sent_as_utf8_by_default(uri: str) -> None:
+    schema = assert_exact_over_flight(uri, VIEWS, CASES[VIEWS])
+    assert schema.field("v").type == pa.string()
