@@ -140,7 +140,7 @@ async fn result_and_prepared_schemas_carry_real_nullability() {
             batches.iter().all(|b| b.schema().as_ref() == &announced),
             "{sql}"
         );
-        let mut prepared = client.prepare(sql.to_string(), None).await.unwrap();
+        let prepared = client.prepare(sql.to_string(), None).await.unwrap();
         assert_eq!(prepared.dataset_schema().unwrap(), &announced, "{sql}");
         prepared.close().await.unwrap();
     }
