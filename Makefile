@@ -67,12 +67,33 @@ bench-client: build
 # --- Compatibility suite (third-party clients) and deployment checks ---------------------------
 .PHONY: test-compat lint-docker
 
-# ADBC and pyarrow.flight against the real server binary; then the shared Python test support.
-test-compat: build
+# ADBC, pyarrow.flight and arrow-rs's flight_sql_client against the real server binary; then the
+# shared Python test support.
+test-compat: build flight-sql-client
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
 	$(CLIENT_VENV)/bin/ruff check tests
-	$(CLIENT_PY) -m pytest tests/compat tests/support
+	FLIGHT_SQL_CLIENT=$(FLIGHT_SQL_CLIENT) $(CLIENT_PY) -m pytest tests/compat tests/support
+
+# arrow-rs's command-line client (arrow-flight's `cli` feature), at the arrow-flight version of
+# Cargo.lock, built once into a cache outside the clone. `cargo install` resolves it on its own
+# (its published lock file), so our build's features are untouched; with CARGO_TARGET_DIR set it
+# reuses that directory's compiled crates. A failed build leaves build.log next to the binary and
+# does not stop the suite: test_flight_sql_client.py then skips, quoting the log.
+.PHONY: flight-sql-client
+CLI_CACHE ?= $(HOME)/.cache/flightbear/cli
+ARROW_FLIGHT_VERSION := $(shell sed -n '/^name = "arrow-flight"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' Cargo.lock)
+FLIGHT_SQL_CLIENT_ROOT := $(CLI_CACHE)/arrow-flight-$(ARROW_FLIGHT_VERSION)
+FLIGHT_SQL_CLIENT := $(FLIGHT_SQL_CLIENT_ROOT)/bin/flight_sql_client
+
+flight-sql-client:
+	@test -x $(FLIGHT_SQL_CLIENT) || { \
+	  mkdir -p $(FLIGHT_SQL_CLIENT_ROOT) && \
+	  echo "building flight_sql_client $(ARROW_FLIGHT_VERSION) (once; log: $(FLIGHT_SQL_CLIENT_ROOT)/build.log)" && \
+	  { $(CARGO) install arrow-flight --version $(ARROW_FLIGHT_VERSION) --locked \
+	      --features cli,flight-sql,tls-ring --bin flight_sql_client \
+	      --root $(FLIGHT_SQL_CLIENT_ROOT) > $(FLIGHT_SQL_CLIENT_ROOT)/build.log 2>&1 || \
+	    echo "flight_sql_client could not be built (see $(FLIGHT_SQL_CLIENT_ROOT)/build.log): its tests will be skipped"; }; }
 
 # No Docker engine is needed: hadolint checks the Dockerfile, the Compose spec schema the compose file.
 lint-docker:

@@ -100,6 +100,59 @@ async fn flight_info_schema_is_the_streamed_schema_also_for_empty_results() {
     }
 }
 
+fn nullability(schema: &Schema) -> Vec<(&str, bool)> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.is_nullable()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn result_and_prepared_schemas_carry_real_nullability() {
+    let fx = fixture();
+    let server = start_server(fx.tables.clone(), |_| {}).await;
+    let mut client = client(&server).await;
+    let fasta = [("id", false), ("description", true), ("sequence", false)];
+    let cases: [(&str, &[(&str, bool)]); 5] = [
+        ("SELECT * FROM seqs", &fasta),
+        (
+            "SELECT sequence, id FROM seqs WHERE false",
+            &[("sequence", false), ("id", false)],
+        ),
+        (
+            "SELECT 1 AS one, NULL AS nothing",
+            &[("one", false), ("nothing", true)],
+        ),
+        ("SELECT count(*) AS n FROM samples", &[("n", false)]),
+        // CSV inference cannot know a column has no empty fields.
+        (
+            "SELECT * FROM samples",
+            &[("sample_id", true), ("species", true), ("reads", true)],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let info = client.execute(sql.to_string(), None).await.unwrap();
+        let announced = info.clone().try_decode_schema().unwrap();
+        assert_eq!(nullability(&announced), expected, "{sql}");
+        let batches = fetch(&mut client, &info).await.unwrap();
+        assert!(
+            batches.iter().all(|b| b.schema().as_ref() == &announced),
+            "{sql}"
+        );
+        let prepared = client.prepare(sql.to_string(), None).await.unwrap();
+        assert_eq!(prepared.dataset_schema().unwrap(), &announced, "{sql}");
+        prepared.close().await.unwrap();
+    }
+    // With placeholders, the dataset schema comes from the logical plan.
+    let sql = "SELECT id, description FROM seqs WHERE id = $1";
+    let prepared = client.prepare(sql.to_string(), None).await.unwrap();
+    assert_eq!(
+        nullability(prepared.dataset_schema().unwrap()),
+        [("id", false), ("description", true)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn csv_tsv_and_gzipped_csv_tables_infer_header_and_types() {
     let fx = fixture();

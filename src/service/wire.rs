@@ -140,4 +140,50 @@ mod tests {
         assert_eq!(sent.schema(), wire);
         assert_eq!(sent.column(0).null_count(), 1);
     }
+
+    #[test]
+    fn nullability_survives_every_conversion() {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8View, false),
+            Field::new("description", DataType::Utf8View, true),
+            Field::new("kind", dictionary, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        for string_view in [false, true] {
+            let wire = wire_schema(&schema, string_view);
+            let nullable: Vec<_> = wire.fields().iter().map(|f| f.is_nullable()).collect();
+            assert_eq!(
+                nullable,
+                [false, true, false, false],
+                "string_view={string_view}"
+            );
+        }
+    }
+
+    #[test]
+    fn batches_are_sent_with_the_announced_schema_also_when_empty() {
+        // A batch may call a column nullable that the plan knows is not: the stream must still
+        // carry the schema FlightInfo announced, or clients that compare them fail.
+        let plan_schema = Arc::new(Schema::new(vec![Field::new(
+            "id",
+            DataType::Utf8View,
+            false,
+        )]));
+        let wire = wire_schema(&plan_schema, false);
+        let loose = Arc::new(Schema::new(vec![Field::new(
+            "id",
+            DataType::Utf8View,
+            true,
+        )]));
+        let values = Arc::new(StringViewArray::from(vec!["chr1", "chr2"]));
+        for batch in [
+            RecordBatch::try_new(Arc::clone(&loose), vec![values]).unwrap(),
+            RecordBatch::new_empty(loose),
+        ] {
+            let sent = to_wire(batch, &wire).unwrap();
+            assert_eq!(sent.schema(), wire);
+            assert!(!sent.schema().field(0).is_nullable());
+        }
+    }
 }
