@@ -3,13 +3,13 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::error::ServiceError;
-use super::handle::StatementHandle;
 use super::{complexity, placeholders};
 use crate::catalog::memory_table;
 
@@ -52,20 +52,20 @@ impl Planner {
         SessionContext::new_with_state(self.ctx.state())
     }
 
-    /// Parses, checks and binds a statement, without executing anything.
+    /// Parses and checks a statement, without binding parameters or executing anything.
     pub async fn logical_plan(
         &self,
-        handle: &StatementHandle,
+        sql: &str,
     ) -> Result<(LogicalPlan, SessionContext), ServiceError> {
-        if handle.sql.len() > self.max_sql_bytes {
+        if sql.len() > self.max_sql_bytes {
             return Err(ServiceError::InvalidRequest(format!(
                 "the SQL text is {} bytes; this server accepts at most {} (--max-sql-bytes)",
-                handle.sql.len(),
+                sql.len(),
                 crate::bytesize::ByteSize(self.max_sql_bytes as u64)
             )));
         }
         let ctx = self.request_context();
-        let sql = placeholders::number_question_marks(&handle.sql)?;
+        let sql = placeholders::number_question_marks(sql)?;
         let state = ctx.state();
         let statement =
             state.sql_to_statement(&sql, &state.config().options().sql_parser.dialect)?;
@@ -73,20 +73,14 @@ impl Planner {
         let plan = state.statement_to_plan(statement).await?;
         SQL_OPTIONS.verify_plan(&plan)?;
         authorize_catalog_change(&plan)?;
-        let values = handle.parameter_values()?;
-        if values.is_empty() {
-            return Ok((plan, ctx));
-        }
-        // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
-        // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
-        // after substitution makes the comparison right.
-        Ok((plan.with_param_values(values)?, ctx))
+        Ok((plan, ctx))
     }
 
-    /// Plans a statement down to an execution plan (or recognises it as having no rows).
-    pub async fn plan(&self, handle: &StatementHandle) -> Result<Planned, ServiceError> {
-        let (plan, ctx) = self.logical_plan(handle).await?;
-        Self::physical_plan(plan, ctx).await
+    /// Plans a statement with one row of parameter values (empty when none are bound) down to
+    /// an execution plan, or recognises it as having no rows.
+    pub async fn plan(&self, sql: &str, values: &[ScalarValue]) -> Result<Planned, ServiceError> {
+        let (plan, ctx) = self.logical_plan(sql).await?;
+        Self::physical_plan(bind_values(plan, values)?, ctx).await
     }
 
     /// Takes an already parsed and bound plan down to an execution plan.
@@ -144,6 +138,44 @@ pub fn has_no_rows(plan: &LogicalPlan) -> bool {
         LogicalPlan::Statement(statement) => !matches!(statement, Statement::Execute(_)),
         _ => false,
     }
+}
+
+/// Substitutes one row of parameter values for the statement's placeholders, which must be
+/// exactly as many as the values.
+pub fn bind_values(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan, ServiceError> {
+    let expected = placeholder_count(&plan)?;
+    if values.len() != expected {
+        return Err(ServiceError::InvalidRequest(if values.is_empty() {
+            format!(
+                "placeholder $1 was not provided a value; bind parameters again (the statement \
+                 has {expected} placeholder(s); parameters bound to a prepared statement expire \
+                 when it is closed or idle, and live on the server that bound them)"
+            )
+        } else {
+            format!(
+                "the statement has {expected} placeholder(s) but {} parameter value(s) were bound",
+                values.len()
+            )
+        }));
+    }
+    if values.is_empty() {
+        return Ok(plan);
+    }
+    // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
+    // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
+    // after substitution makes the comparison right, and refuses values of unusable types.
+    Ok(plan.with_param_values(values.to_vec())?)
+}
+
+/// How many values a statement needs: its highest `$n` (or its number of named placeholders).
+fn placeholder_count(plan: &LogicalPlan) -> Result<usize, ServiceError> {
+    let names = plan.get_parameter_types()?;
+    let highest = names
+        .keys()
+        .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(highest.max(names.len()))
 }
 
 /// The schema of a statement's parameters: `$1`, `$2`, … in order.
