@@ -203,3 +203,52 @@ pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, ServiceError> {
             .collect::<Vec<_>>(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parsed(sql: &str) -> LogicalPlan {
+        let planner = Planner::new(SessionContext::new(), 1 << 20);
+        planner.logical_plan(sql).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn values_must_match_the_placeholders_in_number() {
+        let plan = parsed("SELECT $1 AS a, $2 AS b, $1 AS c").await;
+        let one = [ScalarValue::Int64(Some(1))];
+        let err = bind_values(plan.clone(), &one).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("2 placeholder(s) but 1"), "{err}");
+        let three = [one[0].clone(), one[0].clone(), one[0].clone()];
+        let err = bind_values(plan.clone(), &three).unwrap_err();
+        assert!(err.to_string().contains("2 placeholder(s) but 3"), "{err}");
+        let err = bind_values(plan, &[]).unwrap_err();
+        assert!(err.to_string().contains("bind parameters again"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn statements_without_placeholders_take_no_values() {
+        let plan = parsed("SELECT 1").await;
+        assert!(bind_values(plan.clone(), &[]).is_ok());
+        let err = bind_values(plan, &[ScalarValue::Int64(Some(1))]).unwrap_err();
+        assert!(err.to_string().contains("0 placeholder(s) but 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn limit_takes_an_integer_parameter() {
+        let planner = Planner::new(SessionContext::new(), 1 << 20);
+        let sql = "SELECT * FROM (VALUES (1), (2), (3)) AS t(x) LIMIT ?";
+        let Planned::Rows(physical, ctx) = planner
+            .plan(sql, &[ScalarValue::Int64(Some(2))])
+            .await
+            .unwrap()
+        else {
+            panic!("a query has rows");
+        };
+        let batches = datafusion::physical_plan::collect(physical, ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    }
+}
