@@ -152,8 +152,14 @@ pub fn bind_values(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalP
                  when it is closed or idle, and live on the server that bound them)"
             )
         } else {
+            let missing = if values.len() < expected {
+                format!(" (${} has no value)", values.len() + 1)
+            } else {
+                String::new()
+            };
             format!(
-                "the statement has {expected} placeholder(s) but {} parameter value(s) were bound",
+                "the statement has {expected} placeholder(s) but {} parameter value(s) were \
+                 bound{missing}",
                 values.len()
             )
         }));
@@ -220,6 +226,7 @@ mod tests {
         let err = bind_values(plan.clone(), &one).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.to_string().contains("2 placeholder(s) but 1"), "{err}");
+        assert!(err.to_string().contains("$2 has no value"), "{err}");
         let three = [one[0].clone(), one[0].clone(), one[0].clone()];
         let err = bind_values(plan.clone(), &three).unwrap_err();
         assert!(err.to_string().contains("2 placeholder(s) but 3"), "{err}");

@@ -5,6 +5,7 @@ limits (expiry, close, eviction, bytes)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,17 @@ from flightbear_testing import Server
 def dbapi_client(uri: str) -> FlightSQLClient:
     host, port = uri.removeprefix("grpc://").rsplit(":", 1)
     return FlightSQLClient(host=host, port=int(port), insecure=True)
+
+
+@contextlib.contextmanager
+def private_client(launch: Any, *flags: str) -> Iterator[tuple[Server, FlightSQLClient]]:
+    """A flightsql-dbapi client of a private server started with `flags` (no tables)."""
+    server: Server = launch(*flags, tables=False)
+    client = dbapi_client(server.uri)
+    try:
+        yield server, client
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -212,22 +224,16 @@ def test_close_frees_the_bound_parameters(uri: str) -> None:
 
 
 def test_idle_parameters_expire(launch: Any) -> None:
-    server: Server = launch("--prepared-ttl", "1", tables=False)
-    client = dbapi_client(server.uri)
-    try:
+    with private_client(launch, "--prepared-ttl", "1") as (_, client):
         statement = client.prepare("SELECT ? AS v")
         assert rows_of(client, bind(statement, 5)) == [{"v": 5}]
         time.sleep(2.5)
         with pytest.raises(pa.ArrowInvalid, match=r"invalid argument.*bind parameters again"):
             statement.execute(None)
-    finally:
-        client.close()
 
 
 def test_least_recently_used_statement_is_evicted(launch: Any) -> None:
-    server: Server = launch("--max-prepared-statements", "2", tables=False)
-    client = dbapi_client(server.uri)
-    try:
+    with private_client(launch, "--max-prepared-statements", "2") as (_, client):
         statements = [client.prepare("SELECT ? AS v") for _ in range(3)]
         for n, statement in enumerate(statements):
             bind(statement, n)
@@ -235,16 +241,11 @@ def test_least_recently_used_statement_is_evicted(launch: Any) -> None:
             statements[0].execute(None)
         assert rows_of(client, statements[1].execute(None)) == [{"v": 1}]
         assert rows_of(client, statements[2].execute(None)) == [{"v": 2}]
-    finally:
-        client.close()
 
 
 def test_a_client_binding_without_closing_cannot_grow_the_store(launch: Any) -> None:
-    server: Server = launch(
-        "--max-prepared-statements", "1000", "--max-prepared-bytes", "1MiB", tables=False
-    )
-    client = dbapi_client(server.uri)
-    try:
+    flags = ("--max-prepared-statements", "1000", "--max-prepared-bytes", "1MiB")
+    with private_client(launch, *flags) as (server, client):
         value = "x" * 300_000  # at most three of these fit in 1 MiB
         statements = []
         for _ in range(40):
@@ -268,8 +269,6 @@ def test_a_client_binding_without_closing_cannot_grow_the_store(launch: Any) -> 
                 cur.execute("SELECT length(?) AS n", parameters=["y" * 1_200_000])
             assert "--max-prepared-bytes" in str(info.value)
         assert server.alive()
-    finally:
-        client.close()
 
 
 def test_too_many_parameter_rows_are_refused(adbc_cur: Any) -> None:
