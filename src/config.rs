@@ -62,6 +62,12 @@ pub struct Config {
     pub data_roots: Vec<PathBuf>,
     /// Tables and views clients may create, all clients together.
     pub max_client_tables: usize,
+    /// Prepared statements whose bound parameters this replica keeps at once.
+    pub max_prepared_statements: usize,
+    /// Bytes of bound parameters kept at once (also reserved in the memory pool).
+    pub max_prepared_bytes: ByteSize,
+    /// Seconds kept parameters of an unused prepared statement survive.
+    pub prepared_ttl: u64,
     /// The users file (`None`: no authentication, every caller is anonymous).
     pub users: Option<PathBuf>,
     /// The secret that signs bearer tokens (`None`: a random one per process).
@@ -121,6 +127,9 @@ impl Default for Config {
             metrics_bind: None,
             data_roots: Vec::new(),
             max_client_tables: DEFAULT_MAX_CLIENT_TABLES,
+            max_prepared_statements: 10_000,
+            max_prepared_bytes: ByteSize::mib(64),
+            prepared_ttl: 600,
             users: None,
             token_secret: None,
             token_ttl: 3600,
@@ -315,6 +324,15 @@ pub struct Overrides {
     /// `--max-client-tables`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_client_tables: Option<usize>,
+    /// `--max-prepared-statements`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prepared_statements: Option<usize>,
+    /// `--max-prepared-bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prepared_bytes: Option<ByteSize>,
+    /// `--prepared-ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_ttl: Option<u64>,
     /// `--users`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<PathBuf>,
@@ -451,6 +469,15 @@ impl Config {
             self.query_threads
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Limits of the bound parameters kept for prepared statements.
+    pub fn prepared_limits(&self) -> crate::service::prepared_store::PreparedLimits {
+        crate::service::prepared_store::PreparedLimits {
+            max_statements: self.max_prepared_statements,
+            max_bytes: self.max_prepared_bytes.as_usize(),
+            ttl: std::time::Duration::from_secs(self.prepared_ttl),
         }
     }
 

@@ -125,6 +125,16 @@ struct ServeArgs {
     /// Tables and views clients may create, all clients together [default: 100].
     #[arg(long, env = "FLIGHTBEAR_MAX_CLIENT_TABLES", value_name = "N")]
     max_client_tables: Option<usize>,
+    /// Prepared statements whose bound parameters are kept for clients that reuse the
+    /// original handle; beyond it the least recently used are dropped [default: 10000].
+    #[arg(long, env = "FLIGHTBEAR_MAX_PREPARED_STATEMENTS", value_name = "N")]
+    max_prepared_statements: Option<usize>,
+    /// Bytes of such kept parameters, all statements together [default: 64MiB].
+    #[arg(long, env = "FLIGHTBEAR_MAX_PREPARED_BYTES", value_name = "SIZE")]
+    max_prepared_bytes: Option<ByteSize>,
+    /// Seconds kept parameters of an unused prepared statement survive [default: 600].
+    #[arg(long, env = "FLIGHTBEAR_PREPARED_TTL", value_name = "SECONDS")]
+    prepared_ttl: Option<u64>,
     /// Users file (TOML `[[users]]` with name, password_hash, role): with it, every Flight
     /// call needs a password or a bearer token [default: no authentication].
     #[arg(long, env = "FLIGHTBEAR_USERS", value_name = "FILE")]
@@ -229,6 +239,9 @@ impl ServeArgs {
                         .collect()
                 }),
             max_client_tables: self.max_client_tables,
+            max_prepared_statements: self.max_prepared_statements,
+            max_prepared_bytes: self.max_prepared_bytes,
+            prepared_ttl: self.prepared_ttl,
             users: self.users.clone(),
             token_secret: self.token_secret.clone().map(TokenSecret),
             token_ttl: self.token_ttl,

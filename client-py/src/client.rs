@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
-use arrow::compute::cast;
+use arrow::array::{Array, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -423,12 +422,11 @@ impl Drop for PreparedStatement {
     }
 }
 
-/// Casts the parameter row to the types the server asked for, when it said.
+/// Checks the parameter row against the server's parameter schema, when it sent one. Values
+/// keep their own types (an int stays Int64 even where the server guessed text for an untyped
+/// placeholder such as `SELECT ?`): the server coerces them where the SQL needs another type.
 fn conform(parameters: RecordBatch, wanted: &Schema) -> Result<RecordBatch, ClientError> {
-    if wanted.fields().is_empty() {
-        return Ok(parameters);
-    }
-    if wanted.fields().len() != parameters.num_columns() {
+    if !wanted.fields().is_empty() && wanted.fields().len() != parameters.num_columns() {
         return Err(ClientError::Status {
             code: tonic::Code::InvalidArgument,
             message: format!(
@@ -438,37 +436,7 @@ fn conform(parameters: RecordBatch, wanted: &Schema) -> Result<RecordBatch, Clie
             ),
         });
     }
-    let columns = parameters
-        .columns()
-        .iter()
-        .zip(wanted.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() || field.data_type().is_null() {
-                Ok(column.clone())
-            } else {
-                cast(column, field.data_type()).map_err(|e| ClientError::Status {
-                    code: tonic::Code::InvalidArgument,
-                    message: format!("parameter {}: {e}", field.name()),
-                })
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, _>>()?;
-    let fields: Vec<_> = parameters
-        .schema()
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| {
-            f.as_ref()
-                .clone()
-                .with_data_type(c.data_type().clone())
-                .with_nullable(true)
-        })
-        .collect();
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(parameters)
 }
 
 /// Decodes the rows of a GetTables batch (spec schema, `table_schema` included).

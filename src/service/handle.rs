@@ -48,6 +48,15 @@ impl StatementHandle {
             sql: sql.into(),
             parameters: Bytes::new(),
             query_id: Bytes::new(),
+            prepared_id: Bytes::new(),
+        }
+    }
+
+    /// A prepared statement's handle: the SQL and a new random prepared-statement id.
+    pub fn prepared(sql: impl Into<String>) -> Self {
+        Self {
+            prepared_id: Bytes::copy_from_slice(uuid::Uuid::new_v4().as_bytes()),
+            ..Self::for_sql(sql)
         }
     }
 
@@ -61,41 +70,58 @@ impl StatementHandle {
         Ok(Self::decode(bytes)?)
     }
 
-    /// Stores one row of parameter values (Arrow IPC stream).
-    pub fn with_parameters(mut self, batch: &RecordBatch) -> Result<Self, HandleError> {
+    /// Stores rows of parameter values (Arrow IPC stream), one row per execution.
+    pub fn with_parameters(mut self, batches: &[RecordBatch]) -> Result<Self, HandleError> {
+        let Some(first) = batches.first() else {
+            self.parameters = Bytes::new();
+            return Ok(self);
+        };
         let mut buffer = Vec::new();
         {
             let mut writer =
-                StreamWriter::try_new(&mut buffer, &batch.schema()).map_err(HandleError::Encode)?;
-            writer.write(batch).map_err(HandleError::Encode)?;
+                StreamWriter::try_new(&mut buffer, &first.schema()).map_err(HandleError::Encode)?;
+            for batch in batches {
+                writer.write(batch).map_err(HandleError::Encode)?;
+            }
             writer.finish().map_err(HandleError::Encode)?;
         }
         self.parameters = buffer.into();
         Ok(self)
     }
 
-    /// The bound parameter values in order, or an empty list.
-    pub fn parameter_values(&self) -> Result<Vec<ScalarValue>, HandleError> {
+    /// The bound parameter values, one list per row (one execution each); empty when none
+    /// are bound.
+    pub fn parameter_rows(&self) -> Result<Vec<Vec<ScalarValue>>, HandleError> {
         if self.parameters.is_empty() {
             return Ok(Vec::new());
         }
         let reader = StreamReader::try_new(Cursor::new(&self.parameters[..]), None)
             .map_err(HandleError::BadParameters)?;
-        let mut values = Vec::new();
+        let mut rows = Vec::new();
         for batch in reader {
             let batch = batch.map_err(HandleError::BadParameters)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            for column in batch.columns() {
-                values.push(
-                    ScalarValue::try_from_array(column, 0)
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|column| ScalarValue::try_from_array(column, row).map(union_member))
+                        .collect::<Result<Vec<_>, _>>()
                         .map_err(HandleError::UnsupportedValue)?,
                 );
             }
-            break;
         }
-        Ok(values)
+        Ok(rows)
+    }
+}
+
+/// The value inside a union value: clients such as flightsql-dbapi send every parameter as a
+/// one-row dense union, so that each may have its own type.
+fn union_member(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Union(Some((_, member)), ..) => union_member(*member),
+        ScalarValue::Union(None, ..) => ScalarValue::Null,
+        other => other,
     }
 }
 
@@ -122,15 +148,14 @@ mod tests {
             ],
         )
         .unwrap();
-        let handle = StatementHandle::for_sql("SELECT $1, $2")
-            .with_parameters(&batch)
+        let handle = StatementHandle::prepared("SELECT $1, $2")
+            .with_parameters(&[batch.clone(), batch.slice(0, 0), batch])
             .unwrap();
         let decoded = StatementHandle::from_bytes(&handle.to_bytes()).unwrap();
         assert_eq!(decoded.sql, "SELECT $1, $2");
-        assert_eq!(
-            decoded.parameter_values().unwrap(),
-            vec![ScalarValue::Int64(Some(42)), ScalarValue::from("chr1")]
-        );
+        assert_eq!(decoded.prepared_id.len(), 16);
+        let row = vec![ScalarValue::Int64(Some(42)), ScalarValue::from("chr1")];
+        assert_eq!(decoded.parameter_rows().unwrap(), vec![row.clone(), row]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | [`deadline`] | the server's query timeout and the client's gRPC deadline |
 //! | [`statement`] | FlightInfo, schema and result stream of statements; updates; the query log |
 //! | [`prepared`] | creating prepared statements and binding their parameters |
+//! | [`prepared_store`] | bound parameters kept for clients that reuse the original handle |
 //! | [`tables`] | plain Flight: path descriptors and ListFlights |
 //! | [`metadata`] | Flight SQL metadata commands (catalogs, tables, SQL info, …) |
 //! | [`actions`] | the table of DoAction actions behind DoAction and ListActions |
@@ -29,6 +30,7 @@ pub mod metadata;
 pub mod placeholders;
 pub mod planner;
 pub mod prepared;
+pub mod prepared_store;
 pub mod request;
 pub mod running;
 pub mod statement;
@@ -83,6 +85,7 @@ pub struct FlightbearService {
     max_request_bytes: usize,
     metrics: Arc<Metrics>,
     guard: Arc<CatalogGuard>,
+    prepared: Arc<prepared_store::PreparedStore>,
 }
 
 impl FlightbearService {
@@ -92,6 +95,10 @@ impl FlightbearService {
         let max_sql_bytes = config.max_sql_bytes.as_usize();
         let roots = DataRoots::new(&config.data_roots).map_err(std::io::Error::other)?;
         let guard = Arc::new(CatalogGuard::new(&ctx, roots, config.max_client_tables));
+        let prepared = Arc::new(prepared_store::PreparedStore::new(
+            config.prepared_limits(),
+            &ctx.runtime_env().memory_pool,
+        ));
         Ok(Self {
             planner: Planner::new(ctx, max_sql_bytes),
             string_view: config.string_view,
@@ -106,6 +113,7 @@ impl FlightbearService {
             max_request_bytes: max_sql_bytes.saturating_add(MIN_REQUEST_BYTES),
             metrics: Arc::new(Metrics::new()),
             guard,
+            prepared,
         })
     }
 
@@ -215,7 +223,7 @@ impl FlightbearService {
         let result = match Request::from_put(&descriptor)? {
             Request::Update { handle, bindable } => {
                 let handle = if bindable {
-                    prepared::bind_parameters(handle, first, stream).await?
+                    self.bind_parameters(handle, first, stream).await?
                 } else {
                     handle
                 };
@@ -223,7 +231,7 @@ impl FlightbearService {
                 DoPutUpdateResult { record_count }.encode_to_vec()
             }
             Request::Bind(handle) => {
-                let handle = prepared::bind_parameters(handle, first, stream).await?;
+                let handle = self.bind_parameters(handle, first, stream).await?;
                 DoPutPreparedStatementResult {
                     prepared_statement_handle: Some(handle.to_bytes()),
                 }

@@ -3,13 +3,13 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::error::ServiceError;
-use super::handle::StatementHandle;
 use super::{complexity, placeholders};
 use crate::catalog::memory_table;
 
@@ -52,20 +52,20 @@ impl Planner {
         SessionContext::new_with_state(self.ctx.state())
     }
 
-    /// Parses, checks and binds a statement, without executing anything.
+    /// Parses and checks a statement, without binding parameters or executing anything.
     pub async fn logical_plan(
         &self,
-        handle: &StatementHandle,
+        sql: &str,
     ) -> Result<(LogicalPlan, SessionContext), ServiceError> {
-        if handle.sql.len() > self.max_sql_bytes {
+        if sql.len() > self.max_sql_bytes {
             return Err(ServiceError::InvalidRequest(format!(
                 "the SQL text is {} bytes; this server accepts at most {} (--max-sql-bytes)",
-                handle.sql.len(),
+                sql.len(),
                 crate::bytesize::ByteSize(self.max_sql_bytes as u64)
             )));
         }
         let ctx = self.request_context();
-        let sql = placeholders::number_question_marks(&handle.sql)?;
+        let sql = placeholders::number_question_marks(sql)?;
         let state = ctx.state();
         let statement =
             state.sql_to_statement(&sql, &state.config().options().sql_parser.dialect)?;
@@ -73,20 +73,14 @@ impl Planner {
         let plan = state.statement_to_plan(statement).await?;
         SQL_OPTIONS.verify_plan(&plan)?;
         authorize_catalog_change(&plan)?;
-        let values = handle.parameter_values()?;
-        if values.is_empty() {
-            return Ok((plan, ctx));
-        }
-        // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
-        // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
-        // after substitution makes the comparison right.
-        Ok((plan.with_param_values(values)?, ctx))
+        Ok((plan, ctx))
     }
 
-    /// Plans a statement down to an execution plan (or recognises it as having no rows).
-    pub async fn plan(&self, handle: &StatementHandle) -> Result<Planned, ServiceError> {
-        let (plan, ctx) = self.logical_plan(handle).await?;
-        Self::physical_plan(plan, ctx).await
+    /// Plans a statement with one row of parameter values (empty when none are bound) down to
+    /// an execution plan, or recognises it as having no rows.
+    pub async fn plan(&self, sql: &str, values: &[ScalarValue]) -> Result<Planned, ServiceError> {
+        let (plan, ctx) = self.logical_plan(sql).await?;
+        Self::physical_plan(bind_values(plan, values)?, ctx).await
     }
 
     /// Takes an already parsed and bound plan down to an execution plan.
@@ -146,6 +140,50 @@ pub fn has_no_rows(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// Substitutes one row of parameter values for the statement's placeholders, which must be
+/// exactly as many as the values.
+pub fn bind_values(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan, ServiceError> {
+    let expected = placeholder_count(&plan)?;
+    if values.len() != expected {
+        return Err(ServiceError::InvalidRequest(if values.is_empty() {
+            format!(
+                "placeholder $1 was not provided a value; bind parameters again (the statement \
+                 has {expected} placeholder(s); parameters bound to a prepared statement expire \
+                 when it is closed or idle, and live on the server that bound them)"
+            )
+        } else {
+            let missing = if values.len() < expected {
+                format!(" (${} has no value)", values.len() + 1)
+            } else {
+                String::new()
+            };
+            format!(
+                "the statement has {expected} placeholder(s) but {} parameter value(s) were \
+                 bound{missing}",
+                values.len()
+            )
+        }));
+    }
+    if values.is_empty() {
+        return Ok(plan);
+    }
+    // Values go in as sent, not cast to the type DataFusion guessed for the placeholder:
+    // `x < ?` with x BIGINT and 1.5 bound must compare against 1.5, not 1. Type coercion
+    // after substitution makes the comparison right, and refuses values of unusable types.
+    Ok(plan.with_param_values(values.to_vec())?)
+}
+
+/// How many values a statement needs: its highest `$n` (or its number of named placeholders).
+fn placeholder_count(plan: &LogicalPlan) -> Result<usize, ServiceError> {
+    let names = plan.get_parameter_types()?;
+    let highest = names
+        .keys()
+        .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(highest.max(names.len()))
+}
+
 /// The schema of a statement's parameters: `$1`, `$2`, … in order.
 pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, ServiceError> {
     let types = plan.get_parameter_types()?;
@@ -170,4 +208,54 @@ pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, ServiceError> {
             })
             .collect::<Vec<_>>(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parsed(sql: &str) -> LogicalPlan {
+        let planner = Planner::new(SessionContext::new(), 1 << 20);
+        planner.logical_plan(sql).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn values_must_match_the_placeholders_in_number() {
+        let plan = parsed("SELECT $1 AS a, $2 AS b, $1 AS c").await;
+        let one = [ScalarValue::Int64(Some(1))];
+        let err = bind_values(plan.clone(), &one).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("2 placeholder(s) but 1"), "{err}");
+        assert!(err.to_string().contains("$2 has no value"), "{err}");
+        let three = [one[0].clone(), one[0].clone(), one[0].clone()];
+        let err = bind_values(plan.clone(), &three).unwrap_err();
+        assert!(err.to_string().contains("2 placeholder(s) but 3"), "{err}");
+        let err = bind_values(plan, &[]).unwrap_err();
+        assert!(err.to_string().contains("bind parameters again"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn statements_without_placeholders_take_no_values() {
+        let plan = parsed("SELECT 1").await;
+        assert!(bind_values(plan.clone(), &[]).is_ok());
+        let err = bind_values(plan, &[ScalarValue::Int64(Some(1))]).unwrap_err();
+        assert!(err.to_string().contains("0 placeholder(s) but 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn limit_takes_an_integer_parameter() {
+        let planner = Planner::new(SessionContext::new(), 1 << 20);
+        let sql = "SELECT * FROM (VALUES (1), (2), (3)) AS t(x) LIMIT ?";
+        let Planned::Rows(physical, ctx) = planner
+            .plan(sql, &[ScalarValue::Int64(Some(2))])
+            .await
+            .unwrap()
+        else {
+            panic!("a query has rows");
+        };
+        let batches = datafusion::physical_plan::collect(physical, ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    }
 }

@@ -1,7 +1,13 @@
 //! Prepared statements: creating one (its parameter and result schemas), binding parameters from DoPut, closing.
 //!
-//! Handles are stateless: a prepared statement is its SQL, and binding parameters returns a
-//! new handle that carries them, so any replica can serve any handle.
+//! A prepared statement is its SQL plus a random id. Binding parameters returns a new handle
+//! that carries them, so any replica can serve it (ADBC adopts it); the replica that bound them
+//! also keeps them under the id ([`super::prepared_store`]) for clients that go on using the
+//! original handle (flightsql-dbapi, older JDBC drivers). A handle that carries parameters
+//! uses its own; one without uses those kept here, if any.
+//!
+//! A DoPut may bind several rows (executemany): a query then returns the results of each row
+//! in order, an update the summed count.
 
 use std::sync::Arc;
 
@@ -16,8 +22,9 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ScalarValue;
 use futures::{StreamExt, TryStreamExt};
-use tonic::Streaming;
+use tonic::{Status, Streaming};
 
 use super::FlightbearService;
 use super::error::ServiceError;
@@ -30,8 +37,8 @@ impl FlightbearService {
         &self,
         request: ActionCreatePreparedStatementRequest,
     ) -> Result<ActionCreatePreparedStatementResult, ServiceError> {
-        let handle = StatementHandle::for_sql(request.query);
-        let (plan, ctx) = self.planner.logical_plan(&handle).await?;
+        let handle = StatementHandle::prepared(request.query);
+        let (plan, ctx) = self.planner.logical_plan(&handle.sql).await?;
         let parameter_schema = parameter_schema(&plan)?;
         let dataset_schema = if has_no_rows(&plan) {
             // JDBC reads an empty dataset schema as "this is an update".
@@ -53,45 +60,106 @@ impl FlightbearService {
         })
     }
 
-    /// Action ClosePreparedStatement: handles are stateless, so there is nothing to free;
-    /// the request was already checked to be well-formed.
-    pub(super) fn close_prepared_statement(&self, _request: ActionClosePreparedStatementRequest) {}
-}
+    /// Action ClosePreparedStatement: frees the parameters this replica keeps for it (a handle
+    /// from any replica, or one already closed, is fine: there is nothing else to free).
+    pub(super) fn close_prepared_statement(&self, request: ActionClosePreparedStatementRequest) {
+        if let Ok(handle) = StatementHandle::from_bytes(&request.prepared_statement_handle) {
+            self.prepared.remove(&handle.prepared_id);
+        }
+    }
 
-/// DoPut after a prepared-statement command: the handle with the streamed parameter row bound
-/// (or unchanged when the stream carries no rows).
-pub(super) async fn bind_parameters(
-    handle: StatementHandle,
-    first: FlightData,
-    rest: Streaming<FlightData>,
-) -> Result<StatementHandle, ServiceError> {
-    match read_parameters(first, rest).await? {
-        Some(batch) => Ok(handle.with_parameters(&batch)?),
-        None => Ok(handle),
+    /// DoPut after a prepared-statement command: the handle with the streamed parameter rows
+    /// bound (or unchanged when the stream carries no rows); this replica keeps them too.
+    pub(super) async fn bind_parameters(
+        &self,
+        handle: StatementHandle,
+        first: FlightData,
+        rest: Streaming<FlightData>,
+    ) -> Result<StatementHandle, ServiceError> {
+        let batches = read_parameters(first, rest).await?;
+        if batches.is_empty() {
+            return Ok(handle);
+        }
+        let handle = handle.with_parameters(&batches)?;
+        self.prepared
+            .insert(&handle.prepared_id, &handle.sql, handle.parameters.clone())?;
+        Ok(handle)
+    }
+
+    /// The parameter rows a statement runs with, one execution each: those its handle carries,
+    /// else those this replica keeps for its prepared statement (then put in the handle); one
+    /// empty row when none are bound.
+    pub(super) fn parameter_rows(
+        &self,
+        handle: &mut StatementHandle,
+    ) -> Result<Vec<Vec<ScalarValue>>, ServiceError> {
+        if handle.parameters.is_empty()
+            && let Some(kept) = self.prepared.get(&handle.prepared_id, &handle.sql)
+        {
+            handle.parameters = kept;
+        }
+        let rows = handle.parameter_rows()?;
+        Ok(if rows.is_empty() {
+            vec![Vec::new()]
+        } else {
+            rows
+        })
     }
 }
 
-/// Reads the parameter row of a DoPut stream (its first message may already carry the schema).
+/// Most parameter rows one DoPut may bind (executemany): each row is one execution.
+pub const MAX_PARAMETER_ROWS: usize = 10_000;
+/// Most bytes of parameter messages one DoPut may carry: the handle that returns them must fit
+/// in a request (the request cap is the SQL limit plus 16 MiB).
+pub const MAX_PARAMETER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads the parameter rows of a DoPut stream (its first message may already carry the
+/// schema), at most [`MAX_PARAMETER_ROWS`] rows in [`MAX_PARAMETER_BYTES`] of messages.
 async fn read_parameters(
     first: FlightData,
     rest: Streaming<FlightData>,
-) -> Result<Option<RecordBatch>, ServiceError> {
+) -> Result<Vec<RecordBatch>, ServiceError> {
     let head = (!first.data_header.is_empty()).then_some(first);
+    let mut received = 0usize;
     let data = futures::stream::iter(head.map(Ok))
-        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))));
+        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))))
+        .and_then(move |message| {
+            received += message.data_header.len() + message.data_body.len();
+            futures::future::ready(if received > MAX_PARAMETER_BYTES {
+                Err(FlightError::Tonic(Box::new(Status::invalid_argument(
+                    format!(
+                        "the bound parameters exceed {MAX_PARAMETER_BYTES} bytes; bind fewer rows \
+                     at a time"
+                    ),
+                ))))
+            } else {
+                Ok(message)
+            })
+        });
     let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
-    let mut found: Option<RecordBatch> = None;
+    let mut found = Vec::new();
+    let mut rows = 0usize;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
         }
-        if found.is_some() || batch.num_rows() > 1 {
+        if found
+            .first()
+            .is_some_and(|first: &RecordBatch| first.schema() != batch.schema())
+        {
             return Err(ServiceError::invalid(
-                "bind one row of parameter values; several rows are not supported",
+                "every batch of bound parameters must have the same schema",
             ));
         }
-        found = Some(batch);
+        rows += batch.num_rows();
+        if rows > MAX_PARAMETER_ROWS {
+            return Err(ServiceError::invalid(format!(
+                "at most {MAX_PARAMETER_ROWS} parameter rows may be bound at once; bind fewer \
+                 rows at a time"
+            )));
+        }
+        found.push(batch);
     }
     Ok(found)
 }

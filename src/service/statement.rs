@@ -16,6 +16,8 @@ use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -57,15 +59,18 @@ impl FlightbearService {
         // logged itself).
         let planned = self
             .run_limited(deadline, async move {
-                Ok(match service.planner.plan(&handle).await? {
+                // The ticket carries the parameters, so any replica can stream it.
+                let rows = service.parameter_rows(&mut handle)?;
+                Ok(match service.planner.plan(&handle.sql, &rows[0]).await? {
                     Planned::NoRows(plan, ctx) => service
-                        .run_statement(&handle, plan, ctx)
+                        .run_statements(&handle, plan, ctx, &rows)
                         .await
                         .map(|_| None),
                     Planned::Rows(physical, _) => {
                         // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
                         handle.query_id = new_query_id();
-                        Ok(Some((service.wire_schema(&physical.schema()), handle)))
+                        let schema = service.wire_schema(&physical.schema());
+                        Ok(Some((executions_schema(schema, rows.len()), handle)))
                     }
                 })
             })
@@ -89,15 +94,18 @@ impl FlightbearService {
     /// The schema a statement's results will have, without running it.
     pub(super) async fn statement_schema(
         &self,
-        handle: StatementHandle,
+        mut handle: StatementHandle,
         deadline: Option<Deadline>,
     ) -> Result<SchemaRef, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
         self.run_limited(deadline, async move {
-            Ok(match service.planner.plan(&handle).await? {
+            let rows = service.parameter_rows(&mut handle)?;
+            Ok(match service.planner.plan(&handle.sql, &rows[0]).await? {
                 Planned::NoRows(..) => Arc::new(Schema::empty()),
-                Planned::Rows(physical, _) => service.wire_schema(&physical.schema()),
+                Planned::Rows(physical, _) => {
+                    executions_schema(service.wire_schema(&physical.schema()), rows.len())
+                }
             })
         })
         .await
@@ -143,16 +151,20 @@ impl FlightbearService {
     }
 
     /// Plans and runs a statement, sending its Flight messages until the end or an error.
+    /// With several parameter rows, the results of each row follow one another in one stream.
     async fn produce(
         &self,
-        handle: StatementHandle,
+        mut handle: StatementHandle,
         sender: &mpsc::Sender<Outgoing>,
         log: &QueryLog,
     ) -> Result<(), ServiceError> {
         let pool = &self.planner.catalog().runtime_env().memory_pool;
         let results =
             MemoryConsumer::new("query results on their way to the client").register(pool);
-        let (schema, batches) = match self.planner.plan(&handle).await? {
+        let mut rows = self.parameter_rows(&mut handle)?;
+        let later_rows = rows.split_off(1);
+        let executions = later_rows.len() + 1;
+        let (schema, batches) = match self.planner.plan(&handle.sql, &rows[0]).await? {
             Planned::NoRows(LogicalPlan::Ddl(ddl), _) => {
                 return Err(ServiceError::PermissionDenied(format!(
                     "{} runs from GetFlightInfo or DoPut, never from a DoGet ticket",
@@ -166,9 +178,10 @@ impl FlightbearService {
                 (Arc::new(Schema::empty()), futures::stream::empty().boxed())
             }
             Planned::Rows(physical, ctx) => {
-                let schema = self.wire_schema(&physical.schema());
+                let schema = executions_schema(self.wire_schema(&physical.schema()), executions);
                 let _ = log.plan.set(Arc::clone(&physical));
-                let stream = execute_stream(physical, ctx.task_ctx())?;
+                let first = execute_stream(physical, ctx.task_ctx())?;
+                let stream = first.chain(self.later_executions(handle.sql, later_rows));
                 let wire_schema = Arc::clone(&schema);
                 let rows = Arc::clone(&log.rows);
                 let batches = stream.map(move |batch| {
@@ -200,7 +213,7 @@ impl FlightbearService {
     /// Runs a statement that returns no rows (CREATE/DROP/SET) and returns its record count.
     pub(super) async fn update(
         &self,
-        handle: StatementHandle,
+        mut handle: StatementHandle,
         deadline: Option<Deadline>,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
@@ -208,8 +221,11 @@ impl FlightbearService {
         // The outer error is a failure to plan; the inner one, of a statement that ran (and
         // logged itself).
         self.run_limited(deadline, async move {
-            match service.planner.plan(&handle).await? {
-                Planned::NoRows(plan, ctx) => Ok(service.run_statement(&handle, plan, ctx).await),
+            let rows = service.parameter_rows(&mut handle)?;
+            match service.planner.plan(&handle.sql, &rows[0]).await? {
+                Planned::NoRows(plan, ctx) => {
+                    Ok(service.run_statements(&handle, plan, ctx, &rows).await)
+                }
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
@@ -217,6 +233,54 @@ impl FlightbearService {
         })
         .await
         .inspect_err(|e| self.planning_failed(&sql, e))?
+    }
+
+    /// Runs a statement without rows once per parameter row (the first already planned) and
+    /// returns the summed count; stops at the first failure.
+    async fn run_statements(
+        &self,
+        handle: &StatementHandle,
+        plan: LogicalPlan,
+        ctx: SessionContext,
+        rows: &[Vec<ScalarValue>],
+    ) -> Result<i64, ServiceError> {
+        let mut count = self.run_statement(handle, plan, ctx).await?;
+        for row in rows.iter().skip(1) {
+            match self.planner.plan(&handle.sql, row).await? {
+                Planned::NoRows(plan, ctx) => {
+                    count = count.saturating_add(self.run_statement(handle, plan, ctx).await?);
+                }
+                Planned::Rows(..) => return Err(rows_then_no_rows()),
+            }
+        }
+        Ok(count)
+    }
+
+    /// The results of a query for its parameter rows after the first, one after the other;
+    /// each row is planned when the previous one's results have been sent.
+    fn later_executions(
+        &self,
+        sql: String,
+        rows: Vec<Vec<ScalarValue>>,
+    ) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static {
+        let planner = self.planner.clone();
+        futures::stream::iter(rows)
+            .then(move |row| {
+                let (planner, sql) = (planner.clone(), sql.clone());
+                async move {
+                    match planner.plan(&sql, &row).await? {
+                        Planned::Rows(physical, ctx) => {
+                            Ok(execute_stream(physical, ctx.task_ctx())?)
+                        }
+                        Planned::NoRows(..) => Err(rows_then_no_rows()),
+                    }
+                }
+            })
+            .map_err(|e: ServiceError| match e {
+                ServiceError::DataFusion(e) => e,
+                other => DataFusionError::External(Box::new(Status::from(other))),
+            })
+            .try_flatten()
     }
 
     /// Runs a statement without rows (DDL, SET) in a query slot on threads of its own, and
@@ -259,6 +323,26 @@ impl FlightbearService {
             })
             .await
     }
+}
+
+/// The schema of a query's results: with several parameter rows every column may hold nulls,
+/// since a later row's results are sent under the schema planned for the first.
+fn executions_schema(schema: SchemaRef, executions: usize) -> SchemaRef {
+    if executions <= 1 {
+        return schema;
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// One parameter row made a query and another a statement without rows: cannot happen, as
+/// every row has the same types.
+fn rows_then_no_rows() -> ServiceError {
+    ServiceError::Internal("parameter rows of one statement planned as different kinds".into())
 }
 
 /// Sleeps until the deadline, or forever without one.

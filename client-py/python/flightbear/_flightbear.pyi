@@ -70,7 +70,14 @@ class Connection:
         query: str,
         parameters: Sequence[Any] | pyarrow.RecordBatch | None = None,
     ) -> QueryResult:
-        """Plans ``query`` on the server and returns its (not yet fetched) result."""
+        """Plans ``query`` on the server and returns its (not yet fetched) result.
+
+        ``parameters`` fill the ``?`` (or ``$1``, ``$2``, ...) placeholders in order and keep
+        their Python types: int → Int64, float → Float64, bool → Boolean, None → Null,
+        str → Utf8, bytes → Binary, decimal.Decimal → Decimal128 (its precision and scale),
+        datetime.date → Date32, naive datetime.datetime → Timestamp(us), tz-aware
+        datetime.datetime → Timestamp(us, tz). A one-row ``pyarrow.RecordBatch`` is sent as is.
+        """
 
     def execute(self, statement: str) -> int:
         """Runs a statement that returns no rows (DDL/DML); returns the affected-row count."""
