@@ -10,7 +10,7 @@
 //! itself reports its size correctly and spills). [`BoundExchangeBuffers`] puts a
 //! [`ContextExec`] above every repartition that coalesces: it runs the repartition with a batch
 //! size of one row, which turns DataFusion's coalescer off (each batch is reserved as soon as
-//! it is cut), and merges the batches the repartition emits itself, by rows and bytes: up to
+//! it is cut; the repartition's own inputs run with the session's batch size), and merges the batches the repartition emits itself, by rows and bytes: up to
 //! `batch_size` rows and at most [`COALESCE_BYTES`], with what it holds reserved in the pool,
 //! passing batches on unmerged when the pool is short.
 //!
@@ -78,14 +78,14 @@ impl PhysicalOptimizerRule for BoundExchangeBuffers {
                 let new_children = children
                     .into_iter()
                     .map(|child| bounded(Arc::clone(child)))
-                    .collect();
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Transformed::yes(node.replace_children(
                     new_children,
                     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
                 )?))
             })?
             .data;
-        Ok(bounded(plan))
+        bounded(plan)
     }
 
     fn name(&self) -> &str {
@@ -103,12 +103,22 @@ fn coalesces(node: &Arc<dyn ExecutionPlan>) -> bool {
         .is_some_and(|exec| !exec.preserve_order() && !exec.properties().boundedness.is_unbounded())
 }
 
-fn bounded(node: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    if coalesces(&node) {
-        context_exec(node, Change::BoundedCoalesce)
-    } else {
-        node
+/// A repartition that coalesces, run with one-row batches and merged by bytes; its own inputs
+/// run with the session's batch size again.
+fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if !coalesces(&node) {
+        return Ok(node);
     }
+    let inputs = node
+        .children()
+        .into_iter()
+        .map(|child| context_exec(Arc::clone(child), Change::RestoreBatchSize))
+        .collect();
+    let node = node.replace_children(
+        inputs,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )?;
+    Ok(context_exec(node, Change::BoundedCoalesce))
 }
 
 /// The physical optimizer rule that runs every nested-loop join without a spill directory
@@ -157,8 +167,12 @@ impl PhysicalOptimizerRule for NoNestedLoopJoinSpill {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// One-row batches for the input (a repartition: no coalescing of its own), and its output
-    /// merged by rows and bytes.
+    /// merged by rows and bytes; the session's batch size is kept in the session config for
+    /// [`Change::RestoreBatchSize`].
     BoundedCoalesce,
+    /// The session's batch size back, for the inputs of a repartition run
+    /// [`Change::BoundedCoalesce`] (one-row batches there would make the whole subtree crawl).
+    RestoreBatchSize,
     /// No spill directory for the input (a nested-loop join); the spilling runtime is kept in
     /// the session config for [`Change::RestoreSpill`].
     WithoutSpill,
@@ -168,6 +182,9 @@ pub enum Change {
 
 /// The spilling runtime a [`Change::WithoutSpill`] set aside.
 struct SpillingRuntime(Arc<RuntimeEnv>);
+
+/// The batch size a [`Change::BoundedCoalesce`] set aside.
+struct SessionBatchSize(usize);
 
 fn is_context(node: &Arc<dyn ExecutionPlan>, change: Change) -> bool {
     node.downcast_ref::<ContextExec>()
@@ -192,6 +209,7 @@ impl DisplayAs for ContextExec {
             Change::BoundedCoalesce => write!(f, "BoundedCoalesceExec: max_bytes={COALESCE_BYTES}"),
             Change::WithoutSpill => f.write_str("NoSpillExec"),
             Change::RestoreSpill => f.write_str("SpillExec"),
+            Change::RestoreBatchSize => f.write_str("BatchSizeExec"),
         }
     }
 }
@@ -238,7 +256,11 @@ impl ExecutionPlan for ContextExec {
         match self.change {
             Change::BoundedCoalesce => {
                 let batch_rows = context.session_config().batch_size();
-                let config = context.session_config().clone().with_batch_size(1);
+                let config = context
+                    .session_config()
+                    .clone()
+                    .with_batch_size(1)
+                    .with_extension(Arc::new(SessionBatchSize(batch_rows)));
                 let inner = derived(&context, config, context.runtime_env());
                 let input = self.input.execute(partition, inner)?;
                 let reservation = MemoryConsumer::new(format!("BoundedCoalesceExec[{partition}]"))
@@ -267,6 +289,17 @@ impl ExecutionPlan for ContextExec {
                 let config = context.session_config().clone();
                 let inner = match config.get_extension::<SpillingRuntime>() {
                     Some(spilling) => derived(&context, config, Arc::clone(&spilling.0)),
+                    None => context,
+                };
+                self.input.execute(partition, inner)
+            }
+            Change::RestoreBatchSize => {
+                let config = context.session_config().clone();
+                let inner = match config.get_extension::<SessionBatchSize>() {
+                    Some(rows) => {
+                        let config = config.with_batch_size(rows.0);
+                        derived(&context, config, context.runtime_env())
+                    }
                     None => context,
                 };
                 self.input.execute(partition, inner)
@@ -424,6 +457,11 @@ mod tests {
         assert!(shown.contains("RepartitionExec"), "{shown}");
         assert_eq!(
             shown.matches("BoundedCoalesceExec").count(),
+            shown.matches("RepartitionExec").count(),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.matches("BatchSizeExec").count(),
             shown.matches("RepartitionExec").count(),
             "{shown}"
         );

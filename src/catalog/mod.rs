@@ -86,9 +86,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
-        // bounded_operators::BoundExchangeBuffers bounds wide-row repartitions (grouped
-        // string_agg) but makes ordinary repartitions ~40x slower; not registered until it only
-        // wraps the repartitions that need it.
+        .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_table_factory(
             "FASTA".to_string(),

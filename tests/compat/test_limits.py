@@ -448,12 +448,6 @@ def test_string_agg_over_a_large_cross_join_is_resource_exhausted(
     assert_refused_for_memory(launch, dataset, sql)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DataFusion 55.2 RepartitionExec merges partial-aggregate rows up to batch_size rows "
-    "without reserving them (each row here holds ~1 MB of string_agg state); the fix in "
-    "catalog/bounded_operators.rs is not registered yet (it slows ordinary repartitions ~40x)",
-)
 def test_grouped_string_agg_over_a_large_cross_join_is_resource_exhausted(
     launch: Any, dataset: Dataset
 ) -> None:
