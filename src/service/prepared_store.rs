@@ -40,8 +40,7 @@ pub struct PreparedStore {
 
 struct State {
     entries: HashMap<Bytes, Entry>,
-    bytes: usize,
-    /// Memory the entries hold, reserved in the server's pool.
+    /// Memory the entries hold (their bytes), reserved in the server's pool.
     reservation: MemoryReservation,
 }
 
@@ -68,7 +67,6 @@ impl PreparedStore {
             limits,
             state: Mutex::new(State {
                 entries: HashMap::new(),
-                bytes: 0,
                 reservation,
             }),
         }
@@ -98,7 +96,7 @@ impl PreparedStore {
         state.remove(id);
         state.expire(now, self.limits.ttl);
         while state.entries.len() >= self.limits.max_statements
-            || state.bytes + size > self.limits.max_bytes
+            || state.reservation.size() + size > self.limits.max_bytes
         {
             if !state.evict_least_recently_used() {
                 break;
@@ -112,7 +110,6 @@ impl PreparedStore {
                 )));
             }
         }
-        state.bytes += size;
         state.entries.insert(id.clone(), entry);
         Ok(())
     }
@@ -138,7 +135,7 @@ impl PreparedStore {
     /// Entries kept now and their bytes.
     pub fn usage(&self) -> (usize, usize) {
         let state = self.lock();
-        (state.entries.len(), state.bytes)
+        (state.entries.len(), state.reservation.size())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,13 +149,8 @@ impl PreparedStore {
 impl State {
     fn remove(&mut self, id: &Bytes) {
         if let Some(entry) = self.entries.remove(id) {
-            self.release(&entry);
+            self.reservation.shrink(entry.size());
         }
-    }
-
-    fn release(&mut self, entry: &Entry) {
-        self.bytes -= entry.size();
-        self.reservation.shrink(entry.size());
     }
 
     /// Drops entries idle for longer than `ttl`.
