@@ -178,10 +178,15 @@ fn placeholder_count(plan: &LogicalPlan) -> Result<usize, ServiceError> {
     let names = plan.get_parameter_types()?;
     let highest = names
         .keys()
-        .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+        .filter_map(|name| placeholder_number(name))
         .max()
         .unwrap_or(0);
     Ok(highest.max(names.len()))
+}
+
+/// The number of a `$n` placeholder (`None` for a named one).
+fn placeholder_number(name: &str) -> Option<usize> {
+    name.strip_prefix('$')?.parse().ok()
 }
 
 /// The schema of a statement's parameters: `$1`, `$2`, … in order.
@@ -190,10 +195,7 @@ pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, ServiceError> {
     let mut numbered: Vec<(usize, String, Option<DataType>)> = types
         .into_iter()
         .map(|(name, data_type)| {
-            let number = name
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(usize::MAX);
+            let number = placeholder_number(&name).unwrap_or(usize::MAX);
             (number, name, data_type)
         })
         .collect();
