@@ -2,9 +2,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(["proto/flightbear.proto"], ["proto"])?;
+    let descriptors = protox::compile(
+        ["proto/flightbear.proto", "proto/flight_session.proto"],
+        ["proto"],
+    )?;
     prost_build::Config::new()
         .bytes(["."])
+        // Settings in a handle encode in one order, whatever order they were set in.
+        .btree_map(["."])
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!(

@@ -38,6 +38,10 @@ pub struct Config {
     pub memory_limit: Option<ByteSize>,
     /// Where sorts, aggregations and joins spill when memory runs short (`None`: a temp dir).
     pub spill_dir: Option<PathBuf>,
+    /// Where bulk-ingested tables are kept as Parquet (`None`: bulk ingest is refused).
+    pub ingest_dir: Option<PathBuf>,
+    /// Most bytes of Arrow data one bulk ingest may send.
+    pub max_ingest_bytes: ByteSize,
     /// Longest SQL text accepted.
     pub max_sql_bytes: ByteSize,
     /// Seconds a query may run (0: no limit).
@@ -68,6 +72,10 @@ pub struct Config {
     pub max_prepared_bytes: ByteSize,
     /// Seconds kept parameters of an unused prepared statement survive.
     pub prepared_ttl: u64,
+    /// Client sessions (SET, session options) this replica keeps at once.
+    pub max_sessions: usize,
+    /// Seconds an unused session survives.
+    pub session_idle_timeout: u64,
     /// The users file (`None`: no authentication, every caller is anonymous).
     pub users: Option<PathBuf>,
     /// The secret that signs bearer tokens (`None`: a random one per process).
@@ -116,6 +124,8 @@ impl Default for Config {
             sample_data: true,
             memory_limit: None,
             spill_dir: None,
+            ingest_dir: None,
+            max_ingest_bytes: ByteSize::mib(10 * 1024),
             max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
             query_timeout: 3600,
             max_concurrent_queries: 0,
@@ -130,6 +140,8 @@ impl Default for Config {
             max_prepared_statements: 10_000,
             max_prepared_bytes: ByteSize::mib(64),
             prepared_ttl: 600,
+            max_sessions: 1000,
+            session_idle_timeout: 3600,
             users: None,
             token_secret: None,
             token_ttl: 3600,
@@ -291,6 +303,12 @@ pub struct Overrides {
     /// `--spill-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<PathBuf>,
+    /// `--ingest-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_dir: Option<PathBuf>,
+    /// `--max-ingest-bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ingest_bytes: Option<ByteSize>,
     /// `--max-sql-bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_sql_bytes: Option<ByteSize>,
@@ -333,6 +351,12 @@ pub struct Overrides {
     /// `--prepared-ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared_ttl: Option<u64>,
+    /// `--max-sessions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    /// `--session-idle-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_idle_timeout: Option<u64>,
     /// `--users`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<PathBuf>,
@@ -469,6 +493,14 @@ impl Config {
             self.query_threads
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Limits of the client sessions this replica keeps.
+    pub fn session_limits(&self) -> crate::service::sessions::SessionLimits {
+        crate::service::sessions::SessionLimits {
+            max_sessions: self.max_sessions,
+            idle_timeout: std::time::Duration::from_secs(self.session_idle_timeout),
         }
     }
 

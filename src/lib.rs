@@ -16,6 +16,7 @@
 //! | [`metrics`] | what the server counts (RPCs, queries, connections), as Prometheus text |
 //! | [`server`] | the gRPC server: listener, connection limits, health, `/metrics`, graceful shutdown |
 //! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
+//! | [`flight_session`] | the Flight session messages (SetSessionOptions, …) |
 
 pub mod auth;
 pub mod bytesize;
@@ -30,6 +31,11 @@ pub mod service;
 /// flightbear's own protobuf messages, compiled from `proto/` at build time.
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/flightbear.v1.rs"));
+}
+
+/// The Flight session messages of Arrow's Flight.proto (arrow-flight 59 lacks them).
+pub mod flight_session {
+    include!(concat!(env!("OUT_DIR"), "/arrow.flight.protocol.rs"));
 }
 
 /// The Arrow version flightbear is built with (reported through GetSqlInfo).

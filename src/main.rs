@@ -84,6 +84,14 @@ struct ServeArgs {
     /// Directory for spill files [default: a temporary directory].
     #[arg(long, env = "FLIGHTBEAR_SPILL_DIR", value_name = "DIR")]
     spill_dir: Option<PathBuf>,
+    /// Directory where bulk-ingested tables (ADBC `adbc_ingest`, Flight SQL
+    /// CommandStatementIngest) are kept as Parquet and served again after a restart
+    /// [default: none; bulk ingest is refused].
+    #[arg(long, env = "FLIGHTBEAR_INGEST_DIR", value_name = "DIR")]
+    ingest_dir: Option<PathBuf>,
+    /// Most bytes of Arrow data one bulk ingest may send [default: 10GiB].
+    #[arg(long, env = "FLIGHTBEAR_MAX_INGEST_BYTES", value_name = "SIZE")]
+    max_ingest_bytes: Option<ByteSize>,
     /// Longest SQL text accepted [default: 1MiB].
     #[arg(long, env = "FLIGHTBEAR_MAX_SQL_BYTES", value_name = "SIZE")]
     max_sql_bytes: Option<ByteSize>,
@@ -135,6 +143,13 @@ struct ServeArgs {
     /// Seconds kept parameters of an unused prepared statement survive [default: 600].
     #[arg(long, env = "FLIGHTBEAR_PREPARED_TTL", value_name = "SECONDS")]
     prepared_ttl: Option<u64>,
+    /// Client sessions (SET statements, session options such as the current catalog) kept
+    /// at once; beyond it the least recently used are dropped [default: 1000].
+    #[arg(long, env = "FLIGHTBEAR_MAX_SESSIONS", value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Seconds an unused session survives [default: 3600].
+    #[arg(long, env = "FLIGHTBEAR_SESSION_IDLE_TIMEOUT", value_name = "SECONDS")]
+    session_idle_timeout: Option<u64>,
     /// Users file (TOML `[[users]]` with name, password_hash, role): with it, every Flight
     /// call needs a password or a bearer token [default: no authentication].
     #[arg(long, env = "FLIGHTBEAR_USERS", value_name = "FILE")]
@@ -220,6 +235,8 @@ impl ServeArgs {
             sample_data: self.no_sample_data.then_some(false),
             memory_limit: self.memory_limit,
             spill_dir: self.spill_dir.clone(),
+            ingest_dir: self.ingest_dir.clone(),
+            max_ingest_bytes: self.max_ingest_bytes,
             max_sql_bytes: self.max_sql_bytes,
             query_timeout: self.query_timeout,
             max_concurrent_queries: self.max_concurrent_queries,
@@ -242,6 +259,8 @@ impl ServeArgs {
             max_prepared_statements: self.max_prepared_statements,
             max_prepared_bytes: self.max_prepared_bytes,
             prepared_ttl: self.prepared_ttl,
+            max_sessions: self.max_sessions,
+            session_idle_timeout: self.session_idle_timeout,
             users: self.users.clone(),
             token_secret: self.token_secret.clone().map(TokenSecret),
             token_ttl: self.token_ttl,

@@ -11,6 +11,12 @@ pub enum ActionKind {
     ClosePreparedStatement,
     /// Flight CancelFlightInfo.
     CancelFlightInfo,
+    /// Flight SetSessionOptions.
+    SetSessionOptions,
+    /// Flight GetSessionOptions.
+    GetSessionOptions,
+    /// Flight CloseSession.
+    CloseSession,
 }
 
 /// Every action: its kind, its wire name and the description ListActions gives.
@@ -30,6 +36,23 @@ const ACTIONS: &[(ActionKind, &str, &str)] = &[
         ActionKind::CancelFlightInfo,
         "CancelFlightInfo",
         "Cancels a query. Request: CancelFlightInfoRequest; response: CancelFlightInfoResult",
+    ),
+    (
+        ActionKind::SetSessionOptions,
+        "SetSessionOptions",
+        "Sets options of the session (catalog, schema, settings), starting one if needed. \
+         Request: SetSessionOptionsRequest; response: SetSessionOptionsResult",
+    ),
+    (
+        ActionKind::GetSessionOptions,
+        "GetSessionOptions",
+        "The options of the session. Request: GetSessionOptionsRequest; \
+         response: GetSessionOptionsResult",
+    ),
+    (
+        ActionKind::CloseSession,
+        "CloseSession",
+        "Ends the session. Request: CloseSessionRequest; response: CloseSessionResult",
     ),
 ];
 
@@ -61,7 +84,7 @@ mod tests {
     #[test]
     fn every_listed_action_is_understood_by_its_name() {
         let listed = action_types();
-        assert_eq!(listed.len(), 3);
+        assert_eq!(listed.len(), 6);
         for action in listed {
             assert!(ActionKind::named(&action.r#type).is_some(), "{action:?}");
         }

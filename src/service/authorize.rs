@@ -37,6 +37,22 @@ pub struct Authorized<'a> {
     _ddl: Option<MutexGuard<'a, ()>>,
 }
 
+/// Changing the shared catalog (DDL, bulk ingest) needs a caller who may change it: `what`
+/// names the change for the error. Without a caller (work that lost its request) nothing is
+/// changed.
+pub fn require_catalog_rights(what: &str) -> Result<(), ServiceError> {
+    match crate::auth::caller() {
+        Some(caller) if caller.may_change_catalog() => Ok(()),
+        Some(caller) => Err(ServiceError::PermissionDenied(format!(
+            "user '{}' is a reader and may not {what}; an admin may",
+            caller.user
+        ))),
+        None => Err(ServiceError::Internal(format!(
+            "a request to {what} was served outside any request"
+        ))),
+    }
+}
+
 impl CatalogGuard {
     /// Protects the tables registered in `ctx` now (the configured ones).
     pub fn new(ctx: &SessionContext, roots: DataRoots, max_client_tables: usize) -> Self {
@@ -75,14 +91,20 @@ impl CatalogGuard {
             }
             DdlStatement::CreateView(cmd) => {
                 self.may_create(&cmd.name, ctx)?;
+                if let Some(table) = super::temp_tables::temporary_table_read_by(&cmd.input) {
+                    return Err(ServiceError::PermissionDenied(format!(
+                        "a view cannot read temporary table '{table}': views are shared, \
+                         temporary tables belong to one session"
+                    )));
+                }
                 DdlStatement::CreateView(cmd)
             }
             DdlStatement::DropTable(cmd) => {
-                self.may_drop(&cmd.name)?;
+                self.may_drop(&cmd.name, ctx)?;
                 DdlStatement::DropTable(cmd)
             }
             DdlStatement::DropView(cmd) => {
-                self.may_drop(&cmd.name)?;
+                self.may_drop(&cmd.name, ctx)?;
                 DdlStatement::DropView(cmd)
             }
             DdlStatement::CreateCatalogSchema(_)
@@ -106,9 +128,32 @@ impl CatalogGuard {
         })
     }
 
+    /// Checks that a client may create (or replace) table `name` by bulk ingest, and returns
+    /// its name in the default schema. The caller takes [`Self::lock`] before changing the
+    /// catalog and checks again under it.
+    pub fn may_ingest(
+        &self,
+        name: &TableReference,
+        ctx: &SessionContext,
+    ) -> Result<String, ServiceError> {
+        self.may_create(name, ctx)?;
+        Self::client_name(name, ctx)
+    }
+
+    /// The DDL lock: held while the catalog changes.
+    pub async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.ddl.lock().await
+    }
+
     /// The name of a table in the default schema, or PERMISSION_DENIED for another schema.
-    fn client_name(name: &TableReference) -> Result<String, ServiceError> {
-        let resolved = name.clone().resolve(CATALOG, SCHEMA);
+    /// A name without a schema is resolved the way the statement will resolve it: in the
+    /// session's current catalog and schema.
+    fn client_name(name: &TableReference, ctx: &SessionContext) -> Result<String, ServiceError> {
+        let state = ctx.state();
+        let current = &state.config_options().catalog;
+        let resolved = name
+            .clone()
+            .resolve(&current.default_catalog, &current.default_schema);
         if resolved.catalog.as_ref() != CATALOG || resolved.schema.as_ref() != SCHEMA {
             return Err(ServiceError::PermissionDenied(format!(
                 "clients may create and drop tables and views only in {CATALOG}.{SCHEMA}, \
@@ -129,7 +174,7 @@ impl CatalogGuard {
     }
 
     fn may_create(&self, name: &TableReference, ctx: &SessionContext) -> Result<(), ServiceError> {
-        let table = Self::client_name(name)?;
+        let table = Self::client_name(name, ctx)?;
         if let Some(error) = self.protected_error(&table) {
             return Err(error);
         }
@@ -151,8 +196,8 @@ impl CatalogGuard {
         Ok(())
     }
 
-    fn may_drop(&self, name: &TableReference) -> Result<(), ServiceError> {
-        let table = Self::client_name(name)?;
+    fn may_drop(&self, name: &TableReference, ctx: &SessionContext) -> Result<(), ServiceError> {
+        let table = Self::client_name(name, ctx)?;
         match self.protected_error(&table) {
             Some(error) => Err(error),
             None => Ok(()),

@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use super::handle::HandleError;
 use super::placeholders::PlaceholderError;
+use super::settings::SettingError;
 use crate::catalog::client_tables::ConfineError;
 use crate::catalog::location::LocationError;
 use crate::fasta::FastaError;
@@ -67,6 +68,15 @@ pub enum ServiceError {
     /// reader or from a DoGet ticket.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A session setting the client may not change, or a value it does not take.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// A bulk ingest refused or failed.
+    #[error(transparent)]
+    Ingest(#[from] super::ingest::IngestError),
+    /// The session a request's cookie names is not on this replica (expired, closed, evicted).
+    #[error("{0}")]
+    SessionNotFound(String),
     /// An invariant of ours does not hold: a server bug, never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,7 +92,9 @@ impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidRequest(_) | Self::Undecodable { .. } => Code::InvalidArgument,
-            Self::TableNotFound(_) => Code::NotFound,
+            Self::TableNotFound(_) | Self::SessionNotFound(_) => Code::NotFound,
+            Self::Setting(error) => error.code(),
+            Self::Ingest(error) => error.code(),
             Self::Unsupported(_) => Code::Unimplemented,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Handle(error) => error.code(),

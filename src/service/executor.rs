@@ -19,6 +19,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
 use super::error::ServiceError;
+use super::temp_tables::with_scope;
 
 /// Stack size of query threads. The query-complexity limits of the planner keep the deepest
 /// accepted query well inside it: every query at those limits ran with 8 MiB stacks here
@@ -61,8 +62,11 @@ impl QueryExecutor {
         F::Output: Send + 'static,
     {
         QueryTask {
-            // The caller goes along: planning checks what it may do.
-            handle: self.planning_handle.spawn(crate::auth::with_caller(future)),
+            // The caller and the session go along: planning checks what the caller may do,
+            // and finds the session's temporary tables.
+            handle: self
+                .planning_handle
+                .spawn(crate::auth::with_caller(with_scope(future))),
             runtime: None,
         }
     }
@@ -85,7 +89,7 @@ impl QueryExecutor {
         let runtime = runtime(self.threads_per_query, "flightbear-query")
             .map_err(|e| ServiceError::Internal(format!("cannot start query threads: {e}")))?;
         Ok(QueryTask {
-            handle: runtime.spawn(crate::auth::with_caller(future)),
+            handle: runtime.spawn(crate::auth::with_caller(with_scope(future))),
             runtime: Some(runtime),
         })
     }

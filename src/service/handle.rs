@@ -49,6 +49,7 @@ impl StatementHandle {
             parameters: Bytes::new(),
             query_id: Bytes::new(),
             prepared_id: Bytes::new(),
+            settings: Default::default(),
         }
     }
 

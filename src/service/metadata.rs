@@ -219,7 +219,9 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlSupportedTransaction::None as i32,
     );
     builder.append(SqlInfo::FlightSqlServerCancel, false);
-    builder.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+    // Bulk ingest is served when the operator gives an --ingest-dir (else refused clearly).
+    builder.append(SqlInfo::FlightSqlServerBulkIngestion, true);
+    builder.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
     builder.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
     builder.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
     builder.append(SqlInfo::SqlDdlCatalog, false);

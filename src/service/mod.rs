@@ -12,6 +12,11 @@
 //! | [`statement`] | FlightInfo, schema and result stream of statements; updates; the query log |
 //! | [`prepared`] | creating prepared statements and binding their parameters |
 //! | [`prepared_store`] | bound parameters kept for clients that reuse the original handle |
+//! | [`sessions`] | Flight sessions on this replica, named by the `arrow_flight_session_id` cookie |
+//! | [`settings`] | the settings a session may change (`SET`, session options), checked on every use |
+//! | [`session_options`] | the session actions and `SET`/`RESET`: what they change in a session |
+//! | [`ingest`] | bulk ingest (CommandStatementIngest): tables kept as Parquet under `--ingest-dir` |
+//! | [`temp_tables`] | temporary tables: kept in a session, seen by its statements only |
 //! | [`tables`] | plain Flight: path descriptors and ListFlights |
 //! | [`metadata`] | Flight SQL metadata commands (catalogs, tables, SQL info, …) |
 //! | [`actions`] | the table of DoAction actions behind DoAction and ListActions |
@@ -26,6 +31,7 @@ pub mod decode_errors;
 pub mod error;
 pub mod executor;
 pub mod handle;
+pub mod ingest;
 pub mod metadata;
 pub mod placeholders;
 pub mod planner;
@@ -33,8 +39,12 @@ pub mod prepared;
 pub mod prepared_store;
 pub mod request;
 pub mod running;
+pub mod session_options;
+pub mod sessions;
+pub mod settings;
 pub mod statement;
 pub mod tables;
+pub mod temp_tables;
 pub mod wire;
 
 use std::pin::Pin;
@@ -64,6 +74,7 @@ use executor::QueryExecutor;
 use planner::Planner;
 use request::Request;
 use running::RunningQueries;
+use sessions::{Session, Sessions};
 
 use crate::catalog::data_roots::DataRoots;
 use crate::config::Config;
@@ -86,6 +97,11 @@ pub struct FlightbearService {
     metrics: Arc<Metrics>,
     guard: Arc<CatalogGuard>,
     prepared: Arc<prepared_store::PreparedStore>,
+    sessions: Arc<Sessions>,
+    /// Ingested tables (`None` without `--ingest-dir`).
+    ingest: Option<Arc<ingest::IngestStore>>,
+    /// Most bytes of Arrow data one bulk ingest may send.
+    max_ingest_bytes: usize,
 }
 
 impl FlightbearService {
@@ -95,6 +111,20 @@ impl FlightbearService {
         let max_sql_bytes = config.max_sql_bytes.as_usize();
         let roots = DataRoots::new(&config.data_roots).map_err(std::io::Error::other)?;
         let guard = Arc::new(CatalogGuard::new(&ctx, roots, config.max_client_tables));
+        // Each session sees its temporary tables in the default schema.
+        if let Some(catalog) = ctx.catalog(crate::catalog::CATALOG)
+            && let Some(shared) = catalog.schema(crate::catalog::SCHEMA)
+        {
+            let schema = Arc::new(temp_tables::SessionSchema::new(shared));
+            catalog
+                .register_schema(crate::catalog::SCHEMA, schema)
+                .map_err(std::io::Error::other)?;
+        }
+        // Ingested tables are registered after the guard: they are client tables.
+        let ingest = match &config.ingest_dir {
+            Some(dir) => Some(Arc::new(restore_ingested(&ctx, dir)?)),
+            None => None,
+        };
         let prepared = Arc::new(prepared_store::PreparedStore::new(
             config.prepared_limits(),
             &ctx.runtime_env().memory_pool,
@@ -114,6 +144,9 @@ impl FlightbearService {
             metrics: Arc::new(Metrics::new()),
             guard,
             prepared,
+            sessions: Arc::new(Sessions::new(config.session_limits())),
+            ingest,
+            max_ingest_bytes: config.max_ingest_bytes.as_usize(),
         })
     }
 
@@ -150,17 +183,34 @@ impl FlightbearService {
         wire::wire_schema(schema, self.string_view)
     }
 
+    /// A statement handle with the settings it runs with: its session's (see
+    /// [`Self::settings_for`]); the tickets and handles made from it carry them along.
+    fn in_session(
+        &self,
+        mut handle: handle::StatementHandle,
+        session: &Session,
+    ) -> Result<handle::StatementHandle, ServiceError> {
+        handle.settings = self.settings_for(session, std::mem::take(&mut handle.settings))?;
+        Ok(handle)
+    }
+
     /// GetFlightInfo (and PollFlightInfo): what a descriptor's results will be, and the ticket.
     async fn flight_info(
         &self,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
+        session: &Session,
     ) -> Result<FlightInfo, ServiceError> {
         match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => self.statement_info(handle, descriptor, deadline).await,
+            Request::Query(handle) => {
+                let handle = self.in_session(handle, session)?;
+                self.statement_info(handle, descriptor, deadline, session.clone())
+                    .await
+            }
             Request::Table(path) => {
-                let handle = self.table_query(&path)?;
-                self.statement_info(handle, descriptor, deadline).await
+                let handle = self.in_session(self.table_query(&path)?, session)?;
+                self.statement_info(handle, descriptor, deadline, session.clone())
+                    .await
             }
             Request::Metadata(command) => {
                 let answer = metadata::answer(self.planner.catalog(), &command, self.string_view);
@@ -174,11 +224,15 @@ impl FlightbearService {
         &self,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
+        session: &Session,
     ) -> Result<SchemaResult, ServiceError> {
         let schema = match Request::from_descriptor(&descriptor)? {
-            Request::Query(handle) => self.statement_schema(handle, deadline).await?,
+            Request::Query(handle) => {
+                let handle = self.in_session(handle, session)?;
+                self.statement_schema(handle, deadline).await?
+            }
             Request::Table(path) => {
-                let handle = self.table_query(&path)?;
+                let handle = self.in_session(self.table_query(&path)?, session)?;
                 self.statement_schema(handle, deadline).await?
             }
             Request::Metadata(command) => {
@@ -211,6 +265,7 @@ impl FlightbearService {
         &self,
         mut stream: Streaming<FlightData>,
         deadline: Option<Deadline>,
+        session: &Session,
     ) -> Result<Bytes, ServiceError> {
         let first = stream
             .message()
@@ -222,15 +277,23 @@ impl FlightbearService {
             .ok_or_else(|| ServiceError::invalid("DoPut needs a flight descriptor"))?;
         let result = match Request::from_put(&descriptor)? {
             Request::Update { handle, bindable } => {
+                let handle = self.in_session(handle, session)?;
                 let handle = if bindable {
                     self.bind_parameters(handle, first, stream).await?
                 } else {
                     handle
                 };
-                let record_count = self.update(handle, deadline).await?;
+                let record_count = self.update(handle, deadline, session.clone()).await?;
+                DoPutUpdateResult { record_count }.encode_to_vec()
+            }
+            Request::Ingest(command) => {
+                let record_count = self
+                    .ingest(command, first, stream, deadline, session)
+                    .await?;
                 DoPutUpdateResult { record_count }.encode_to_vec()
             }
             Request::Bind(handle) => {
+                let handle = self.in_session(handle, session)?;
                 let handle = self.bind_parameters(handle, first, stream).await?;
                 DoPutPreparedStatementResult {
                     prepared_statement_handle: Some(handle.to_bytes()),
@@ -242,12 +305,17 @@ impl FlightbearService {
         Ok(result.into())
     }
 
-    async fn action(&self, action: Action) -> Result<Option<Bytes>, ServiceError> {
+    async fn action(
+        &self,
+        action: Action,
+        session: &Session,
+    ) -> Result<Option<Bytes>, ServiceError> {
         match Request::from_action(&action)? {
             Request::CreatePreparedStatement(request) => {
                 let sql = request.query.clone();
+                let settings = self.settings_for(session, Default::default())?;
                 let result = self
-                    .create_prepared_statement(request)
+                    .create_prepared_statement(request, settings)
                     .await
                     .inspect_err(|e| self.planning_failed(&sql, e))?;
                 Ok(Some(result.as_any().encode_to_vec().into()))
@@ -262,9 +330,54 @@ impl FlightbearService {
                     CancelFlightInfoResult::new(status).encode_to_vec().into(),
                 ))
             }
+            Request::SetSessionOptions(request) => Ok(Some(
+                self.set_session_options(session, request)?
+                    .encode_to_vec()
+                    .into(),
+            )),
+            Request::GetSessionOptions => Ok(Some(
+                self.get_session_options(session)?.encode_to_vec().into(),
+            )),
+            Request::CloseSession => Ok(Some(self.close_session(session).encode_to_vec().into())),
             other => Err(unexpected(other)),
         }
     }
+}
+
+impl FlightbearService {
+    /// The answer to a request in `session`, with the session cookie if the request started
+    /// or ended the session.
+    /// Runs a request's work in its session's scope: the session's temporary tables are
+    /// found when it plans.
+    async fn in_scope<T>(&self, session: &Session, work: impl Future<Output = T>) -> T {
+        let scope = temp_tables::SessionScope::new(Arc::clone(&self.sessions), session.clone());
+        temp_tables::in_scope(scope, work).await
+    }
+
+    fn answer<T>(&self, message: T, session: &Session) -> Response<T> {
+        let mut response = Response::new(message);
+        self.sessions.add_cookie(session, response.metadata_mut());
+        response
+    }
+}
+
+/// Opens the ingest directory and registers the tables kept in it; a name a configured table
+/// already has is skipped with a warning.
+fn restore_ingested(
+    ctx: &SessionContext,
+    dir: &std::path::Path,
+) -> std::io::Result<ingest::IngestStore> {
+    let store = ingest::IngestStore::open(dir)?;
+    for (name, table) in store.tables()? {
+        if ctx.table_exist(name.as_str()).unwrap_or(true) {
+            tracing::warn!(table = %name, "an ingested table has the name of a configured table: not served");
+            continue;
+        }
+        ctx.register_table(name.as_str(), table)
+            .map_err(std::io::Error::other)?;
+        tracing::info!(table = %name, dir = %dir.display(), "registered ingested table");
+    }
+    Ok(store)
 }
 
 /// A decoder returned a request its RPC does not handle: a bug in the decoder.
@@ -317,9 +430,10 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let deadline = self.deadline(&request);
-        Ok(Response::new(
-            self.flight_info(request.into_inner(), deadline).await?,
-        ))
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.flight_info(request.into_inner(), deadline, &session);
+        let info = self.in_scope(&session, work).await?;
+        Ok(self.answer(info, &session))
     }
 
     async fn poll_flight_info(
@@ -328,13 +442,16 @@ impl FlightService for FlightbearService {
     ) -> Result<Response<PollInfo>, Status> {
         // Planning is quick, so the answer is always complete on the first poll.
         let deadline = self.deadline(&request);
-        let info = self.flight_info(request.into_inner(), deadline).await?;
-        Ok(Response::new(PollInfo {
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.flight_info(request.into_inner(), deadline, &session);
+        let info = self.in_scope(&session, work).await?;
+        let poll = PollInfo {
             info: Some(info),
             flight_descriptor: None,
             progress: Some(1.0),
             expiration_time: None,
-        }))
+        };
+        Ok(self.answer(poll, &session))
     }
 
     async fn get_schema(
@@ -342,9 +459,10 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let deadline = self.deadline(&request);
-        Ok(Response::new(
-            self.schema(request.into_inner(), deadline).await?,
-        ))
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.schema(request.into_inner(), deadline, &session);
+        let schema = self.in_scope(&session, work).await?;
+        Ok(self.answer(schema, &session))
     }
 
     async fn do_get(
@@ -352,9 +470,10 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let deadline = self.deadline(&request);
-        Ok(Response::new(
-            self.stream(request.into_inner(), deadline).await?,
-        ))
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.stream(request.into_inner(), deadline);
+        let stream = self.in_scope(&session, work).await?;
+        Ok(self.answer(stream, &session))
     }
 
     async fn do_put(
@@ -362,19 +481,23 @@ impl FlightService for FlightbearService {
         request: GrpcRequest<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let deadline = self.deadline(&request);
-        let app_metadata = self.put(request.into_inner(), deadline).await?;
-        Ok(Response::new(single(PutResult { app_metadata })))
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.put(request.into_inner(), deadline, &session);
+        let app_metadata = self.in_scope(&session, work).await?;
+        Ok(self.answer(single(PutResult { app_metadata }), &session))
     }
 
     async fn do_action(
         &self,
         request: GrpcRequest<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let stream: Self::DoActionStream = match self.action(request.into_inner()).await? {
+        let session = self.sessions.for_request(request.metadata());
+        let work = self.action(request.into_inner(), &session);
+        let stream: Self::DoActionStream = match self.in_scope(&session, work).await? {
             Some(body) => single(arrow_flight::Result { body }),
             None => Box::pin(futures::stream::empty()),
         };
-        Ok(Response::new(stream))
+        Ok(self.answer(stream, &session))
     }
 
     async fn list_actions(

@@ -10,6 +10,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::error::ServiceError;
+use super::settings::{self, Settings};
 use super::{complexity, placeholders};
 use crate::catalog::memory_table;
 
@@ -47,15 +48,19 @@ impl Planner {
         &self.ctx
     }
 
-    /// Each request gets its own session state (so `SET` stays local) over the shared catalog.
-    fn request_context(&self) -> SessionContext {
-        SessionContext::new_with_state(self.ctx.state())
+    /// Each request gets its own session state over the shared catalog, with its session's
+    /// settings applied (so they change nothing for anyone else).
+    pub fn request_context(&self, settings: &Settings) -> Result<SessionContext, ServiceError> {
+        let ctx = SessionContext::new_with_state(self.ctx.state());
+        settings::apply(&ctx, settings)?;
+        Ok(ctx)
     }
 
     /// Parses and checks a statement, without binding parameters or executing anything.
     pub async fn logical_plan(
         &self,
         sql: &str,
+        settings: &Settings,
     ) -> Result<(LogicalPlan, SessionContext), ServiceError> {
         if sql.len() > self.max_sql_bytes {
             return Err(ServiceError::InvalidRequest(format!(
@@ -64,7 +69,7 @@ impl Planner {
                 crate::bytesize::ByteSize(self.max_sql_bytes as u64)
             )));
         }
-        let ctx = self.request_context();
+        let ctx = self.request_context(settings)?;
         let sql = placeholders::number_question_marks(sql)?;
         let state = ctx.state();
         let statement =
@@ -78,8 +83,13 @@ impl Planner {
 
     /// Plans a statement with one row of parameter values (empty when none are bound) down to
     /// an execution plan, or recognises it as having no rows.
-    pub async fn plan(&self, sql: &str, values: &[ScalarValue]) -> Result<Planned, ServiceError> {
-        let (plan, ctx) = self.logical_plan(sql).await?;
+    pub async fn plan(
+        &self,
+        sql: &str,
+        settings: &Settings,
+        values: &[ScalarValue],
+    ) -> Result<Planned, ServiceError> {
+        let (plan, ctx) = self.logical_plan(sql, settings).await?;
         Self::physical_plan(bind_values(plan, values)?, ctx).await
     }
 
@@ -110,7 +120,7 @@ impl Planner {
 }
 
 /// Statements that change the shared catalog need a caller who may change it; `SET` and
-/// queries do not. Without a caller (work that lost its request) nothing is changed.
+/// queries do not.
 fn authorize_catalog_change(plan: &LogicalPlan) -> Result<(), ServiceError> {
     if !matches!(
         plan,
@@ -118,17 +128,7 @@ fn authorize_catalog_change(plan: &LogicalPlan) -> Result<(), ServiceError> {
     ) {
         return Ok(());
     }
-    match crate::auth::caller() {
-        Some(caller) if caller.may_change_catalog() => Ok(()),
-        Some(caller) => Err(ServiceError::PermissionDenied(format!(
-            "user '{}' is a reader and may not change the catalog (CREATE, DROP, INSERT); \
-             an admin may",
-            caller.user
-        ))),
-        None => Err(ServiceError::Internal(
-            "a catalog change was planned outside any request".into(),
-        )),
-    }
+    super::authorize::require_catalog_rights("change the catalog (CREATE, DROP, INSERT)")
 }
 
 /// DDL and session statements produce no rows: they run once, at GetFlightInfo or DoPut.
@@ -218,7 +218,7 @@ mod tests {
 
     async fn parsed(sql: &str) -> LogicalPlan {
         let planner = Planner::new(SessionContext::new(), 1 << 20);
-        planner.logical_plan(sql).await.unwrap().0
+        planner.logical_plan(sql, &Settings::new()).await.unwrap().0
     }
 
     #[tokio::test]
@@ -249,7 +249,7 @@ mod tests {
         let planner = Planner::new(SessionContext::new(), 1 << 20);
         let sql = "SELECT * FROM (VALUES (1), (2), (3)) AS t(x) LIMIT ?";
         let Planned::Rows(physical, ctx) = planner
-            .plan(sql, &[ScalarValue::Int64(Some(2))])
+            .plan(sql, &Settings::new(), &[ScalarValue::Int64(Some(2))])
             .await
             .unwrap()
         else {

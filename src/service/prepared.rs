@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult,
@@ -23,22 +21,30 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tonic::{Status, Streaming};
 
 use super::FlightbearService;
 use super::error::ServiceError;
 use super::handle::StatementHandle;
 use super::planner::{Planned, Planner, has_no_rows, parameter_schema};
+use super::request::put_batches;
+use super::settings::Settings;
 
 impl FlightbearService {
-    /// Action CreatePreparedStatement: the handle plus the parameter and result schemas.
+    /// Action CreatePreparedStatement: the handle plus the parameter and result schemas. The
+    /// handle carries the session's settings.
     pub(super) async fn create_prepared_statement(
         &self,
         request: ActionCreatePreparedStatementRequest,
+        settings: Settings,
     ) -> Result<ActionCreatePreparedStatementResult, ServiceError> {
-        let handle = StatementHandle::prepared(request.query);
-        let (plan, ctx) = self.planner.logical_plan(&handle.sql).await?;
+        let mut handle = StatementHandle::prepared(request.query);
+        handle.settings = settings;
+        let (plan, ctx) = self
+            .planner
+            .logical_plan(&handle.sql, &handle.settings)
+            .await?;
         let parameter_schema = parameter_schema(&plan)?;
         let dataset_schema = if has_no_rows(&plan) {
             // JDBC reads an empty dataset schema as "this is an update".
@@ -119,24 +125,11 @@ async fn read_parameters(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> Result<Vec<RecordBatch>, ServiceError> {
-    let head = (!first.data_header.is_empty()).then_some(first);
-    let mut received = 0usize;
-    let data = futures::stream::iter(head.map(Ok))
-        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))))
-        .and_then(move |message| {
-            received += message.data_header.len() + message.data_body.len();
-            futures::future::ready(if received > MAX_PARAMETER_BYTES {
-                Err(FlightError::Tonic(Box::new(Status::invalid_argument(
-                    format!(
-                        "the bound parameters exceed {MAX_PARAMETER_BYTES} bytes; bind fewer rows \
-                     at a time"
-                    ),
-                ))))
-            } else {
-                Ok(message)
-            })
-        });
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut batches = put_batches(first, rest, MAX_PARAMETER_BYTES, |limit| {
+        Status::invalid_argument(format!(
+            "the bound parameters exceed {limit} bytes; bind fewer rows at a time"
+        ))
+    });
     let mut found = Vec::new();
     let mut rows = 0usize;
     while let Some(batch) = batches.next().await {

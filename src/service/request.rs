@@ -4,17 +4,24 @@
 //! different places: a `CommandPreparedStatementQuery` asks for rows in GetFlightInfo but binds
 //! parameters in DoPut. Decoding per RPC makes the wrong reading unrepresentable.
 
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, Any, Command,
-    ProstMessageExt,
+    CommandStatementIngest, ProstMessageExt,
 };
-use arrow_flight::{Action, CancelFlightInfoRequest, FlightDescriptor, Ticket};
+use arrow_flight::{Action, CancelFlightInfoRequest, FlightData, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use tonic::{Status, Streaming};
 
 use super::actions::ActionKind;
 use super::error::ServiceError;
 use super::handle::StatementHandle;
+use crate::flight_session::{
+    CloseSessionRequest, GetSessionOptionsRequest, SetSessionOptionsRequest,
+};
 
 const PROTOBUF_TYPE_PREFIX: &str = "type.googleapis.com/";
 /// Type URL prefix of every Flight SQL message.
@@ -40,12 +47,20 @@ pub enum Request {
     },
     /// Bind the parameters that follow in the DoPut stream to a prepared statement.
     Bind(StatementHandle),
+    /// Bulk ingest: store the record batches that follow in the DoPut stream as a table.
+    Ingest(CommandStatementIngest),
     /// Action CreatePreparedStatement.
     CreatePreparedStatement(ActionCreatePreparedStatementRequest),
     /// Action ClosePreparedStatement.
     ClosePreparedStatement(ActionClosePreparedStatementRequest),
     /// Action CancelFlightInfo.
     CancelFlightInfo(CancelFlightInfoRequest),
+    /// Action SetSessionOptions.
+    SetSessionOptions(SetSessionOptionsRequest),
+    /// Action GetSessionOptions.
+    GetSessionOptions,
+    /// Action CloseSession.
+    CloseSession,
 }
 
 impl Request {
@@ -70,7 +85,8 @@ impl Request {
     pub fn from_put(descriptor: &FlightDescriptor) -> Result<Self, ServiceError> {
         let not_a_put = || {
             ServiceError::invalid(
-                "DoPut expects a Flight SQL command (statement update or prepared statement)",
+                "DoPut expects a Flight SQL command (statement update, prepared statement or \
+                 bulk ingest)",
             )
         };
         let Some(command) = flight_sql_command(&descriptor.cmd, "DoPut command")? else {
@@ -88,6 +104,7 @@ impl Request {
             Command::CommandPreparedStatementQuery(cmd) => Ok(Self::Bind(
                 StatementHandle::from_bytes(&cmd.prepared_statement_handle)?,
             )),
+            Command::CommandStatementIngest(cmd) => Ok(Self::Ingest(cmd)),
             Command::TicketStatementQuery(_) => Err(not_a_put()),
             other => Err(unsupported_command(&other)),
         }
@@ -110,12 +127,18 @@ impl Request {
                 Self::ClosePreparedStatement(unpack(body, "ClosePreparedStatement request")?)
             }
             ActionKind::CancelFlightInfo => {
-                Self::CancelFlightInfo(CancelFlightInfoRequest::decode(body).map_err(|source| {
-                    ServiceError::Undecodable {
-                        what: "CancelFlightInfo request",
-                        source,
-                    }
-                })?)
+                Self::CancelFlightInfo(decode(body, "CancelFlightInfo request")?)
+            }
+            ActionKind::SetSessionOptions => {
+                Self::SetSessionOptions(decode(body, "SetSessionOptions request")?)
+            }
+            ActionKind::GetSessionOptions => {
+                decode::<GetSessionOptionsRequest>(body, "GetSessionOptions request")?;
+                Self::GetSessionOptions
+            }
+            ActionKind::CloseSession => {
+                decode::<CloseSessionRequest>(body, "CloseSession request")?;
+                Self::CloseSession
             }
         })
     }
@@ -194,14 +217,16 @@ fn unsupported_command(command: &Command) -> ServiceError {
         Command::CommandStatementSubstraitPlan(_) => {
             ServiceError::Unsupported("Substrait plans are not supported; send SQL".into())
         }
-        Command::CommandStatementIngest(_) => ServiceError::Unsupported(
-            "bulk ingestion is not supported: flightbear tables are read-only".into(),
-        ),
         _ => ServiceError::InvalidRequest(format!("{name} is not valid here")),
     }
 }
 
-/// Decodes an action body: a Flight SQL message packed in `Any`.
+/// Decodes a Flight action body: the plain message (Flight's own actions are not packed in `Any`).
+fn decode<T: Message + Default>(body: &[u8], what: &'static str) -> Result<T, ServiceError> {
+    T::decode(body).map_err(|source| ServiceError::Undecodable { what, source })
+}
+
+/// Decodes a Flight SQL action body: a Flight SQL message packed in `Any`.
 fn unpack<T: ProstMessageExt>(body: &[u8], what: &'static str) -> Result<T, ServiceError> {
     let any = Any::decode(body).map_err(|source| ServiceError::Undecodable { what, source })?;
     any.unpack::<T>()
@@ -212,6 +237,32 @@ fn unpack<T: ProstMessageExt>(body: &[u8], what: &'static str) -> Result<T, Serv
                 any.type_url
             ))
         })
+}
+
+/// The record batches of a DoPut stream whose first message (already read, for its
+/// descriptor) may carry the schema. Past `max_bytes` of messages the stream fails with
+/// INVALID_ARGUMENT, or with `too_much`'s code and message.
+pub fn put_batches(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+    max_bytes: usize,
+    too_much: fn(usize) -> Status,
+) -> FlightRecordBatchStream {
+    let head = (!first.data_header.is_empty()).then_some(first);
+    let mut received = 0usize;
+    let data = futures::stream::iter(head.map(Ok))
+        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))))
+        .and_then(move |message| {
+            received = received
+                .saturating_add(message.data_header.len())
+                .saturating_add(message.data_body.len());
+            futures::future::ready(if received > max_bytes {
+                Err(FlightError::Tonic(Box::new(too_much(max_bytes))))
+            } else {
+                Ok(message)
+            })
+        });
+    FlightRecordBatchStream::new_from_flight_data(data)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ use super::handle::StatementHandle;
 use super::planner::{Planned, Planner};
 use super::request::Request;
 use super::running::new_query_id;
+use super::sessions::Session;
+use super::settings::{Change, Settings};
 use super::{BoxStream, FlightbearService, wire};
 use crate::metrics::{Metrics, QueryOutcome};
 
@@ -52,6 +54,7 @@ impl FlightbearService {
         mut handle: StatementHandle,
         descriptor: FlightDescriptor,
         deadline: Option<Deadline>,
+        session: Session,
     ) -> Result<FlightInfo, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -61,18 +64,24 @@ impl FlightbearService {
             .run_limited(deadline, async move {
                 // The ticket carries the parameters, so any replica can stream it.
                 let rows = service.parameter_rows(&mut handle)?;
-                Ok(match service.planner.plan(&handle.sql, &rows[0]).await? {
-                    Planned::NoRows(plan, ctx) => service
-                        .run_statements(&handle, plan, ctx, &rows)
-                        .await
-                        .map(|_| None),
-                    Planned::Rows(physical, _) => {
-                        // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
-                        handle.query_id = new_query_id();
-                        let schema = service.wire_schema(&physical.schema());
-                        Ok(Some((executions_schema(schema, rows.len()), handle)))
-                    }
-                })
+                Ok(
+                    match service
+                        .planner
+                        .plan(&handle.sql, &handle.settings, &rows[0])
+                        .await?
+                    {
+                        Planned::NoRows(plan, ctx) => service
+                            .run_statements(&handle, plan, ctx, &rows, &session)
+                            .await
+                            .map(|_| None),
+                        Planned::Rows(physical, _) => {
+                            // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
+                            handle.query_id = new_query_id();
+                            let schema = service.wire_schema(&physical.schema());
+                            Ok(Some((executions_schema(schema, rows.len()), handle)))
+                        }
+                    },
+                )
             })
             .await;
         let Some((schema, handle)) = planned.inspect_err(|e| self.planning_failed(&sql, e))??
@@ -101,12 +110,18 @@ impl FlightbearService {
         let sql = handle.sql.clone();
         self.run_limited(deadline, async move {
             let rows = service.parameter_rows(&mut handle)?;
-            Ok(match service.planner.plan(&handle.sql, &rows[0]).await? {
-                Planned::NoRows(..) => Arc::new(Schema::empty()),
-                Planned::Rows(physical, _) => {
-                    executions_schema(service.wire_schema(&physical.schema()), rows.len())
-                }
-            })
+            Ok(
+                match service
+                    .planner
+                    .plan(&handle.sql, &handle.settings, &rows[0])
+                    .await?
+                {
+                    Planned::NoRows(..) => Arc::new(Schema::empty()),
+                    Planned::Rows(physical, _) => {
+                        executions_schema(service.wire_schema(&physical.schema()), rows.len())
+                    }
+                },
+            )
         })
         .await
         .inspect_err(|e| self.planning_failed(&sql, e))
@@ -164,12 +179,22 @@ impl FlightbearService {
         let mut rows = self.parameter_rows(&mut handle)?;
         let later_rows = rows.split_off(1);
         let executions = later_rows.len() + 1;
-        let (schema, batches) = match self.planner.plan(&handle.sql, &rows[0]).await? {
+        let (schema, batches) = match self
+            .planner
+            .plan(&handle.sql, &handle.settings, &rows[0])
+            .await?
+        {
             Planned::NoRows(LogicalPlan::Ddl(ddl), _) => {
                 return Err(ServiceError::PermissionDenied(format!(
                     "{} runs from GetFlightInfo or DoPut, never from a DoGet ticket",
                     ddl.name()
                 )));
+            }
+            Planned::NoRows(plan, _) if Change::of_plan(&plan).is_some() => {
+                return Err(ServiceError::invalid(
+                    "SET and RESET change a session: run them from GetFlightInfo or DoPut, \
+                     not from a DoGet ticket",
+                ));
             }
             Planned::NoRows(plan, ctx) => {
                 // A session statement (SET): it changes nothing shared. This stream already
@@ -181,7 +206,8 @@ impl FlightbearService {
                 let schema = executions_schema(self.wire_schema(&physical.schema()), executions);
                 let _ = log.plan.set(Arc::clone(&physical));
                 let first = execute_stream(physical, ctx.task_ctx())?;
-                let stream = first.chain(self.later_executions(handle.sql, later_rows));
+                let stream =
+                    first.chain(self.later_executions(handle.sql, handle.settings, later_rows));
                 let wire_schema = Arc::clone(&schema);
                 let rows = Arc::clone(&log.rows);
                 let batches = stream.map(move |batch| {
@@ -215,6 +241,7 @@ impl FlightbearService {
         &self,
         mut handle: StatementHandle,
         deadline: Option<Deadline>,
+        session: Session,
     ) -> Result<i64, ServiceError> {
         let service = self.clone();
         let sql = handle.sql.clone();
@@ -222,10 +249,14 @@ impl FlightbearService {
         // logged itself).
         self.run_limited(deadline, async move {
             let rows = service.parameter_rows(&mut handle)?;
-            match service.planner.plan(&handle.sql, &rows[0]).await? {
-                Planned::NoRows(plan, ctx) => {
-                    Ok(service.run_statements(&handle, plan, ctx, &rows).await)
-                }
+            match service
+                .planner
+                .plan(&handle.sql, &handle.settings, &rows[0])
+                .await?
+            {
+                Planned::NoRows(plan, ctx) => Ok(service
+                    .run_statements(&handle, plan, ctx, &rows, &session)
+                    .await),
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
@@ -236,17 +267,29 @@ impl FlightbearService {
     }
 
     /// Runs a statement without rows once per parameter row (the first already planned) and
-    /// returns the summed count; stops at the first failure.
+    /// returns the summed count; stops at the first failure. `SET` and `RESET` change
+    /// `session` (once, whatever the rows).
     async fn run_statements(
         &self,
         handle: &StatementHandle,
         plan: LogicalPlan,
         ctx: SessionContext,
         rows: &[Vec<ScalarValue>],
+        session: &Session,
     ) -> Result<i64, ServiceError> {
+        if let Some(change) = Change::of_plan(&plan) {
+            let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
+            let outcome = self.change_setting(session, &ctx, change).map(|()| 0);
+            log.finish(&outcome);
+            return outcome;
+        }
         let mut count = self.run_statement(handle, plan, ctx).await?;
         for row in rows.iter().skip(1) {
-            match self.planner.plan(&handle.sql, row).await? {
+            match self
+                .planner
+                .plan(&handle.sql, &handle.settings, row)
+                .await?
+            {
                 Planned::NoRows(plan, ctx) => {
                     count = count.saturating_add(self.run_statement(handle, plan, ctx).await?);
                 }
@@ -261,14 +304,15 @@ impl FlightbearService {
     fn later_executions(
         &self,
         sql: String,
+        settings: Settings,
         rows: Vec<Vec<ScalarValue>>,
     ) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static {
         let planner = self.planner.clone();
         futures::stream::iter(rows)
             .then(move |row| {
-                let (planner, sql) = (planner.clone(), sql.clone());
+                let (planner, sql, settings) = (planner.clone(), sql.clone(), settings.clone());
                 async move {
-                    match planner.plan(&sql, &row).await? {
+                    match planner.plan(&sql, &settings, &row).await? {
                         Planned::Rows(physical, ctx) => {
                             Ok(execute_stream(physical, ctx.task_ctx())?)
                         }
@@ -296,10 +340,18 @@ impl FlightbearService {
             // Holds the DDL lock (for DDL) until the statement has run.
             let authorized = self.guard.authorize(plan, &ctx).await?;
             let plan = authorized.plan.clone();
+            // (Not a session's temporary table of that name: it has no files.)
+            let replaced = super::ingest::dropped_or_replaced(&plan)
+                .filter(|table| !super::temp_tables::is_temporary(table));
             let _slot = self.queries.admit().await?;
-            self.executor
+            let count = self
+                .executor
                 .spawn_query(Planner::run_no_rows(plan, ctx))?
-                .await
+                .await?;
+            if let Some(table) = replaced {
+                self.ingested_table_changed(&table);
+            }
+            Ok(count)
         }
         .await;
         log.finish(&outcome);
@@ -388,7 +440,7 @@ impl Stream for ResultStream {
 
 /// One log line per statement, written when it ends, however it ends: outcome (gRPC code),
 /// duration, rows, bytes and the SQL on one line.
-struct QueryLog {
+pub(super) struct QueryLog {
     sql: String,
     kind: &'static str,
     started: Instant,
@@ -412,7 +464,7 @@ fn sql_for_log(sql: &str) -> String {
 }
 
 impl QueryLog {
-    fn new(metrics: &Arc<Metrics>, sql: &str, kind: &'static str) -> Self {
+    pub(super) fn new(metrics: &Arc<Metrics>, sql: &str, kind: &'static str) -> Self {
         Self {
             sql: sql_for_log(sql),
             kind,
@@ -425,7 +477,12 @@ impl QueryLog {
         }
     }
 
-    fn finish<T>(&mut self, outcome: &Result<T, ServiceError>) {
+    /// The row counter of the logged work, for work that counts its rows elsewhere.
+    pub(super) fn rows(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rows)
+    }
+
+    pub(super) fn finish<T>(&mut self, outcome: &Result<T, ServiceError>) {
         self.outcome = Some(match outcome {
             Ok(_) => (Code::Ok, String::new()),
             Err(error) => (error.code(), error.to_string()),
