@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server_probes import (
+    IDLE_CORES,
     MIB,
     GrpcStatus,
     MemoryWatch,
@@ -69,7 +70,9 @@ def test_cpu_of_a_busy_and_an_idle_process() -> None:
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.2)
-        assert cores_used(child.pid, 0.5) > 0.5
+        # Well above IDLE_CORES even when other work shares the machine's cores (a busy loop
+        # gets about half a core of two while a build runs on both).
+        assert cores_used(child.pid, 0.5) > 3 * IDLE_CORES
         assert cpu_seconds(child.pid) > 0.2
     finally:
         child.kill()
