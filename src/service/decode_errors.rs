@@ -71,6 +71,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // (A second fix-up of what tonic hands over: a DoPut the client cancelled must not
+        // look complete.)
+        let request = if request.uri().path() == super::reset_body::DO_PUT_PATH {
+            request.map(super::reset_body::ResetIsError::wrap)
+        } else {
+            request
+        };
         let answer = self.inner.call(request);
         let max_request_bytes = self.max_request_bytes;
         Box::pin(async move {

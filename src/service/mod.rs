@@ -17,6 +17,7 @@
 //! | [`session_options`] | the session actions and `SET`/`RESET`: what they change in a session |
 //! | [`ingest`] | bulk ingest (CommandStatementIngest): tables kept as Parquet under `--ingest-dir` |
 //! | [`temp_tables`] | temporary tables: kept in a session, seen by its statements only |
+//! | [`reset_body`] | DoPut bodies a client reset end with CANCELLED, not as if complete |
 //! | [`tables`] | plain Flight: path descriptors and ListFlights |
 //! | [`metadata`] | Flight SQL metadata commands (catalogs, tables, SQL info, …) |
 //! | [`actions`] | the table of DoAction actions behind DoAction and ListActions |
@@ -38,6 +39,7 @@ pub mod planner;
 pub mod prepared;
 pub mod prepared_store;
 pub mod request;
+pub mod reset_body;
 pub mod running;
 pub mod session_options;
 pub mod sessions;

@@ -307,3 +307,35 @@ def test_an_ingest_within_a_small_memory_limit_streams_to_disk(launch: Any, tmp_
     assert ingest(server.uri, "big", reader, "create") == count
     answer = query(server.uri, "SELECT count(*) AS n, sum(length(sequence)) AS bases FROM big")
     assert answer.to_pylist() == [{"n": count, "bases": count * len(chunk)}]
+
+
+UPLOAD_THEN_DIE = """
+import os
+import pyarrow as pa
+import pyarrow.flight as flight
+client = flight.FlightClient({uri!r})
+batch = pa.record_batch({{"k": pa.array(range(1000), pa.int64())}})
+writer, _ = client.do_put(flight.FlightDescriptor.for_command({command!r}), batch.schema)
+for _ in range(20):
+    writer.write_batch(batch)
+print("sent", flush=True)
+os._exit(0)  # gone mid-upload, without ending the stream
+"""
+
+
+def test_a_client_that_dies_mid_upload_leaves_nothing(ingest_server: Any) -> None:
+    import subprocess
+    import sys
+
+    script = UPLOAD_THEN_DIE.format(uri=ingest_server.uri, command=ingest_command("half"))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert "sent" in done.stdout, done.stderr
+    deadline = 50
+    while deadline and ingest_files(ingest_server.ingest_root):
+        deadline -= 1
+        __import__("time").sleep(0.1)
+    assert ingest_files(ingest_server.ingest_root) == []
+    with pytest.raises(adbc_driver_manager.Error, match="half"):
+        query(ingest_server.uri, "SELECT * FROM half")
