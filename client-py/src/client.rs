@@ -1,25 +1,27 @@
 //! An async Flight SQL client that keeps every gRPC status code (arrow-flight's own turns them into text).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, DoPutUpdateResult,
-    ProstMessageExt,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, IpcMessage, Ticket,
 };
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
@@ -27,9 +29,16 @@ use tonic::{IntoRequest, Request};
 
 use crate::endpoint::ConnectOptions;
 use crate::error::ClientError;
+use crate::session::{
+    GetSessionOptionsResult, SessionCookie, SessionOptionValue, SetSessionOptionsRequest,
+    SetSessionOptionsResult,
+};
 
 const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
 const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
+const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
+const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
+const CLOSE_SESSION: &str = "CloseSession";
 
 /// A connected Flight SQL client; cheap to clone (clones share the HTTP/2 connection).
 #[derive(Clone)]
@@ -40,6 +49,8 @@ pub struct FlightSqlClient {
     timeout: Option<Duration>,
     /// `grpc://`: failures before an answer may mean the server wants TLS.
     plaintext: bool,
+    /// The Flight session the server started for this connection, if any.
+    cookie: SessionCookie,
 }
 
 /// What a query returns before any row is fetched: its schema and where to fetch the rows.
@@ -73,6 +84,7 @@ impl FlightSqlClient {
             headers: Arc::new(options.headers.clone()),
             timeout: options.timeout,
             plaintext: !options.uri.tls,
+            cookie: SessionCookie::default(),
         };
         if let Some((username, password)) = basic_auth {
             client.handshake(username, password).await?;
@@ -88,11 +100,24 @@ impl FlightSqlClient {
                 request.metadata_mut().append(key.clone(), value.clone());
             }
         }
+        if let Some(cookie) = self.cookie.header() {
+            request.metadata_mut().append("cookie", cookie);
+        }
         request
     }
 
     /// Awaits a call's first answer, within the connection's timeout if it has one.
+    /// Session cookies the answer sets are kept for the connection's later calls.
     async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, ClientError> {
+        let answer = self.first_answer(call).await?;
+        self.cookie.update(answer.metadata());
+        Ok(answer)
+    }
+
+    async fn first_answer<T>(
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, ClientError> {
@@ -294,6 +319,99 @@ impl FlightSqlClient {
             }
         }
         Ok(count)
+    }
+
+    /// Sends `batches` (of `schema`) with DoPut for a bulk ingest `command`; returns the rows
+    /// the server ingested. If the batches fail (the source raised), the call is abandoned,
+    /// never ended cleanly, so the server keeps nothing of it.
+    pub async fn ingest(
+        &self,
+        command: CommandStatementIngest,
+        schema: SchemaRef,
+        batches: impl Stream<Item = Result<RecordBatch, ClientError>> + Send + 'static,
+    ) -> Result<i64, ClientError> {
+        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_flight_descriptor(Some(descriptor))
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let (failed, failure) = tokio::sync::oneshot::channel::<ClientError>();
+        // The request stream ends only when every batch was sent; on a failure it stays open
+        // (pending) while the failure cancels the call.
+        let messages = futures::stream::unfold(
+            (Box::pin(encoded), Some(failed)),
+            |(mut encoded, mut failed)| async move {
+                match encoded.next().await {
+                    Some(Ok(message)) => Some((message, (encoded, failed))),
+                    Some(Err(error)) => {
+                        if let Some(failed) = failed.take() {
+                            let _ = failed.send(ClientError::from(error));
+                        }
+                        futures::future::pending().await
+                    }
+                    None => None,
+                }
+            },
+        );
+        let mut inner = self.inner.clone();
+        let request = self.request(messages);
+        let call = async {
+            let mut replies = self.answer(inner.do_put(request)).await?.into_inner();
+            let mut count = -1;
+            while let Some(reply) = replies.message().await? {
+                if !reply.app_metadata.is_empty() {
+                    count = DoPutUpdateResult::decode(reply.app_metadata.as_ref())
+                        .map_err(|e| ClientError::Protocol(format!("DoPut ingest result: {e}")))?
+                        .record_count;
+                }
+            }
+            Ok(count)
+        };
+        tokio::select! {
+            result = call => result,
+            Ok(error) = failure => Err(error),
+        }
+    }
+
+    /// The session's options (GetSessionOptions).
+    pub async fn session_options(
+        &self,
+    ) -> Result<HashMap<String, SessionOptionValue>, ClientError> {
+        let body = self.action(GET_SESSION_OPTIONS, Vec::new()).await?;
+        let result = GetSessionOptionsResult::decode(body.unwrap_or_default().as_slice())
+            .map_err(|e| ClientError::Protocol(format!("GetSessionOptions result: {e}")))?;
+        Ok(result.session_options)
+    }
+
+    /// Sets session options (SetSessionOptions); returns the options the server refused,
+    /// with the reason Flight.proto names (INVALID_NAME, INVALID_VALUE, ERROR).
+    pub async fn set_session_options(
+        &self,
+        options: HashMap<String, SessionOptionValue>,
+    ) -> Result<Vec<(String, &'static str)>, ClientError> {
+        let request = SetSessionOptionsRequest {
+            session_options: options,
+        };
+        let body = self
+            .action(SET_SESSION_OPTIONS, request.encode_to_vec())
+            .await?;
+        let result = SetSessionOptionsResult::decode(body.unwrap_or_default().as_slice())
+            .map_err(|e| ClientError::Protocol(format!("SetSessionOptions result: {e}")))?;
+        let mut refused: Vec<_> = result
+            .errors
+            .into_iter()
+            .map(|(name, error)| (name, error.name()))
+            .collect();
+        refused.sort();
+        Ok(refused)
+    }
+
+    /// Ends the session the server keeps for this connection, if any (CloseSession).
+    pub async fn close_session(&self) -> Result<(), ClientError> {
+        if self.cookie.is_set() {
+            self.action(CLOSE_SESSION, Vec::new()).await?;
+        }
+        Ok(())
     }
 
     /// Lists the server's tables with their Arrow schemas.

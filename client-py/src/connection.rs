@@ -1,21 +1,28 @@
 //! The Python-facing classes: `connect`, `Connection` and the lazily fetched `QueryResult`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arrow::array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
-use arrow::ffi_stream::FFI_ArrowArrayStream;
+use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow::pyarrow::{FromPyArrow, IntoPyArrow, ToPyArrow};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use arrow_flight::sql::{
+    CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule, PyDict, PyList, PyMapping, PyString};
+use pyo3::types::{
+    PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString,
+};
 
 use crate::client::{FlightSqlClient, PreparedStatement, QueryPlan, TableInfo, bearer_header};
 use crate::endpoint::{ConnectOptions, FlightUri, OptionError};
 use crate::error::{ClientError, raise};
 use crate::runtime::run;
+use crate::session::{OptionValue, SessionOptionValue, StringListValue};
 use crate::stream::{BatchStream, FlightBatchReader};
 
 impl From<OptionError> for PyErr {
@@ -294,6 +301,54 @@ impl Connection {
         self.read_file(py, path, "CSV", &options)
     }
 
+    /// Uploads `data` as table `name` on the server (Flight SQL bulk ingest, streamed batch
+    /// by batch) and returns the number of rows ingested. `data` is anything with
+    /// `__arrow_c_stream__`: a pyarrow Table or RecordBatchReader, a polars or pandas-backed
+    /// Arrow object. `mode` is `create` (the table must not exist), `append` (it must),
+    /// `replace` or `create_append`. A `temporary` table lives in this connection's session
+    /// only, in the server's memory.
+    #[pyo3(signature = (name, data, *, mode = "create", temporary = false))]
+    fn ingest(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        data: &Bound<'_, PyAny>,
+        mode: &str,
+        temporary: bool,
+    ) -> PyResult<i64> {
+        let command = ingest_command(name, mode, temporary)?;
+        if !data.hasattr("__arrow_c_stream__")? {
+            return Err(PyTypeError::new_err(format!(
+                "ingest takes Arrow data (an object with __arrow_c_stream__, such as a \
+                 pyarrow.Table or RecordBatchReader), not {}",
+                data.get_type().name()?
+            )));
+        }
+        let reader = ArrowArrayStreamReader::from_pyarrow_bound(data)?;
+        let schema = reader.schema();
+        let client = self.client(py)?;
+        // The source is read on a thread of its own (it may call back into Python, which
+        // takes the GIL), a few batches ahead of the upload.
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        std::thread::Builder::new()
+            .name("flightbear-ingest".into())
+            .spawn(move || {
+                for batch in reader {
+                    if sender
+                        .blocking_send(batch.map_err(ClientError::from))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the upload: {e}")))?;
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        run(py, client.ingest(command, schema, batches))
+    }
+
     /// The names of the server's tables.
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         Ok(self.table_infos(py)?.into_iter().map(|t| t.name).collect())
@@ -330,9 +385,7 @@ impl Connection {
                 std::mem::take(&mut state.registered_tables),
             )
         };
-        if let Some(client) = client
-            && !tables.is_empty()
-        {
+        if let Some(client) = client {
             // Best effort: the server may already be gone.
             let _ = run(py, async move {
                 for table in tables {
@@ -340,10 +393,65 @@ impl Connection {
                         .execute_update(&format!("DROP TABLE IF EXISTS \"{table}\""))
                         .await;
                 }
+                let _ = client.close_session().await;
                 Ok(())
             });
         }
         Ok(())
+    }
+
+    /// The session's options: the current `catalog` and `schema`, and every setting this
+    /// connection changed (with `set_session_options` or a `SET` statement).
+    fn session_options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let client = self.client(py)?;
+        let options = run(py, async move { client.session_options().await })?;
+        let dict = PyDict::new(py);
+        let mut names: Vec<_> = options.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let value = match options[&name].option_value.clone() {
+                None => py.None().into_bound(py),
+                Some(OptionValue::StringValue(text)) => text.into_pyobject(py)?.into_any(),
+                Some(OptionValue::BoolValue(flag)) => flag.into_pyobject(py)?.to_owned().into_any(),
+                Some(OptionValue::Int64Value(number)) => number.into_pyobject(py)?.into_any(),
+                Some(OptionValue::DoubleValue(number)) => number.into_pyobject(py)?.into_any(),
+                Some(OptionValue::StringListValue(list)) => {
+                    PyList::new(py, list.values)?.into_any()
+                }
+            };
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+
+    /// Sets session options (`catalog`, `schema`, or a DataFusion setting such as
+    /// `datafusion.execution.time_zone`) for this connection's later statements only. Values
+    /// are str, bool, int, float or a list of str. Options the server refuses are named in the
+    /// raised `InvalidQueryError`; the others are set.
+    fn set_session_options(&self, py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<()> {
+        let options = options
+            .cast::<PyMapping>()
+            .map_err(|_| PyTypeError::new_err("session options are a mapping of name to value"))?;
+        let mut values = HashMap::new();
+        for item in options.items()?.iter() {
+            let (name, value): (String, Bound<'_, PyAny>) = item.extract()?;
+            values.insert(name.clone(), option_value(&name, &value)?);
+        }
+        let client = self.client(py)?;
+        let refused = run(py, async move { client.set_session_options(values).await })?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = refused
+            .iter()
+            .map(|(name, reason)| format!("{name} ({reason})"))
+            .collect();
+        Err(raise(
+            py,
+            "InvalidQueryError",
+            &format!("the server refused session options: {}", names.join(", ")),
+            None,
+        ))
     }
 
     /// Whether `close()` was called.
@@ -545,6 +653,54 @@ fn sql_string(text: &str) -> String {
 
 /// Turns `parameters` (a sequence of Python values, or a one-row pyarrow RecordBatch) into a
 /// batch; an empty sequence means no parameters.
+/// A Python value as a session option value.
+fn option_value(name: &str, value: &Bound<'_, PyAny>) -> PyResult<SessionOptionValue> {
+    let option = if value.is_instance_of::<PyBool>() {
+        OptionValue::BoolValue(value.extract()?)
+    } else if value.is_instance_of::<PyInt>() {
+        OptionValue::Int64Value(value.extract()?)
+    } else if value.is_instance_of::<PyFloat>() {
+        OptionValue::DoubleValue(value.extract()?)
+    } else if value.is_instance_of::<PyString>() {
+        OptionValue::StringValue(value.extract()?)
+    } else if let Ok(values) = value.extract::<Vec<String>>() {
+        OptionValue::StringListValue(StringListValue { values })
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "session option {name:?} must be str, bool, int, float or a list of str"
+        )));
+    };
+    Ok(SessionOptionValue {
+        option_value: Some(option),
+    })
+}
+
+/// The ingest command for table `name` in ADBC's mode `mode`.
+fn ingest_command(name: &str, mode: &str, temporary: bool) -> PyResult<CommandStatementIngest> {
+    use TableExistsOption as Exists;
+    use TableNotExistOption as Missing;
+    let (if_not_exist, if_exists) = match mode {
+        "create" => (Missing::Create, Exists::Fail),
+        "append" => (Missing::Fail, Exists::Append),
+        "replace" => (Missing::Create, Exists::Replace),
+        "create_append" => (Missing::Create, Exists::Append),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "mode must be 'create', 'append', 'replace' or 'create_append', not {other:?}"
+            )));
+        }
+    };
+    Ok(CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: if_not_exist.into(),
+            if_exists: if_exists.into(),
+        }),
+        table: name.to_string(),
+        temporary,
+        ..Default::default()
+    })
+}
+
 fn parameter_batch(parameters: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
     let py = parameters.py();
     if parameters.hasattr("__arrow_c_array__")? {

@@ -8,6 +8,7 @@ mod endpoint;
 mod error;
 mod runtime;
 mod seed;
+mod session;
 mod stream;
 
 use pyo3::prelude::*;

@@ -61,6 +61,9 @@ def server(data_files: DataFiles, tmp_path_factory: pytest.TempPathFactory) -> I
             # Clients may register the files the tests make (read_fasta_file, read_csv_file).
             "--data-root",
             str(tmp_path_factory.getbasetemp()),
+            # Where conn.ingest stores its tables.
+            "--ingest-dir",
+            str(tmp_path_factory.mktemp("ingested")),
         ],
         log,
     ) as running:

@@ -3,7 +3,7 @@
 import os
 import types
 from collections.abc import Mapping, Sequence
-from typing import Any, final
+from typing import Any, Literal, final
 
 import pandas
 import pyarrow
@@ -94,6 +94,23 @@ class Connection:
     ) -> QueryResult:
         """Registers a CSV file on the server (its path there) and returns all its rows."""
 
+    def ingest(
+        self,
+        name: str,
+        data: Any,
+        *,
+        mode: Literal["create", "append", "replace", "create_append"] = "create",
+        temporary: bool = False,
+    ) -> int:
+        """Uploads ``data`` (anything with ``__arrow_c_stream__``) as table ``name`` on the server
+        (Flight SQL bulk ingest, streamed); returns the number of rows ingested."""
+    def session_options(self) -> dict[str, str | bool | int | float | list[str]]:
+        """The session's options: ``catalog``, ``schema`` and every setting changed here."""
+    def set_session_options(
+        self, options: Mapping[str, str | bool | int | float | Sequence[str]]
+    ) -> None:
+        """Sets session options for this connection's later statements only; raises
+        ``InvalidQueryError`` naming the options the server refused."""
     def tables(self) -> list[str]:
         """The names of the server's tables."""
 
