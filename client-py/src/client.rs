@@ -307,8 +307,17 @@ impl FlightSqlClient {
             flight_descriptor: Some(FlightDescriptor::new_cmd(command.as_any().encode_to_vec())),
             ..Default::default()
         };
+        self.put_for_count(futures::stream::iter([message])).await
+    }
+
+    /// Sends a DoPut stream whose answer is a DoPutUpdateResult; returns its record count
+    /// (-1 when the server sent none).
+    async fn put_for_count(
+        &self,
+        messages: impl Stream<Item = FlightData> + Send + 'static,
+    ) -> Result<i64, ClientError> {
         let mut inner = self.inner.clone();
-        let request = self.request(futures::stream::iter([message]));
+        let request = self.request(messages);
         let mut replies = self.answer(inner.do_put(request)).await?.into_inner();
         let mut count = -1;
         while let Some(reply) = replies.message().await? {
@@ -353,22 +362,8 @@ impl FlightSqlClient {
                 }
             },
         );
-        let mut inner = self.inner.clone();
-        let request = self.request(messages);
-        let call = async {
-            let mut replies = self.answer(inner.do_put(request)).await?.into_inner();
-            let mut count = -1;
-            while let Some(reply) = replies.message().await? {
-                if !reply.app_metadata.is_empty() {
-                    count = DoPutUpdateResult::decode(reply.app_metadata.as_ref())
-                        .map_err(|e| ClientError::Protocol(format!("DoPut ingest result: {e}")))?
-                        .record_count;
-                }
-            }
-            Ok(count)
-        };
         tokio::select! {
-            result = call => result,
+            result = self.put_for_count(messages) => result,
             Ok(error) = failure => Err(error),
         }
     }

@@ -180,3 +180,20 @@ def build_dataset(root: Path) -> Dataset:
         "--table", f"runs={runs}",
     ]  # fmt: skip
     return data
+
+
+# --- protobuf by hand, for messages the clients under test do not build -------------------
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def length_delimited(field: int, payload: bytes) -> bytes:
+    return varint(field << 3 | 2) + varint(len(payload)) + payload

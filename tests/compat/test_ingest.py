@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from compat_support import Dataset
+from compat_support import Dataset, length_delimited, varint
 
 FASTA_TABLE = "reads"
 
@@ -155,20 +155,6 @@ def test_table_names_cannot_leave_the_ingest_dir(ingest_server: Any, name: str) 
 
 
 # --- pyarrow.flight: the raw command, for failures ADBC cannot produce -----------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def length_delimited(field: int, payload: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 def ingest_command(table: str, if_not_exist: int = 1, if_exists: int = 1) -> bytes:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from compat_support import Dataset
+from compat_support import Dataset, length_delimited, varint
 from flightbear_testing import Server
 
 # pyarrow raises NOT_FOUND as ArrowKeyError.
@@ -48,20 +48,6 @@ def execute(connection: Any, sql: str) -> None:
 
 
 # --- protobuf, by hand (Flight.proto: SessionOptionValue and the session messages) ---------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def length_delimited(field: int, payload: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
