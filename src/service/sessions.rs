@@ -121,9 +121,9 @@ impl Sessions {
 
     /// The settings of `session` now (none for a session nobody has changed anything in).
     pub fn settings(&self, session: &Session) -> Result<Settings, ServiceError> {
+        // Idle sessions were swept when the request began (`for_request`).
         let now = Instant::now();
         let mut entries = self.lock();
-        self.expire(&mut entries, now);
         match entries.get_mut(&*session.id) {
             Some(entry) if entry.owner == session.owner => {
                 entry.last_used = now;
@@ -154,20 +154,14 @@ impl Sessions {
 
     /// The temporary table `name` of `session`, if it has one.
     pub fn temp_table(&self, session: &Session, name: &str) -> Option<Arc<dyn TableProvider>> {
-        let entries = self.lock();
-        let entry = entries.get(&*session.id)?;
-        (entry.owner == session.owner)
-            .then(|| entry.temp.get(name).cloned())
-            .flatten()
+        owned(&self.lock(), session)?.temp.get(name).cloned()
     }
 
     /// The names of `session`'s temporary tables.
     pub fn temp_names(&self, session: &Session) -> Vec<String> {
-        let entries = self.lock();
-        match entries.get(&*session.id) {
-            Some(entry) if entry.owner == session.owner => entry.temp.keys().cloned().collect(),
-            _ => Vec::new(),
-        }
+        owned(&self.lock(), session)
+            .map(|entry| entry.temp.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Keeps (`Some`) or drops (`None`) temporary table `name` in `session`, starting the
@@ -238,10 +232,7 @@ impl Sessions {
     /// Ends `session` (CloseSession) if its caller owns it; true if it existed.
     pub fn close(&self, session: &Session) -> bool {
         let mut entries = self.lock();
-        let owned = entries
-            .get(&*session.id)
-            .is_some_and(|entry| entry.owner == session.owner);
-        owned && entries.remove(&*session.id).is_some()
+        owned(&entries, session).is_some() && entries.remove(&*session.id).is_some()
     }
 
     /// Sessions kept now.
@@ -306,6 +297,13 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// The entry of `session`, if it exists and belongs to the session's caller.
+fn owned<'a>(entries: &'a HashMap<String, Entry>, session: &Session) -> Option<&'a Entry> {
+    entries
+        .get(&*session.id)
+        .filter(|entry| entry.owner == session.owner)
 }
 
 /// The session id in a request's `cookie` headers, if any.
