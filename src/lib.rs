@@ -12,6 +12,7 @@
 //! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
 //! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
 //! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
+//! | [`sequence`] | sequence functions for SQL: `gc_content`, `reverse_complement`, `translate`, `kmers` |
 //! | [`service`] | the Flight service: requests, planning, statements, metadata, errors |
 //! | [`metrics`] | what the server counts (RPCs, queries, connections), as Prometheus text |
 //! | [`server`] | the gRPC server: listener, connection limits, health, `/metrics`, graceful shutdown |
@@ -25,6 +26,7 @@ pub mod compression;
 pub mod config;
 pub mod fasta;
 pub mod metrics;
+pub mod sequence;
 pub mod server;
 pub mod service;
 

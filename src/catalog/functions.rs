@@ -22,7 +22,7 @@ use datafusion::common::{ExprSchema, Result, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -115,6 +115,27 @@ impl fmt::Display for Bytes {
         let mib = self.0 as f64 / (1u64 << 20) as f64;
         write!(f, "{mib:.1} MiB")
     }
+}
+
+/// Reserves `bytes` in `pool` for the result of the SQL function `name`, or fails with
+/// `ResourcesExhausted` naming the function, the size and the limit.
+pub(crate) fn reserve_result(
+    pool: &Arc<dyn MemoryPool>,
+    name: &str,
+    bytes: usize,
+) -> Result<MemoryReservation> {
+    let reservation = MemoryConsumer::new(format!("function {name}")).register(pool);
+    reservation.try_grow(bytes).map_err(|error| {
+        let reason = match error.find_root() {
+            DataFusionError::ResourcesExhausted(reason) => reason.clone(),
+            other => other.strip_backtrace(),
+        };
+        DataFusionError::ResourcesExhausted(format!(
+            "{name}() would need up to {} for its result: {reason}",
+            Bytes(bytes),
+        ))
+    })?;
+    Ok(reservation)
 }
 
 impl SizeGuarded {
@@ -345,18 +366,7 @@ impl ScalarUDFImpl for SizeGuarded {
         if bound < UNGUARDED_BYTES {
             return self.wrapped().invoke_with_args(args);
         }
-        let name = self.name();
-        let reservation = MemoryConsumer::new(format!("function {name}")).register(&self.pool);
-        reservation.try_grow(bound).map_err(|error| {
-            let reason = match error.find_root() {
-                DataFusionError::ResourcesExhausted(reason) => reason.clone(),
-                other => other.strip_backtrace(),
-            };
-            DataFusionError::ResourcesExhausted(format!(
-                "{name}() would need up to {} for its result: {reason}",
-                Bytes(bound),
-            ))
-        })?;
+        let reservation = reserve_result(&self.pool, self.name(), bound)?;
         let result = self.wrapped().invoke_with_args(args);
         drop(reservation);
         result

@@ -97,6 +97,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
     if let Err(e) = state.register_file_format(fasta, true) {
         tracing::error!("could not register the FASTA file format: {e}");
     }
+    crate::sequence::register(&mut state, &pool);
     functions::guard_amplifying_functions(&mut state, &pool);
     Ok(SessionContext::new_with_state(state))
 }
