@@ -31,6 +31,15 @@ enum Command {
     Healthcheck(HealthArgs),
     /// Read a password from stdin (one line) and print its argon2 hash for the users file.
     HashPassword,
+    /// Write a samtools-compatible FASTA index (FILE.fai; FILE.gzi too for BGZF files).
+    Index(IndexArgs),
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// FASTA files, plain or BGZF-compressed.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -410,6 +419,48 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
 }
 
 /// Reads one line from stdin and prints its argon2 PHC hash.
+/// `flightbear index`: one `.fai` (and `.gzi`) per file; exits 1 if any file failed.
+fn index_files(args: IndexArgs) -> ExitCode {
+    let mut failed = false;
+    for path in &args.files {
+        match flightbear::fasta::index::index_file(path) {
+            Ok(indexed) => {
+                println!(
+                    "wrote {} ({} records)",
+                    indexed.fai.display(),
+                    indexed.records
+                );
+                if let Some(gzi) = &indexed.gzi {
+                    println!("wrote {}", gzi.display());
+                }
+                if indexed.skipped.empty > 0 {
+                    eprintln!(
+                        "flightbear index: {}: {} records without bases left out (as samtools does)",
+                        path.display(),
+                        indexed.skipped.empty
+                    );
+                }
+                if let Some(first) = indexed.skipped.duplicates.first() {
+                    eprintln!(
+                        "flightbear index: {}: {} repeated names (first: '{first}') left out; the first record of each name is indexed",
+                        path.display(),
+                        indexed.skipped.duplicates.len()
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!("flightbear index: {error}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn hash_password() -> ExitCode {
     let mut line = String::new();
     if let Err(e) = std::io::stdin().read_line(&mut line) {
@@ -480,6 +531,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Healthcheck(args) => healthcheck(args).await,
             Command::HashPassword => hash_password(),
+            Command::Index(args) => index_files(args),
         }
     })
 }

@@ -16,6 +16,7 @@
 
 mod error;
 mod file_format;
+pub mod index;
 mod input;
 mod options;
 mod reader;
