@@ -98,6 +98,10 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         tracing::error!("could not register the FASTA file format: {e}");
     }
     crate::sequence::register(&mut state, &pool);
+    state.register_udtf(
+        "fasta_region",
+        Arc::new(crate::fasta::region::FastaRegionFunction),
+    );
     functions::guard_amplifying_functions(&mut state, &pool);
     Ok(SessionContext::new_with_state(state))
 }

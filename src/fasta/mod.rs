@@ -20,6 +20,7 @@ pub mod index;
 mod input;
 mod options;
 mod reader;
+pub mod region;
 mod source;
 
 use std::sync::{Arc, LazyLock};

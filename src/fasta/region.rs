@@ -1,0 +1,468 @@
+//! `fasta_region(table, region [, region …])`: the bases of regions of an indexed FASTA table,
+//! read through its `.fai` (and `.gzi` for BGZF) without scanning the file.
+//!
+//! Regions use samtools' syntax, 1-based and inclusive: `chr7`, `chr7:55019017`,
+//! `chr7:55,019,017-55,211,628` (commas are allowed in numbers); a whole string that is a
+//! sequence name is that sequence, so names holding `:` work. The result has one row per
+//! region, in the order given: `id`, `start`, `end` (1-based, inclusive) and `sequence`.
+//! The table must be one FASTA file indexed by `flightbear index` or `samtools faidx`.
+//! Unknown sequences and coordinates outside a sequence are errors, as is a missing index.
+//! Each region is read on a blocking thread with its bytes reserved in the memory pool.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::common::{Result, plan_err};
+use datafusion::datasource::listing::ListingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use noodles_bgzf as bgzf;
+use noodles_core::{Position, Region};
+use noodles_fasta as fasta;
+
+use super::FastaFormat;
+use crate::compression::{Compression, MAGIC_LEN};
+
+/// The most regions one call may ask for.
+pub const MAX_REGIONS: usize = 10_000;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("start", DataType::Int64, false),
+        Field::new("end", DataType::Int64, false),
+        Field::new("sequence", DataType::Utf8, false),
+    ]))
+});
+
+/// The table function `fasta_region`.
+#[derive(Debug, Default)]
+pub struct FastaRegionFunction;
+
+/// One region to read: the sequence's name and 1-based inclusive coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+fn string_argument(expr: &Expr, what: &str) -> Result<String> {
+    match expr {
+        Expr::Literal(value, _) => match value.try_as_str() {
+            Some(Some(text)) => Ok(text.to_string()),
+            _ => plan_err!("fasta_region(): the {what} must be a string, not {value}"),
+        },
+        other => plan_err!("fasta_region(): the {what} must be a string literal, not {other}"),
+    }
+}
+
+impl TableFunctionImpl for FastaRegionFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() < 2 {
+            return plan_err!(
+                "fasta_region(table, region [, region …]) needs a table name and at least one \
+                 region such as 'chr7:55,019,017-55,211,628'"
+            );
+        }
+        if exprs.len() - 1 > MAX_REGIONS {
+            return plan_err!("fasta_region(): at most {MAX_REGIONS} regions per call");
+        }
+        let table = string_argument(&exprs[0], "table name")?;
+        let regions = exprs[1..]
+            .iter()
+            .map(|e| string_argument(e, "region"))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("fasta_region(): no session");
+        };
+        let path = indexed_file(state, &table)?;
+        let index = read_fai(&path, &table)?;
+        let wanted = regions
+            .iter()
+            .map(|region| {
+                resolve(region, &index)
+                    .map_err(|e| DataFusionError::Plan(format!("fasta_region(): {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stream = RegionStream {
+            path,
+            index: Arc::new(index),
+            wanted: Arc::new(wanted),
+        };
+        Ok(Arc::new(StreamingTable::try_new(
+            Arc::clone(&SCHEMA),
+            vec![Arc::new(stream)],
+        )?))
+    }
+}
+
+/// The one local FASTA file behind `table`.
+fn indexed_file(state: &SessionState, table: &str) -> Result<PathBuf> {
+    let reference = TableReference::from(table);
+    let schema = state.schema_for_ref(reference.clone())?;
+    let provider = futures::executor::block_on(schema.table(reference.table()))?;
+    let Some(provider) = provider else {
+        return plan_err!("fasta_region(): table '{table}' not found");
+    };
+    let Some(listing) = provider.downcast_ref::<ListingTable>() else {
+        return plan_err!("fasta_region(): '{table}' is not a FASTA file table");
+    };
+    if !listing.options().format.is::<FastaFormat>() {
+        return plan_err!("fasta_region(): '{table}' is not a FASTA table");
+    }
+    let paths = listing.table_paths();
+    let [url] = paths.as_slice() else {
+        return plan_err!(
+            "fasta_region(): '{table}' is made of {} locations; regions are read from a table of one indexed file",
+            paths.len()
+        );
+    };
+    let Ok(path) = url::Url::parse(url.as_str()).and_then(|u| {
+        u.to_file_path()
+            .map_err(|()| url::ParseError::RelativeUrlWithoutBase)
+    }) else {
+        return plan_err!("fasta_region(): '{table}' is not a local file ({url})");
+    };
+    if path.is_dir() || url.is_collection() {
+        return plan_err!(
+            "fasta_region(): '{table}' is a directory; regions are read from a table of one indexed file"
+        );
+    }
+    Ok(path)
+}
+
+/// An index file beside `path`: it must resolve to the same directory as the FASTA file, so
+/// a link cannot make the server read a file outside the directories its tables are in.
+pub(crate) fn beside(path: &Path, extension: &str) -> io::Result<PathBuf> {
+    let index = path.with_added_extension(extension);
+    let directory = |p: &Path| std::fs::canonicalize(p).map(|c| c.parent().map(Path::to_path_buf));
+    if directory(&index)? != directory(path)? {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be a file in the directory of {}",
+                index.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(index)
+}
+
+fn read_fai(path: &Path, table: &str) -> Result<fasta::fai::Index> {
+    let fai = path.with_added_extension("fai");
+    let fai = match beside(path, "fai") {
+        Ok(fai) => fai,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => fai,
+        Err(error) => return plan_err!("fasta_region(): {error}"),
+    };
+    fasta::fai::fs::read(&fai).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => DataFusionError::Plan(format!(
+            "fasta_region(): table '{table}' has no index ({} not found): run `flightbear index {}`",
+            fai.display(),
+            path.display()
+        )),
+        _ => DataFusionError::Plan(format!(
+            "fasta_region(): cannot read the index {}: {error}",
+            fai.display()
+        )),
+    })
+}
+
+/// Parses one region in samtools' syntax against the index.
+pub fn resolve(region: &str, index: &fasta::fai::Index) -> Result<Wanted, String> {
+    let records: HashMap<&[u8], u64> = index
+        .as_ref()
+        .iter()
+        .map(|r| (r.name().as_ref(), r.length()))
+        .collect();
+    let whole = |name: &str, length: u64| Wanted {
+        name: name.to_string(),
+        start: 1,
+        end: length,
+    };
+    let text = region.trim();
+    if let Some(&length) = records.get(text.as_bytes()) {
+        return Ok(whole(text, length));
+    }
+    let Some((name, range)) = text.rsplit_once(':') else {
+        return Err(unknown(text, index));
+    };
+    let Some(&length) = records.get(name.as_bytes()) else {
+        return Err(unknown(name, index));
+    };
+    let range: String = range.chars().filter(|&c| c != ',').collect();
+    let number = |digits: &str| {
+        digits.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "'{region}' is not a region: expected NAME, NAME:START or NAME:START-END (1-based)"
+            )
+        })
+    };
+    let (start, end) = match range.split_once('-') {
+        Some((start, "")) => (number(start)?, length),
+        Some(("", end)) => (1, number(end)?),
+        Some((start, end)) => (number(start)?, number(end)?),
+        None if range.is_empty() => (1, length),
+        None => (number(&range)?, length),
+    };
+    if start < 1 || start > end || end > length {
+        return Err(format!(
+            "{name}:{start}-{end} is outside {name}, which spans 1-{length} (1-based, inclusive)"
+        ));
+    }
+    Ok(Wanted {
+        name: name.to_string(),
+        start,
+        end,
+    })
+}
+
+fn unknown(name: &str, index: &fasta::fai::Index) -> String {
+    let names: Vec<String> = index
+        .as_ref()
+        .iter()
+        .take(5)
+        .map(|r| String::from_utf8_lossy(r.name().as_ref()).into_owned())
+        .collect();
+    format!(
+        "no sequence '{name}' in the index ({} sequences: {}{})",
+        index.as_ref().len(),
+        names.join(", "),
+        if index.as_ref().len() > names.len() {
+            ", …"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The regions of one call, read one by one.
+#[derive(Debug)]
+struct RegionStream {
+    path: PathBuf,
+    index: Arc<fasta::fai::Index>,
+    wanted: Arc<Vec<Wanted>>,
+}
+
+impl PartitionStream for RegionStream {
+    fn schema(&self) -> &SchemaRef {
+        &SCHEMA
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let state = Progress {
+            next: 0,
+            reader: None,
+            reservation: MemoryConsumer::new("fasta_region").register(ctx.memory_pool()),
+            path: self.path.clone(),
+            index: Arc::clone(&self.index),
+            wanted: Arc::clone(&self.wanted),
+        };
+        let stream = futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            let region = state.wanted.get(state.next)?.clone();
+            // The previous batch has left this stream: its bytes are its consumer's now.
+            state.reservation.free();
+            let outcome = tokio::task::spawn_blocking(move || {
+                if state.reader.is_none() {
+                    state.reader = Some(Reader::open(&state.path, &state.index)?);
+                }
+                let reader = state.reader.as_mut().expect("opened above");
+                let batch = reader.read(&region, &mut state.reservation)?;
+                state.next += 1;
+                Ok::<_, DataFusionError>((batch, state))
+            })
+            .await;
+            match outcome {
+                Ok(Ok((batch, state))) => Some((Ok(batch), Some(state))),
+                Ok(Err(error)) => Some((Err(error), None)),
+                Err(join) => Some((Err(DataFusionError::External(Box::new(join))), None)),
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&SCHEMA), stream))
+    }
+}
+
+/// Where a region stream stands.
+struct Progress {
+    next: usize,
+    reader: Option<Reader>,
+    reservation: MemoryReservation,
+    path: PathBuf,
+    index: Arc<fasta::fai::Index>,
+    wanted: Arc<Vec<Wanted>>,
+}
+
+/// An indexed reader of one file, plain or BGZF.
+struct Reader {
+    inner: fasta::io::IndexedReader<fasta::io::BufReader<File>>,
+    path: PathBuf,
+}
+
+impl Reader {
+    fn open(path: &Path, index: &fasta::fai::Index) -> Result<Reader> {
+        let io_error = |error: io::Error| {
+            DataFusionError::Execution(format!("fasta_region(): {}: {error}", path.display()))
+        };
+        let mut file = File::open(path).map_err(io_error)?;
+        let mut head = [0u8; MAGIC_LEN];
+        let read = file.read(&mut head).map_err(io_error)?;
+        let file = File::open(path).map_err(io_error)?;
+        let inner = match Compression::sniff(&head[..read]) {
+            Compression::None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
+            Compression::Gzip => {
+                let gzi_path = path.with_added_extension("gzi");
+                let gzi = beside(path, "gzi").and_then(bgzf::gzi::fs::read).map_err(|error| {
+                    DataFusionError::Execution(format!(
+                        "fasta_region(): {} is compressed and its block index {} cannot be read \
+                         ({error}): it must be BGZF, indexed by `flightbear index`",
+                        path.display(),
+                        gzi_path.display()
+                    ))
+                })?;
+                fasta::io::BufReader::Bgzf(bgzf::io::IndexedReader::new(file, gzi))
+            }
+            _ => {
+                return Err(DataFusionError::Execution(format!(
+                    "fasta_region(): {} is compressed without random access; recompress it with bgzip",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Reader {
+            inner: fasta::io::IndexedReader::new(inner, index.clone()),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// One region as a batch of one row; its bytes are reserved in `reservation` first.
+    fn read(
+        &mut self,
+        wanted: &Wanted,
+        reservation: &mut MemoryReservation,
+    ) -> Result<RecordBatch> {
+        let length = usize::try_from(wanted.end - wanted.start + 1).unwrap_or(usize::MAX);
+        // The bases as read and their copy in the batch.
+        reservation
+            .try_grow(length.saturating_mul(2))
+            .map_err(|error| {
+                DataFusionError::ResourcesExhausted(format!(
+                    "fasta_region(): {}:{}-{} needs {length} bytes twice over: {}",
+                    wanted.name,
+                    wanted.start,
+                    wanted.end,
+                    match error.find_root() {
+                        DataFusionError::ResourcesExhausted(reason) => reason.clone(),
+                        other => other.strip_backtrace(),
+                    }
+                ))
+            })?;
+        let position = |at: u64| {
+            usize::try_from(at)
+                .ok()
+                .and_then(Position::new)
+                .ok_or_else(|| DataFusionError::Internal(format!("position {at}")))
+        };
+        let region = Region::new(
+            wanted.name.as_str(),
+            position(wanted.start)?..=position(wanted.end)?,
+        );
+        let record = self.inner.query(&region).map_err(|error| {
+            DataFusionError::Execution(format!(
+                "fasta_region(): reading {region} from {}: {error}",
+                self.path.display()
+            ))
+        })?;
+        let bases = record.sequence().as_ref();
+        if bases.len() != length {
+            return Err(DataFusionError::Execution(format!(
+                "fasta_region(): {} gave {} bases for {region}, not {length}: the index does not \
+                 match the file (index it again)",
+                self.path.display(),
+                bases.len()
+            )));
+        }
+        let Ok(text) = std::str::from_utf8(bases) else {
+            return Err(DataFusionError::Execution(format!(
+                "fasta_region(): {region} of {} holds bytes that are not text",
+                self.path.display()
+            )));
+        };
+        let sequence = StringArray::from(vec![text]);
+        drop(record);
+        reservation.shrink(length);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&SCHEMA),
+            vec![
+                Arc::new(StringArray::from(vec![wanted.name.as_str()])),
+                Arc::new(Int64Array::from(vec![wanted.start as i64])),
+                Arc::new(Int64Array::from(vec![wanted.end as i64])),
+                Arc::new(sequence),
+            ],
+        )?;
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> fasta::fai::Index {
+        let fai = "chr1\t1000\t6\t60\t61\nchr2:x\t10\t1030\t10\t11\n";
+        fasta::fai::io::Reader::new(fai.as_bytes())
+            .read_index()
+            .unwrap()
+    }
+
+    #[test]
+    fn regions_in_samtools_syntax() {
+        let index = index();
+        let wanted = |name: &str, start, end| {
+            Ok(Wanted {
+                name: name.into(),
+                start,
+                end,
+            })
+        };
+        assert_eq!(resolve("chr1", &index), wanted("chr1", 1, 1000));
+        assert_eq!(resolve("chr1:990", &index), wanted("chr1", 990, 1000));
+        assert_eq!(resolve("chr1:1,000", &index), wanted("chr1", 1000, 1000));
+        assert_eq!(resolve("chr1:5-1,000", &index), wanted("chr1", 5, 1000));
+        assert_eq!(resolve("chr1:5-", &index), wanted("chr1", 5, 1000));
+        assert_eq!(resolve("chr1:-5", &index), wanted("chr1", 1, 5));
+        assert_eq!(resolve("chr2:x", &index), wanted("chr2:x", 1, 10));
+        assert_eq!(resolve("chr2:x:3-4", &index), wanted("chr2:x", 3, 4));
+        for (bad, says) in [
+            ("chr3:1-5", "no sequence 'chr3'"),
+            ("chr1:0-5", "outside chr1, which spans 1-1000"),
+            ("chr1:10-5", "outside"),
+            ("chr1:5-1001", "outside"),
+            ("chr1:a-b", "not a region"),
+            (
+                "nope",
+                "no sequence 'nope' in the index (2 sequences: chr1, chr2:x)",
+            ),
+        ] {
+            let error = resolve(bad, &index).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+"""Indexed FASTA (issue 11): `flightbear index` and the `fasta_region` table function.
+
+The oracle is samtools itself (htslib, through pysam): ``pysam.faidx`` indexes a copy of each
+file, ``pysam.FastaFile`` reads regions through the index flightbear wrote and gives the bases
+``fasta_region`` must return.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow.flight as flight
+import pysam
+import pytest
+
+from flightbear_testing import Server, random_bases, server_binary
+from server_probes import grpc_status, run_sql
+
+
+def index(*files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(server_binary()), "index", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def samtools_fai(path: Path, scratch: Path) -> str:
+    """The .fai samtools writes for a copy of ``path``."""
+    copy = scratch / f"samtools-{path.name}"
+    shutil.copyfile(path, copy)
+    pysam.faidx(str(copy))
+    return (scratch / f"{copy.name}.fai").read_text()
+
+
+def genome(rng: random.Random, newline: str = "\n") -> tuple[str, dict[str, str]]:
+    """FASTA text with fixed-width records of many sizes, an empty record and a repeated name."""
+    records: dict[str, str] = {}
+    parts = []
+    for n in range(40):
+        name = f"chr{n}"
+        sequence = random_bases(rng, rng.choice([1, 59, 60, 61, 1000, 25_000]), "ACGTNacgt")
+        width = rng.choice([50, 60, 80])
+        lines = [sequence[i : i + width] for i in range(0, len(sequence), width)]
+        parts.append(f">{name} description {n}{newline}" + "".join(x + newline for x in lines))
+        records[name] = sequence
+        if n == 7:
+            parts.append(f">empty{newline}")
+        if n == 9:
+            parts.append(f">chr3 again{newline}ACGT{newline}{newline}")
+    return "".join(parts), records
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_plain_fai_is_byte_for_byte_samtools(tmp_path: Path, newline: str) -> None:
+    text, _ = genome(random.Random(5), newline)
+    path = tmp_path / "genome.fa"
+    path.write_bytes(text.encode())
+    done = index(path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and "(40 records)" in done.stdout
+    assert "1 records without bases" in done.stderr and "'chr3'" in done.stderr
+    assert (tmp_path / "genome.fa.fai").read_text() == samtools_fai(path, tmp_path)
+
+
+def test_bgzf_index_serves_samtools_region_reads(tmp_path: Path) -> None:
+    text, records = genome(random.Random(6))
+    plain = tmp_path / "plain.fa"
+    plain.write_text(text)
+    path = tmp_path / "genome.fa.gz"
+    pysam.tabix_compress(str(plain), str(path))
+    done = index(path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "genome.fa.gz.gzi").exists()
+    assert (tmp_path / "genome.fa.gz.fai").read_text() == samtools_fai(plain, tmp_path)
+    rng = random.Random(7)
+    with pysam.FastaFile(str(path)) as fasta:  # reads flightbear's .fai and .gzi
+        for name, sequence in records.items():
+            start = rng.randrange(len(sequence))
+            end = rng.randrange(start, len(sequence)) + 1
+            assert fasta.fetch(name, start, end) == sequence[start:end], name
+            assert fasta.fetch(name) == sequence
+
+
+def test_unindexable_files_fail_with_a_reason(tmp_path: Path) -> None:
+    gz = tmp_path / "plain.fa.gz"
+    gz.write_bytes(gzip.compress(b">a\nACGT\n"))
+    ragged = tmp_path / "ragged.fa"
+    ragged.write_text(">a\nACG\nACGT\nA\n")
+    good = tmp_path / "good.fa"
+    good.write_text(">a\nACGT\n")
+    done = index(gz, ragged, tmp_path / "missing.fa", good)
+    assert done.returncode == 1
+    assert "plain gzip" in done.stderr and "bgzip" in done.stderr
+    assert "ragged.fa: line 3" in done.stderr
+    assert "missing.fa" in done.stderr
+    # The good file is indexed anyway; the others leave nothing behind.
+    assert (tmp_path / "good.fa.fai").read_text() == "a\t4\t3\t4\t5\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["plain.fa.gz", "ragged.fa", "good.fa", "good.fa.fai"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# fasta_region: regions read through the index, checked against samtools' reads of them
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def indexed(launch: Any, tmp_path: Path) -> tuple[Server, dict[str, str], Path]:
+    """A server with the same genome plain and BGZF (both indexed), and one unindexed copy."""
+    text, records = genome(random.Random(8))
+    plain = tmp_path / "genome.fa"
+    plain.write_text(text)
+    bgzf = tmp_path / "genome.fa.gz"
+    pysam.tabix_compress(str(plain), str(bgzf))
+    assert index(plain, bgzf).returncode == 0
+    bare = tmp_path / "bare.fa"
+    bare.write_text(text)
+    samples = tmp_path / "samples.csv"
+    samples.write_text("a,b\n1,2\n")
+    server = launch(
+        "--table", f"genome={plain}", "--table", f"bgenome={bgzf}",
+        "--table", f"bare={bare}", "--table", f"samples={samples}",
+        "--memory-limit", "64MiB", tables=False,
+    )  # fmt: skip
+    return server, records, plain
+
+
+def regions(uri: str, sql: str) -> list[tuple[str, int, int, str]]:
+    client = flight.FlightClient(uri)
+    try:
+        table = run_sql(client, sql)
+    finally:
+        client.close()
+    assert table.schema.names == ["id", "start", "end", "sequence"]
+    return list(zip(*(column.to_pylist() for column in table.columns)))
+
+
+@pytest.mark.parametrize("table", ["genome", "bgenome"])
+def test_regions_match_samtools(indexed: Any, table: str) -> None:
+    server, records, plain = indexed
+    rng = random.Random(9)
+    asked = []
+    for name, sequence in records.items():
+        n = len(sequence)
+        start = rng.randint(1, n)
+        end = rng.randint(start, n)
+        asked += [f"{name}:{start:,}-{end:,}", f"{name}:{n}-{n}", f"{name}:1-1", f"{name}:{start}"]
+    asked.append("chr5")
+    literals = ", ".join(f"'{region}'" for region in asked)
+    answer = regions(server.uri, f"SELECT * FROM fasta_region('{table}', {literals})")
+    assert len(answer) == len(asked)
+    with pysam.FastaFile(str(plain)) as samtools:
+        for region, (name, start, end, sequence) in zip(asked, answer):
+            assert region.startswith(name)
+            assert sequence == samtools.fetch(region=region.replace(",", "")), region
+            assert sequence == records[name][start - 1 : end]
+
+
+def test_regions_through_adbc_and_in_joins(indexed: Any) -> None:
+    server, records, _ = indexed
+    with flightsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT r.id, length(r.sequence), gc_content(r.sequence) = gc_content(g.sequence) "
+            "FROM fasta_region('genome', 'chr4') r JOIN genome g ON g.id = r.id"
+        )
+        assert cur.fetchall() == [("chr4", len(records["chr4"]), True)]
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        ("fasta_region('genome', 'chrZ:1-5')", "no sequence 'chrZ'"),
+        ("fasta_region('genome', 'chr1:0-5')", "outside chr1"),
+        ("fasta_region('genome', 'chr1:1-999999999')", "outside chr1"),
+        ("fasta_region('genome', 'chr1:9-3')", "outside chr1"),
+        ("fasta_region('bare', 'chr1')", "has no index"),
+        ("fasta_region('samples', 'chr1')", "is not a FASTA"),
+        ("fasta_region('nope', 'chr1')", "not found"),
+        ("fasta_region('genome')", "at least one region"),
+    ],
+)
+def test_bad_regions_are_invalid_argument(indexed: Any, call: str, named: str) -> None:
+    server, _, _ = indexed
+    with pytest.raises(flight.FlightError) as raised:
+        regions(server.uri, f"SELECT * FROM {call}")
+    status = grpc_status(raised.value)
+    assert status.code == "INVALID_ARGUMENT", status
+    assert named in status.message
+    assert regions(server.uri, "SELECT * FROM fasta_region('genome', 'chr0:1-1')")[0][3]
+
+
+def test_an_index_linked_from_elsewhere_is_refused(launch: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (data / "g.fa").write_text(">a\nACGT\n")
+    (elsewhere / "g.fa.fai").write_text("a\t4\t3\t4\t5\n")
+    (data / "g.fa.fai").symlink_to(elsewhere / "g.fa.fai")
+    server = launch("--table", f"g={data / 'g.fa'}", tables=False)
+    with pytest.raises(flight.FlightError) as raised:
+        regions(server.uri, "SELECT * FROM fasta_region('g', 'a')")
+    status = grpc_status(raised.value)
+    assert status.code == "INVALID_ARGUMENT" and "directory of" in status.message
