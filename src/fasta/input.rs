@@ -1,6 +1,7 @@
 //! Turning an object-store object into decompressed bytes: a decoder picked by magic bytes, and a blocking bridge for async streams.
 
 use std::io::{self, BufReader, Cursor, Read};
+use std::sync::mpsc;
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -57,6 +58,105 @@ pub(crate) fn decompressed(
     Ok((compression, decoded))
 }
 
+/// Decompressed bytes travel from the decoding thread to the parser in chunks of this size.
+const DECODED_CHUNK: usize = 1 << 20;
+/// Chunks decoded ahead of the parser.
+const DECODED_AHEAD: usize = 2;
+/// Memory of a [`Decoded`] reader's chunks: those queued, the one being filled, the one being
+/// parsed, and a spare.
+pub(crate) const DECODED_MEMORY: usize = (DECODED_AHEAD + 3) * DECODED_CHUNK;
+
+/// What the decoding thread sends: a chunk and its filled length, the end, or an error.
+type Chunk = io::Result<Option<(Vec<u8>, usize)>>;
+
+/// A [`Read`] of a decoder that runs on a thread of its own, so decompression and parsing
+/// use two cores: the parser gets chunks decoded ahead of it, and returns their buffers for
+/// reuse. Dropping the reader stops the thread after the chunk it is decoding.
+pub(crate) struct Decoded {
+    chunks: mpsc::Receiver<Chunk>,
+    spares: mpsc::SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    filled: usize,
+    position: usize,
+    ended: bool,
+}
+
+impl Decoded {
+    /// Starts decoding `inner` on a new thread.
+    pub(crate) fn spawn(mut inner: Box<dyn Read + Send>) -> io::Result<Self> {
+        let (send, chunks) = mpsc::sync_channel::<Chunk>(DECODED_AHEAD);
+        let (spares, spare) = mpsc::sync_channel::<Vec<u8>>(2);
+        std::thread::Builder::new()
+            .name("flightbear-decode".into())
+            .spawn(move || {
+                loop {
+                    let mut buffer = spare.try_recv().unwrap_or_else(|_| vec![0; DECODED_CHUNK]);
+                    let mut filled = 0;
+                    while filled < buffer.len() {
+                        match inner.read(&mut buffer[filled..]) {
+                            Ok(0) => break,
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                let _ = send.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let end = filled < buffer.len();
+                    if filled > 0 && send.send(Ok(Some((buffer, filled)))).is_err() {
+                        return;
+                    }
+                    if end {
+                        let _ = send.send(Ok(None));
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            chunks,
+            spares,
+            current: Vec::new(),
+            filled: 0,
+            position: 0,
+            ended: false,
+        })
+    }
+}
+
+impl Read for Decoded {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.filled {
+            if self.ended {
+                return Ok(0);
+            }
+            let used = std::mem::take(&mut self.current);
+            if !used.is_empty() {
+                let _ = self.spares.try_send(used);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(Some((chunk, filled)))) => {
+                    (self.current, self.filled, self.position) = (chunk, filled, 0);
+                }
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Err(error)) => {
+                    self.ended = true;
+                    return Err(error);
+                }
+                // The thread ended without saying so: it panicked. Never a silent end.
+                Err(mpsc::RecvError) => {
+                    self.ended = true;
+                    return Err(io::Error::other("the decompression thread failed"));
+                }
+            }
+        }
+        let n = out.len().min(self.filled - self.position);
+        out[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
 /// A blocking [`Read`] over an async byte stream, for use on a blocking thread only.
 pub(crate) struct StreamRead {
     stream: BoxStream<'static, object_store::Result<Bytes>>,
@@ -105,5 +205,45 @@ mod tests {
         reader.read_to_string(&mut text).unwrap();
         assert_eq!(compression, Compression::None);
         assert_eq!(text, ">a\nAC\n");
+    }
+
+    #[test]
+    fn decoded_on_a_thread_gives_every_byte_then_the_end() {
+        let text: Vec<u8> = (0..3 * DECODED_CHUNK + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut decoded = Decoded::spawn(Box::new(Cursor::new(text.clone()))).unwrap();
+        let mut out = Vec::new();
+        let mut piece = vec![0; 70_000];
+        loop {
+            match decoded.read(&mut piece).unwrap() {
+                0 => break,
+                n => out.extend_from_slice(&piece[..n]),
+            }
+        }
+        assert_eq!(out, text);
+        assert_eq!(decoded.read(&mut piece).unwrap(), 0);
+    }
+
+    #[test]
+    fn decoder_errors_reach_the_reader() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "corrupt deflate stream",
+                    ));
+                }
+                let n = out.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut decoded = Decoded::spawn(Box::new(Failing(DECODED_CHUNK + 5))).unwrap();
+        let mut sink = Vec::new();
+        let error = decoded.read_to_end(&mut sink).unwrap_err();
+        assert_eq!(error.to_string(), "corrupt deflate stream");
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::FastaError;
-use super::input::{StreamRead, decoder_memory, decompressed};
+use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
     ColumnSelection, FastaBatchReader, Handoff, ReaderConfig, ScanBounds, ScanMemory,
@@ -371,8 +371,12 @@ fn open_input(
     }
     // Byte ranges refer to compressed bytes: the range at 0 owns the whole file.
     config.bounds = ScanBounds::Whole;
-    let held = config.memory.hold(decoder_memory(compression))?;
-    Ok((decoded, Some(held)))
+    let held = config
+        .memory
+        .hold(decoder_memory(compression) + DECODED_MEMORY)?;
+    // Decompression on its own thread, parsing on this one.
+    let decoded = Decoded::spawn(decoded).map_err(|source| io_error(config, source))?;
+    Ok((Box::new(decoded), Some(held)))
 }
 
 fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
