@@ -789,6 +789,145 @@ async fn every_split_point_gives_each_record_to_exactly_one_range() {
     }
 }
 
+/// One BGZF block (a gzip member with the `BC` field) holding `data`, written by hand so the
+/// tests choose where blocks end.
+fn bgzf_block(data: &[u8]) -> Vec<u8> {
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate.write_all(data).unwrap();
+    let compressed = deflate.finish().unwrap();
+    let size = u16::try_from(18 + compressed.len() + 8 - 1).unwrap();
+    let mut block = vec![
+        0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
+    ];
+    block.extend_from_slice(&size.to_le_bytes());
+    block.extend_from_slice(&compressed);
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    block.extend_from_slice(&crc.sum().to_le_bytes());
+    block.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    block
+}
+
+/// BGZF of `text` in blocks of `block` bytes, with an empty block (the end-of-file marker of
+/// a concatenated file) after the `empty_after`-th block and at the end.
+fn bgzf_blocks(text: &[u8], block: usize, empty_after: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, chunk) in text.chunks(block).enumerate() {
+        out.extend_from_slice(&bgzf_block(chunk));
+        if i == empty_after {
+            out.extend_from_slice(&bgzf_block(b""));
+        }
+    }
+    out.extend_from_slice(&bgzf_block(b""));
+    out
+}
+
+/// The rows of `path` read as the byte ranges that start at `splits` (and 0), in order.
+async fn rows_of_ranges(path: &Path, size: u64, splits: &[u64]) -> Vec<Row> {
+    rows_per_range(path, size, splits).await.concat()
+}
+
+/// The rows each byte range (one partition each) of `path` returns.
+async fn rows_per_range(path: &Path, size: u64, splits: &[u64]) -> Vec<Vec<Row>> {
+    let location = path.to_str().unwrap().to_string();
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(splits);
+    bounds.push(size);
+    let groups = bounds
+        .windows(2)
+        .map(|w| {
+            FileGroup::new(vec![PartitionedFile::new_with_range(
+                location.clone(),
+                size,
+                w[0] as i64,
+                w[1] as i64,
+            )])
+        })
+        .collect::<Vec<_>>();
+    let partitions = groups.len();
+    let source = Arc::new(FastaSource::new(fasta_schema(), FastaOptions::default()));
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        .with_file_groups(groups)
+        .build();
+    let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+    let ctx = SessionContext::new();
+    let mut rows = Vec::new();
+    for partition in 0..partitions {
+        let stream = exec.execute(partition, ctx.task_ctx()).unwrap();
+        let batches: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
+        rows.push(rows_of(&batches));
+    }
+    rows
+}
+
+/// Splits a BGZF file of small blocks (one of them empty) at every compressed byte: the two
+/// ranges together hold each record exactly once, in file order.
+#[tokio::test]
+async fn every_split_point_of_a_bgzf_file_gives_each_record_to_exactly_one_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        b"\n>a one\r\nAC>G\r\n\r\n>b\n>c two\nGG\nTT\n\n>>d\nA\n>e\nACGTACGT\n>f\nT".to_vec();
+    let expected = reference_reader(&text).unwrap();
+    for block in [1, 3, 7] {
+        let bytes = bgzf_blocks(&text, block, 2);
+        let path = write_file(&dir, &format!("split_{block}.fa.gz"), &bytes);
+        let size = bytes.len() as u64;
+        for split in 0..=size {
+            let rows = rows_of_ranges(&path, size, &[split]).await;
+            assert_eq!(rows, expected, "blocks of {block} bytes, split at {split}");
+        }
+        // Three ranges, at a spread of points.
+        for first in (1..size).step_by(17) {
+            let second = (first + size / 3).min(size);
+            let rows = rows_of_ranges(&path, size, &[first, second]).await;
+            assert_eq!(
+                rows, expected,
+                "blocks of {block}, splits at {first} and {second}"
+            );
+        }
+    }
+}
+
+/// A BGZF file of many 64 KiB blocks is scanned by several partitions, each reading its own
+/// blocks, and they return every record once, as noodles reads them.
+#[tokio::test]
+async fn bgzf_files_are_split_between_partitions_by_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        records: 4000,
+        max_len: 800,
+        line_width: 60,
+        crlf: false,
+        blank_lines: true,
+    };
+    let text = generate(12, shape);
+    let path = dir.path().join("split.fa.gz");
+    let mut writer = noodles_bgzf::io::Writer::new(fs::File::create(&path).unwrap());
+    writer.write_all(&text).unwrap();
+    writer.finish().unwrap();
+    let size = fs::metadata(&path).unwrap().len();
+    assert!(size > 2 * 65536, "many blocks");
+
+    let splits = [size / 4, size / 2, 3 * size / 4];
+    let per_range = rows_per_range(&path, size, &splits).await;
+    // Each range reads records of its own (about a quarter each).
+    for (i, rows) in per_range.iter().enumerate() {
+        assert!(
+            rows.len() > 4000 / 8,
+            "range {i} read {} records",
+            rows.len()
+        );
+    }
+    assert_eq!(per_range.concat(), noodles_reader(&text));
+
+    let mut multi = scan(&path, FastaOptions::default(), 4).await.unwrap();
+    let mut expected = noodles_reader(&text);
+    multi.sort();
+    expected.sort();
+    assert_eq!(multi, expected);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed input
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use noodles_bgzf as bgzf;
 use noodles_fasta as fasta;
 
+use super::bgzf::block_size;
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// What `index_file` wrote.
@@ -58,7 +59,7 @@ pub fn index_file(path: &Path) -> Result<Indexed, IndexError> {
     let compression = Compression::sniff(&head[..read.min(MAGIC_LEN)]);
     let ((index, skipped), gzi) = match compression {
         Compression::None => (fai_of(BufReader::new(file)).map_err(io_error(path))?, None),
-        Compression::Gzip if bgzf_block_size(&head[..read]).is_some() => {
+        Compression::Gzip if block_size(&head[..read]).is_some() => {
             let blocks = bgzf_blocks(BufReader::new(file)).map_err(io_error(path))?;
             let reader = bgzf::io::Reader::new(File::open(path).map_err(io_error(path))?);
             (fai_of(reader).map_err(io_error(path))?, Some(blocks))
@@ -291,34 +292,6 @@ fn fai_of<R: io::BufRead>(mut reader: R) -> io::Result<(fasta::fai::Index, Skipp
     Ok((fasta::fai::Index::from(records), skipped))
 }
 
-/// The size of the BGZF block whose header starts `header` (18 bytes: the gzip header with
-/// the `BC` extra field), or `None` when it is no BGZF block.
-fn bgzf_block_size(header: &[u8]) -> Option<u64> {
-    match header {
-        [
-            0x1f,
-            0x8b,
-            8,
-            flags,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            6,
-            0,
-            b'B',
-            b'C',
-            2,
-            0,
-            low,
-            high,
-        ] if flags & 4 != 0 => Some(u64::from(u16::from_le_bytes([*low, *high])) + 1),
-        _ => None,
-    }
-}
-
 /// The (compressed, uncompressed) offset of every BGZF block but the first, as a `.gzi`
 /// holds them, read from the block headers and trailers without decompressing.
 fn bgzf_blocks<R: Read + Seek>(mut reader: R) -> io::Result<Vec<(u64, u64)>> {
@@ -336,7 +309,7 @@ fn bgzf_blocks<R: Read + Seek>(mut reader: R) -> io::Result<Vec<(u64, u64)>> {
         if filled == 0 {
             return Ok(blocks);
         }
-        let Some(size) = bgzf_block_size(&header[..filled]) else {
+        let Some(size) = block_size(&header[..filled]) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

@@ -14,6 +14,7 @@
 //! - Sequence lines may hold any printable, non-space ASCII byte (0x21..=0x7E); anything
 //!   else (spaces, control bytes, non-ASCII) is an error naming the file and line.
 
+mod bgzf;
 mod error;
 mod file_format;
 pub mod index;

@@ -27,13 +27,14 @@ use object_store::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::bgzf;
 use super::error::FastaError;
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
     ColumnSelection, FastaBatchReader, Handoff, ReaderConfig, ScanBounds, ScanMemory,
 };
-use crate::compression::{Compression, MAGIC_LEN};
+use crate::compression::Compression;
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
 const CHANNEL_CAPACITY: usize = 1;
@@ -247,24 +248,35 @@ impl FileOpener for FastaOpener {
             batch_bytes: self.batch_bytes,
             bounds,
             memory,
+            range_end: None,
         };
         Ok(async move {
             let get = match bounds {
                 ScanBounds::Range { start, .. } if start > 0 => {
                     // A range in the middle of a compressed file holds no records of its own:
                     // the range that starts at 0 decompresses the whole file.
-                    let head_end = (MAGIC_LEN as u64).min(file.object_meta.size);
+                    let head_end = (bgzf::HEADER_LEN as u64).min(file.object_meta.size);
                     let head = store.get_range(&location, 0..head_end).await?;
-                    if Compression::sniff(&head).is_compressed() {
+                    if bgzf::block_size(&head).is_some() {
+                        // BGZF: the range owns the records starting in its blocks.
+                        (
+                            store.get_opts(&location, GetOptions::default()).await?,
+                            true,
+                        )
+                    } else if Compression::sniff(&head).is_compressed() {
                         return Ok(futures::stream::empty().boxed());
+                    } else {
+                        let options = GetOptions {
+                            range: Some(GetRange::Offset(start - 1)),
+                            ..GetOptions::default()
+                        };
+                        (store.get_opts(&location, options).await?, false)
                     }
-                    let options = GetOptions {
-                        range: Some(GetRange::Offset(start - 1)),
-                        ..GetOptions::default()
-                    };
-                    store.get_opts(&location, options).await?
                 }
-                _ => store.get_opts(&location, GetOptions::default()).await?,
+                _ => (
+                    store.get_opts(&location, GetOptions::default()).await?,
+                    false,
+                ),
             };
             let runtime = tokio::runtime::Handle::current();
             let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
@@ -310,12 +322,12 @@ type BatchSender = mpsc::Sender<Result<(RecordBatch, Arc<Handoff>)>>;
 /// Runs on a blocking thread: parses the object and sends batches until the end, the first
 /// error, or the consumer going away (a failed send or a closed channel stops the loop).
 fn read_to_channel(
-    get: GetResult,
+    (get, bgzf_later_range): (GetResult, bool),
     mut config: ReaderConfig,
     runtime: tokio::runtime::Handle,
     sender: &BatchSender,
 ) {
-    let (input, decoder_memory) = match open_input(get, &mut config, runtime) {
+    let (input, decoder_memory) = match open_input(get, bgzf_later_range, &mut config, runtime) {
         Ok(input) => input,
         Err(error) => {
             let _ = sender.blocking_send(Err(error.into()));
@@ -346,18 +358,32 @@ fn read_to_channel(
 
 /// Positions the object at the first byte the reader needs and decompresses it if needed;
 /// the reservation holds the decoder's memory.
+/// `bgzf_later_range`: `get` is the whole of a BGZF file for a range that starts past 0.
 fn open_input(
     get: GetResult,
+    bgzf_later_range: bool,
     config: &mut ReaderConfig,
     runtime: tokio::runtime::Handle,
 ) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
     let range_start = get.range.start;
+    let size = get.meta.size;
     let raw: Box<dyn Read + Send> = match get.payload {
         GetResultPayload::File(mut file, path) => {
             config.path = path.display().to_string();
+            if let ScanBounds::Range { start, end } = config.bounds
+                && (bgzf_later_range
+                    || (start == 0
+                        && is_bgzf(&mut file).map_err(|source| io_error(config, source))?))
+            {
+                return bgzf_range(file, size, start, end, config);
+            }
             file.seek(SeekFrom::Start(range_start))
                 .map_err(|source| io_error(config, source))?;
             Box::new(file)
+        }
+        GetResultPayload::Stream(_) if bgzf_later_range => {
+            // A later range of a remote BGZF file: the range at 0 reads the whole file.
+            return Ok((Box::new(io::empty()), None));
         }
         GetResultPayload::Stream(stream) => Box::new(StreamRead::new(stream, runtime)),
     };
@@ -376,6 +402,47 @@ fn open_input(
         .hold(decoder_memory(compression) + DECODED_MEMORY)?;
     // Decompression on its own thread, parsing on this one.
     let decoded = Decoded::spawn(decoded).map_err(|source| io_error(config, source))?;
+    Ok((Box::new(decoded), Some(held)))
+}
+
+/// True when `file` starts with a BGZF block; leaves it at its start.
+fn is_bgzf(file: &mut std::fs::File) -> io::Result<bool> {
+    let mut head = [0u8; bgzf::HEADER_LEN];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(bgzf::block_size(&head[..filled]).is_some())
+}
+
+/// The input of the compressed range `[start, end)` of a BGZF file: the records starting in
+/// the blocks that start in it, decompressed on a thread of their own.
+fn bgzf_range(
+    file: std::fs::File,
+    size: u64,
+    start: u64,
+    end: u64,
+    config: &mut ReaderConfig,
+) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
+    let Some(planned) =
+        bgzf::plan(file, size, start, end).map_err(|source| io_error(config, source))?
+    else {
+        return Ok((Box::new(io::empty()), None));
+    };
+    config.bounds = ScanBounds::Range {
+        start: planned.start,
+        end: u64::MAX,
+    };
+    config.range_end = Some(planned.end);
+    let held = config
+        .memory
+        .hold(decoder_memory(Compression::Gzip) + DECODED_MEMORY)?;
+    let decoded =
+        Decoded::spawn(Box::new(planned.reader)).map_err(|source| io_error(config, source))?;
     Ok((Box::new(decoded), Some(held)))
 }
 

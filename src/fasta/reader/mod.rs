@@ -20,6 +20,7 @@ use memchr::{memchr, memchr2};
 use self::block::{BLOCK_SIZE, Block};
 use self::columns::{BatchBuilder, BatchError, InconsistentBatch};
 use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem};
+use super::bgzf::RangeEnd;
 use super::error::{FastaError, FastaErrorLocation, FastaProblem};
 
 pub use self::columns::ColumnSelection;
@@ -63,6 +64,9 @@ pub struct ReaderConfig {
     pub bounds: ScanBounds,
     /// Where the reader reserves its buffers before allocating them.
     pub memory: ScanMemory,
+    /// For a range of a BGZF file: where the range ends in decompressed bytes, learnt while
+    /// reading (it bounds [`ScanBounds::Range`]'s `end` further).
+    pub range_end: Option<RangeEnd>,
 }
 
 /// Where the parser stands in the text, as error messages name it.
@@ -223,7 +227,7 @@ impl<R: Read> FastaBatchReader<R> {
                 match self.block.bytes[self.block.pos] {
                     b'>' => {
                         let header_offset = self.block.file_offset(self.block.pos);
-                        if let ScanBounds::Range { end, .. } = self.config.bounds
+                        if let Some(end) = self.owned_end()
                             && header_offset >= end
                         {
                             self.end_of_input()?;
@@ -266,6 +270,21 @@ impl<R: Read> FastaBatchReader<R> {
         Ok(Parsed::NeedInput)
     }
 
+    /// The first byte of the text this reader no longer owns; `None` for a whole file.
+    fn owned_end(&self) -> Option<u64> {
+        let ScanBounds::Range { end, .. } = self.config.bounds else {
+            return None;
+        };
+        Some(
+            end.min(
+                self.config
+                    .range_end
+                    .as_ref()
+                    .map_or(u64::MAX, RangeEnd::get),
+            ),
+        )
+    }
+
     /// Closes the batch when the unfinished record pushed it over the byte budget; the
     /// unfinished record moves to the next batch so this one stays within budget.
     fn split_if_over_budget(&mut self) -> Result<Parsed, FastaError> {
@@ -278,7 +297,7 @@ impl<R: Read> FastaBatchReader<R> {
     /// Skips to the first line starting with `>` at or after the range start.
     /// Returns false when more input is needed (or the range holds no record).
     fn resync(&mut self) -> bool {
-        let ScanBounds::Range { end, .. } = self.config.bounds else {
+        let Some(end) = self.owned_end() else {
             self.phase = Phase::Lines;
             return true;
         };
@@ -525,6 +544,7 @@ mod tests {
             batch_bytes,
             bounds: ScanBounds::Whole,
             memory,
+            range_end: None,
         }
     }
 
@@ -621,6 +641,7 @@ mod tests {
             batch_bytes: 1 << 20,
             bounds: ScanBounds::Whole,
             memory: ScanMemory::unbounded(1 << 20),
+            range_end: None,
         };
         let error = FastaBatchReader::new(input, config)
             .next_batch()

@@ -1,0 +1,257 @@
+//! BGZF files read in parallel: each byte range of the compressed file owns the records whose
+//! header starts in the blocks that start in it.
+//!
+//! A BGZF file is a series of gzip members ("blocks") of at most 64 KiB, each announcing its
+//! size in a `BC` extra field, so a range can find the first block starting at or after its
+//! first byte without decompressing anything before it. The range decompresses from the last
+//! byte of the block before that one (to know whether its first `>` starts a line), and the
+//! reader learns where its range ends, in decompressed bytes, only when the decoder reaches the
+//! first block starting at or after the range's end: [`RangeEnd`] carries that position from the
+//! decoder to the parser. Records are therefore split between ranges exactly as in a plain
+//! file, by the position of their `>`, and every record is read by exactly one range.
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use noodles_bgzf as bgzf;
+
+/// Bytes of a BGZF block header (the gzip header with the `BC` extra field).
+pub(crate) const HEADER_LEN: usize = 18;
+/// The largest BGZF block.
+const MAX_BLOCK: u64 = 1 << 16;
+/// The most empty blocks (end-of-file markers of concatenated files) looked past backwards.
+const MAX_EMPTY_BLOCKS: usize = 64;
+
+/// The size of the BGZF block whose header starts `header`, or `None` when it is no BGZF
+/// block header.
+pub(crate) fn block_size(header: &[u8]) -> Option<u64> {
+    match header {
+        [
+            0x1f,
+            0x8b,
+            8,
+            flags,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            6,
+            0,
+            b'B',
+            b'C',
+            2,
+            0,
+            low,
+            high,
+            ..,
+        ] if flags & 4 != 0 => Some(u64::from(u16::from_le_bytes([*low, *high])) + 1),
+        _ => None,
+    }
+}
+
+/// Where a range ends in decompressed bytes, once the decoder knows it; `u64::MAX` until then.
+/// The decoder stores it before it hands over any byte past it.
+#[derive(Debug, Clone, Default)]
+pub struct RangeEnd(Arc<AtomicU64>);
+
+impl RangeEnd {
+    fn unknown() -> Self {
+        Self(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+
+    /// The end, or `u64::MAX` while the decoder has not reached it.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, end: u64) {
+        self.0.store(end, Ordering::Release);
+    }
+}
+
+/// What a range of a BGZF file reads.
+pub(crate) struct Planned {
+    /// The decompressed text, starting one byte before the first owned byte (or at the start).
+    pub reader: BlockRange,
+    /// Position of the first owned byte in the reader's coordinates: 0 when the text starts
+    /// with the first owned byte, otherwise 1 (the reader starts at the byte before).
+    pub start: u64,
+    /// Where the owned bytes end, in the same coordinates.
+    pub end: RangeEnd,
+}
+
+/// Plans the reading of the compressed bytes `[start, end)` of a BGZF file of `size` bytes;
+/// `None` when no block starts in the range (it owns no record).
+pub(crate) fn plan(mut file: File, size: u64, start: u64, end: u64) -> io::Result<Option<Planned>> {
+    let first = if start == 0 {
+        0
+    } else {
+        match block_at_or_after(&mut file, start, size)? {
+            Some(first) if first < end => first,
+            _ => return Ok(None),
+        }
+    };
+    let previous = if first == 0 {
+        None
+    } else {
+        previous_nonempty_block(&mut file, first)?
+    };
+    let range_end = RangeEnd::unknown();
+    let mut reader = bgzf::io::Reader::new(file);
+    let (position, owned_start) = match previous {
+        // Start on the last byte of the block before, so the parser sees whether the first
+        // owned byte starts a line.
+        Some((block, length)) => (bgzf::VirtualPosition::try_from((block, length - 1)), 1),
+        None => (bgzf::VirtualPosition::try_from((first, 0)), 0),
+    };
+    let position =
+        position.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    reader.seek(position)?;
+    Ok(Some(Planned {
+        reader: BlockRange {
+            inner: reader,
+            end,
+            produced: 0,
+            range_end: range_end.clone(),
+            published: false,
+        },
+        start: owned_start,
+        end: range_end,
+    }))
+}
+
+/// Reads up to `buffer.len()` bytes at `offset`; fewer only at the end of the file.
+fn read_at(file: &mut File, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// True when a valid block header is at `offset` and the block after it is another one or the
+/// end of the file (two headers in a row do not happen by chance in deflate data).
+fn is_block_at(file: &mut File, offset: u64, size: u64) -> io::Result<Option<u64>> {
+    let mut header = [0u8; HEADER_LEN];
+    if read_at(file, offset, &mut header)? < HEADER_LEN {
+        return Ok(None);
+    }
+    let Some(length) = block_size(&header) else {
+        return Ok(None);
+    };
+    let next = offset + length;
+    if next == size {
+        return Ok(Some(length));
+    }
+    if next > size || read_at(file, next, &mut header)? < HEADER_LEN {
+        return Ok(None);
+    }
+    Ok(block_size(&header).map(|_| length))
+}
+
+/// The first block starting at or after `at`, if any before the end of the file.
+fn block_at_or_after(file: &mut File, at: u64, size: u64) -> io::Result<Option<u64>> {
+    // Blocks are at most 64 KiB: one starts within 64 KiB of any offset inside the data.
+    let window_end = (at + MAX_BLOCK + HEADER_LEN as u64).min(size);
+    let mut window = vec![0u8; usize::try_from(window_end.saturating_sub(at)).unwrap_or(0)];
+    let filled = read_at(file, at, &mut window)?;
+    for (i, pair) in window[..filled].windows(4).enumerate() {
+        if pair == [0x1f, 0x8b, 8, 4] {
+            let candidate = at + i as u64;
+            if is_block_at(file, candidate, size)?.is_some() {
+                return Ok(Some(candidate));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The block ending exactly at `block`, with its uncompressed length, skipping back over
+/// empty blocks; `None` when every block before `block` is empty.
+fn previous_nonempty_block(file: &mut File, mut block: u64) -> io::Result<Option<(u64, u16)>> {
+    for _ in 0..MAX_EMPTY_BLOCKS {
+        let from = block.saturating_sub(MAX_BLOCK);
+        let mut window = vec![0u8; usize::try_from(block - from).unwrap_or(0)];
+        let filled = read_at(file, from, &mut window)?;
+        let mut previous = None;
+        for i in 0..filled.saturating_sub(HEADER_LEN - 1) {
+            if let Some(length) = block_size(&window[i..])
+                && from + i as u64 + length == block
+            {
+                previous = Some(from + i as u64);
+                break;
+            }
+        }
+        let Some(start) = previous else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no BGZF block ends at byte {block}: the file is not BGZF throughout"),
+            ));
+        };
+        // The block's uncompressed length is the last 4 bytes of the block (ISIZE).
+        let mut isize = [0u8; 4];
+        read_at(file, block - 4, &mut isize)?;
+        let length = u32::from_le_bytes(isize);
+        if length > 0 {
+            let length = u16::try_from(length).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a BGZF block holds more than 64 KiB",
+                )
+            })?;
+            return Ok(Some((start, length)));
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        block = start;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("more than {MAX_EMPTY_BLOCKS} empty BGZF blocks in a row"),
+    ))
+}
+
+/// The decompressed bytes of a BGZF range, telling [`RangeEnd`] where the first block at or
+/// after the range's end begins.
+pub(crate) struct BlockRange {
+    inner: bgzf::io::Reader<File>,
+    /// Compressed offset where the range ends.
+    end: u64,
+    /// Decompressed bytes handed out so far.
+    produced: u64,
+    range_end: RangeEnd,
+    published: bool,
+}
+
+impl Read for BlockRange {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let data = self.inner.fill_buf()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !self.published {
+            let block = self.inner.virtual_position().compressed();
+            if block >= self.end {
+                self.range_end.set(self.produced);
+                self.published = true;
+            }
+        }
+        let data = self.inner.fill_buf()?;
+        let n = out.len().min(data.len());
+        out[..n].copy_from_slice(&data[..n]);
+        self.inner.consume(n);
+        self.produced += n as u64;
+        Ok(n)
+    }
+}
