@@ -756,35 +756,10 @@ async fn every_split_point_gives_each_record_to_exactly_one_range() {
     let text = b"\n>a one\r\nAC>G\r\n\r\n>b\n>c two\nGG\nTT\n\n>>d\nA\n>e".to_vec();
     let path = write_file(&dir, "split.fa", &text);
     let expected = reference_reader(&text).unwrap();
-    let location = path.to_str().unwrap().to_string();
     let size = text.len() as u64;
-    let ctx = SessionContext::new();
-    for split in 0..=size as i64 {
-        let groups = vec![
-            FileGroup::new(vec![PartitionedFile::new_with_range(
-                location.clone(),
-                size,
-                0,
-                split,
-            )]),
-            FileGroup::new(vec![PartitionedFile::new_with_range(
-                location.clone(),
-                size,
-                split,
-                size as i64,
-            )]),
-        ];
-        let source = Arc::new(FastaSource::new(fasta_schema(), FastaOptions::default()));
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
-            .with_file_groups(groups)
-            .build();
-        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-        let mut rows = Vec::new();
-        for partition in 0..2 {
-            let stream = exec.execute(partition, ctx.task_ctx()).unwrap();
-            let batches: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
-            rows.extend(rows_of(&batches));
-        }
+    for split in 0..=size {
+        // Each range alone: partitions of one scan share their files.
+        let rows = rows_of_ranges(&path, size, &[split]).await;
         assert_eq!(rows, expected, "split at {split}");
     }
 }
@@ -828,33 +803,28 @@ async fn rows_of_ranges(path: &Path, size: u64, splits: &[u64]) -> Vec<Row> {
     rows_per_range(path, size, splits).await.concat()
 }
 
-/// The rows each byte range (one partition each) of `path` returns.
+/// The rows each byte range of `path` returns, each range scanned alone (partitions of one
+/// scan share their files, so one partition may read every range).
 async fn rows_per_range(path: &Path, size: u64, splits: &[u64]) -> Vec<Vec<Row>> {
     let location = path.to_str().unwrap().to_string();
     let mut bounds = vec![0];
     bounds.extend_from_slice(splits);
     bounds.push(size);
-    let groups = bounds
-        .windows(2)
-        .map(|w| {
-            FileGroup::new(vec![PartitionedFile::new_with_range(
-                location.clone(),
-                size,
-                w[0] as i64,
-                w[1] as i64,
-            )])
-        })
-        .collect::<Vec<_>>();
-    let partitions = groups.len();
-    let source = Arc::new(FastaSource::new(fasta_schema(), FastaOptions::default()));
-    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
-        .with_file_groups(groups)
-        .build();
-    let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
     let ctx = SessionContext::new();
     let mut rows = Vec::new();
-    for partition in 0..partitions {
-        let stream = exec.execute(partition, ctx.task_ctx()).unwrap();
+    for w in bounds.windows(2) {
+        let group = FileGroup::new(vec![PartitionedFile::new_with_range(
+            location.clone(),
+            size,
+            w[0] as i64,
+            w[1] as i64,
+        )]);
+        let source = Arc::new(FastaSource::new(fasta_schema(), FastaOptions::default()));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(vec![group])
+            .build();
+        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        let stream = exec.execute(0, ctx.task_ctx()).unwrap();
         let batches: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
         rows.push(rows_of(&batches));
     }
