@@ -891,6 +891,21 @@ async fn bgzf_files_are_split_between_partitions_by_block() {
     }
     assert_eq!(per_range.concat(), noodles_reader(&text));
 
+    // The planner splits it although it is named .gz: it is BGZF.
+    let ctx = context(4);
+    register(&ctx, "t", &path, FastaOptions::default()).await;
+    let plan = ctx
+        .sql("SELECT id FROM t")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    assert!(shown.contains("4 groups"), "{shown}");
+
     let mut multi = scan(&path, FastaOptions::default(), 4).await.unwrap();
     let mut expected = noodles_reader(&text);
     multi.sort();

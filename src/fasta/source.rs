@@ -167,15 +167,20 @@ impl FileSource for FastaSource {
         output_ordering: Option<LexOrdering>,
         config: &FileScanConfig,
     ) -> Result<Option<FileScanConfig>> {
-        // Compressed files cannot be split. The opener copes with a split compressed file
-        // (the range starting at 0 reads it all), but then one partition does all the work,
-        // so do not split scans that include files named as compressed.
-        let any_compressed = config
+        // Compressed files cannot be split, except BGZF (by block). The opener copes with a
+        // split compressed file (the range starting at 0 reads it all), but then one partition
+        // does all the work, so do not split scans that include other compressed files.
+        let local = config.object_store_url.as_str() == "file:///";
+        let unsplittable = config
             .file_groups
             .iter()
             .flat_map(|group| group.files())
-            .any(|file| Compression::of_path(file.object_meta.location.as_ref()).is_compressed());
-        if any_compressed || config.file_compression_type.is_compressed() {
+            .any(|file| {
+                let location = file.object_meta.location.as_ref();
+                Compression::of_path(location).is_compressed()
+                    && !(local && is_local_bgzf(&format!("/{location}")))
+            });
+        if unsplittable || config.file_compression_type.is_compressed() {
             return Ok(None);
         }
         let partitioner = datafusion::datasource::physical_plan::FileGroupPartitioner::new()
@@ -403,6 +408,14 @@ fn open_input(
     // Decompression on its own thread, parsing on this one.
     let decoded = Decoded::spawn(decoded).map_err(|source| io_error(config, source))?;
     Ok((Box::new(decoded), Some(held)))
+}
+
+/// True when the local file at `path` starts with a BGZF block (read at planning time: one
+/// small read per compressed file of a scan).
+fn is_local_bgzf(path: &str) -> bool {
+    std::fs::File::open(path)
+        .and_then(|mut file| is_bgzf(&mut file))
+        .unwrap_or(false)
 }
 
 /// True when `file` starts with a BGZF block; leaves it at its start.
