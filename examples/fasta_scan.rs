@@ -17,7 +17,9 @@
 //! run: compressed MB/s of each and their ratio. The scan decompresses on a thread of its own,
 //! so it can approach the gunzip limit. Finally it BGZF-compresses the short reads
 //! (`short_reads.fa.bgz`, noodles' writer) and scans that with one partition and with one per
-//! core: BGZF files are split between partitions by block.
+//! core: BGZF files are split between partitions by block. It also indexes the long records
+//! (`flightbear index`) and times a 1 kbp `fasta_region` read against the same bases found by a
+//! full scan (`substr` of the record, `WHERE id = …`).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -195,11 +197,47 @@ async fn compare_with_gunzip(
     Ok(())
 }
 
-async fn run_once(
+/// A region read through the index against a full scan for the same bases.
+async fn compare_region_with_scan(
+    path: &Path,
+    runs: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    flightbear::fasta::index::index_file(path)?;
+    let ctx = fasta_context(path, 1, None)?;
+    ctx.register_udtf(
+        "fasta_region",
+        Arc::new(flightbear::fasta::region::FastaRegionFunction),
+    );
+    let region = "SELECT sequence FROM fasta_region('t', 'chr5:12,000,001-12,001,000')";
+    let scan = "SELECT substr(sequence, 12000001, 1000) AS sequence FROM t WHERE id = 'chr5'";
+    let mut best = [Duration::MAX; 2];
+    let mut answers = [String::new(), String::new()];
+    for _ in 0..runs {
+        for (i, sql) in [region, scan].into_iter().enumerate() {
+            let started = Instant::now();
+            let batches = ctx.sql(sql).await?.collect().await?;
+            best[i] = best[i].min(started.elapsed());
+            answers[i] = batches[0].column(0).as_string::<i32>().value(0).to_string();
+        }
+    }
+    assert_eq!(answers[0], answers[1], "region and scan disagree");
+    println!(
+        "region {} (1 kbp of a {:.0} MB file, best of {runs}): fasta_region {:.2} ms, full scan {:.1} ms, {:.0}x faster",
+        path.display(),
+        std::fs::metadata(path)?.len() as f64 / 1e6,
+        best[0].as_secs_f64() * 1e3,
+        best[1].as_secs_f64() * 1e3,
+        best[1].as_secs_f64() / best[0].as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A session with the FASTA file at `path` as table `t`.
+fn fasta_context(
     path: &Path,
     partitions: usize,
     memory_limit: Option<ByteSize>,
-) -> Result<(Duration, i64, i64)> {
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_repartition_file_min_size(1 << 20);
@@ -216,6 +254,15 @@ async fn run_once(
             .with_schema(fasta_schema()),
     )?;
     ctx.register_table("t", Arc::new(table))?;
+    Ok(ctx)
+}
+
+async fn run_once(
+    path: &Path,
+    partitions: usize,
+    memory_limit: Option<ByteSize>,
+) -> Result<(Duration, i64, i64)> {
+    let ctx = fasta_context(path, partitions, memory_limit)?;
     let started = Instant::now();
     let batches = ctx.sql(QUERY).await?.collect().await?;
     let elapsed = started.elapsed();
@@ -255,6 +302,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }
         files = vec![long, short.clone(), bgzipped];
         compare_with_gunzip(&gzipped, args.runs).await?;
+        compare_region_with_scan(&files[0], args.runs).await?;
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("query: {QUERY}  (best of {} runs)", args.runs);
