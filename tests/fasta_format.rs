@@ -219,6 +219,22 @@ async fn scan(path: &Path, options: FastaOptions, partitions: usize) -> Result<V
     Ok(rows_of(&batches))
 }
 
+/// The physical plan of a scan of `path` with `partitions` target partitions, as text.
+async fn scan_plan(path: &Path, partitions: usize) -> String {
+    let ctx = context(partitions);
+    register(&ctx, "t", path, FastaOptions::default()).await;
+    let plan = ctx
+        .sql("SELECT id FROM t")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string()
+}
+
 async fn read(path: &Path) -> Result<Vec<Row>> {
     scan(path, FastaOptions::default(), 1).await
 }
@@ -724,18 +740,7 @@ async fn multi_partition_scan_returns_the_same_rows_as_a_single_partition() {
         let path = write_file(&dir, &format!("parts_{seed}.fa"), &text);
 
         // The plan really is split into byte ranges.
-        let ctx = context(4);
-        register(&ctx, "t", &path, FastaOptions::default()).await;
-        let plan = ctx
-            .sql("SELECT id FROM t")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
+        let shown = scan_plan(&path, 4).await;
         assert!(shown.contains("4 groups"), "{shown}");
 
         let single = scan(&path, FastaOptions::default(), 1).await.unwrap();
@@ -892,18 +897,7 @@ async fn bgzf_files_are_split_between_partitions_by_block() {
     assert_eq!(per_range.concat(), noodles_reader(&text));
 
     // The planner splits it although it is named .gz: it is BGZF.
-    let ctx = context(4);
-    register(&ctx, "t", &path, FastaOptions::default()).await;
-    let plan = ctx
-        .sql("SELECT id FROM t")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let shown = datafusion::physical_plan::displayable(plan.as_ref())
-        .indent(true)
-        .to_string();
+    let shown = scan_plan(&path, 4).await;
     assert!(shown.contains("4 groups"), "{shown}");
 
     let mut multi = scan(&path, FastaOptions::default(), 4).await.unwrap();
