@@ -17,7 +17,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Socket address to listen on.
+    /// Socket address to listen on (`HOST:PORT`; a host name is resolved at start-up).
+    #[serde(deserialize_with = "deserialize_socket_addr")]
     pub bind: SocketAddr,
     /// Tables registered at start-up.
     pub tables: Vec<TableSpec>,
@@ -61,6 +62,7 @@ pub struct Config {
     /// Seconds between HTTP/2 keepalive pings (and TCP keepalive probes).
     pub keepalive_interval: u64,
     /// Where Prometheus metrics are served at `/metrics` (`None`: not served).
+    #[serde(deserialize_with = "deserialize_optional_socket_addr")]
     pub metrics_bind: Option<SocketAddr>,
     /// Directories whose files clients may register as tables (none: clients cannot).
     pub data_roots: Vec<PathBuf>,
@@ -552,9 +554,70 @@ pub fn available_memory() -> Option<ByteSize> {
     cgroup.or(machine).map(ByteSize)
 }
 
+/// A listening address from `HOST:PORT`: an IP address as is, a host name resolved (its first
+/// IPv4 address, else its first address), so `localhost:50051` works.
+pub fn resolve_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    use std::net::ToSocketAddrs;
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("'{text}' is not an address such as 127.0.0.1:50051 or localhost:50051 ({e})")
+        })?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("'{text}' resolves to no address"))
+}
+
+fn deserialize_socket_addr<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    resolve_socket_addr(&text).map_err(serde::de::Error::custom)
+}
+
+fn deserialize_optional_socket_addr<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(deserializer)? {
+        Some(text) => resolve_socket_addr(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_are_accepted_where_addresses_are() {
+        assert_eq!(
+            resolve_socket_addr("127.0.0.1:6000").unwrap(),
+            "127.0.0.1:6000".parse::<SocketAddr>().unwrap()
+        );
+        let local = resolve_socket_addr("localhost:6001").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 6001, "{local}");
+        let error = resolve_socket_addr("localhost").unwrap_err();
+        assert!(error.contains("localhost:50051"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flightbear.toml");
+        std::fs::write(
+            &file,
+            "bind = \"localhost:6002\"\nmetrics_bind = \"localhost:6003\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert!(config.bind.ip().is_loopback() && config.bind.port() == 6002);
+        assert_eq!(config.metrics_bind.map(|a| a.port()), Some(6003));
+    }
 
     #[test]
     fn table_spec_parses_name_and_path() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use flightbear::config::{
     ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec, TokenSecret,
+    resolve_socket_addr,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -45,7 +46,7 @@ struct IndexArgs {
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:50051].
-    #[arg(long, env = "FLIGHTBEAR_BIND", value_name = "ADDR")]
+    #[arg(long, env = "FLIGHTBEAR_BIND", value_name = "ADDR", value_parser = resolve_socket_addr)]
     bind: Option<SocketAddr>,
     /// A table as NAME=PATH; PATH is a file, a directory or a glob; format from the extension.
     #[arg(
@@ -128,7 +129,12 @@ struct ServeArgs {
     #[arg(long, env = "FLIGHTBEAR_KEEPALIVE_INTERVAL", value_name = "SECONDS")]
     keepalive_interval: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
-    #[arg(long, env = "FLIGHTBEAR_METRICS_BIND", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_METRICS_BIND",
+        value_name = "ADDR",
+        value_parser = resolve_socket_addr
+    )]
     metrics_bind: Option<SocketAddr>,
     /// A directory whose files clients may register as tables (CREATE EXTERNAL TABLE);
     /// repeat for several. Without one, clients cannot register files [default: none].
@@ -197,7 +203,7 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct HealthArgs {
-    /// Server address; https://HOST:PORT speaks TLS.
+    /// Server address: HOST:PORT or http://HOST:PORT; https://HOST:PORT speaks TLS.
     #[arg(
         long,
         env = "FLIGHTBEAR_HEALTHCHECK_ADDR",
@@ -370,8 +376,14 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let timeout = Duration::from_secs(args.timeout);
+    // HOST:PORT without a scheme is plaintext gRPC.
+    let addr = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
     let check = async {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(args.addr.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
             .map_err(|e| e.to_string())?
             .connect_timeout(timeout);
         if let Some(tls) = args.client_tls_config()? {
@@ -400,25 +412,24 @@ async fn healthcheck(args: HealthArgs) -> ExitCode {
         }
         Ok(Err(e)) => {
             // Connected, but the answer was not HTTP/2: typically a TLS server.
-            let hint = if args.addr.starts_with("http://") && !e.contains("connect") {
+            let hint = if addr.starts_with("http://") && !e.contains("connect") {
                 " (the server does not speak plaintext HTTP/2: if it uses TLS, use https://)"
             } else {
                 ""
             };
-            eprintln!("flightbear healthcheck: {}: {e}{hint}", args.addr);
+            eprintln!("flightbear healthcheck: {addr}: {e}{hint}");
             ExitCode::FAILURE
         }
         Err(_) => {
             eprintln!(
                 "flightbear healthcheck: {}: no answer within {}s",
-                args.addr, args.timeout
+                addr, args.timeout
             );
             ExitCode::FAILURE
         }
     }
 }
 
-/// Reads one line from stdin and prints its argon2 PHC hash.
 /// `flightbear index`: one `.fai` (and `.gzi`) per file; exits 1 if any file failed.
 fn index_files(args: IndexArgs) -> ExitCode {
     let mut failed = false;
@@ -461,6 +472,7 @@ fn index_files(args: IndexArgs) -> ExitCode {
     }
 }
 
+/// Reads one line from stdin and prints its argon2 PHC hash.
 fn hash_password() -> ExitCode {
     let mut line = String::new();
     if let Err(e) = std::io::stdin().read_line(&mut line) {

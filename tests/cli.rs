@@ -173,3 +173,49 @@ fn bad_configuration_exits_with_a_message_naming_the_problem() {
 fn healthcheck_fails_when_nothing_listens() {
     assert!(!healthcheck(free_port()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_names_in_bind_and_schemeless_health_check_addresses_work() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", &format!("localhost:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(port, &mut child);
+    let _server = ServerProcess(child);
+    let plain = Command::new(BIN)
+        .args(["healthcheck", "--addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "SERVING");
+    let named = Command::new(BIN)
+        .args(["healthcheck", "--addr", &format!("localhost:{port}")])
+        .output()
+        .unwrap();
+    assert!(named.status.success(), "{named:?}");
+
+    // Nothing listens: the failure names the address and why.
+    let silent = free_port();
+    let refused = Command::new(BIN)
+        .args(["healthcheck", "--addr", &format!("127.0.0.1:{silent}")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("http://127.0.0.1:{silent}")),
+        "{said}"
+    );
+    assert!(said.to_lowercase().contains("refused"), "{said}");
+
+    // A bind address that is no address stops start-up with a message that says so.
+    let bad = Command::new(BIN)
+        .args(["serve", "--bind", "localhost"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("localhost:50051"), "{said}");
+}
