@@ -554,6 +554,18 @@ pub fn available_memory() -> Option<ByteSize> {
     cgroup.or(machine).map(ByteSize)
 }
 
+/// A boolean as people write it in flags and environment variables: `true/false`, `1/0`,
+/// `yes/no`, `on/off`, in any case.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "'{text}' is not a boolean: use true/false, 1/0, yes/no or on/off"
+        )),
+    }
+}
+
 /// A listening address from `HOST:PORT`: an IP address as is, a host name resolved (its first
 /// IPv4 address, else its first address), so `localhost:50051` works.
 pub fn resolve_socket_addr(text: &str) -> Result<SocketAddr, String> {
@@ -596,6 +608,21 @@ fn deserialize_optional_socket_addr<'de, D: serde::Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_are_read_as_people_write_them() {
+        for yes in ["true", "TRUE", "1", "yes", "Yes", "on", " On "] {
+            assert_eq!(parse_bool(yes), Ok(true), "{yes}");
+        }
+        for no in ["false", "False", "0", "no", "NO", "off"] {
+            assert_eq!(parse_bool(no), Ok(false), "{no}");
+        }
+        let error = parse_bool("maybe").unwrap_err();
+        assert!(
+            error.contains("'maybe'") && error.contains("yes/no"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn host_names_are_accepted_where_addresses_are() {

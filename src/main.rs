@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use flightbear::config::{
-    ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec, TokenSecret,
+    ByteSize, Config, LogFormat, Overrides, TableFormat, TableSpec, TokenSecret, parse_bool,
     resolve_socket_addr,
 };
 use tracing_subscriber::EnvFilter;
@@ -77,12 +77,27 @@ struct ServeArgs {
     /// Partitions to scan and execute in parallel [default: number of cores].
     #[arg(long, env = "FLIGHTBEAR_TARGET_PARTITIONS", value_name = "N")]
     target_partitions: Option<usize>,
-    /// Send Utf8View columns as they are (by default they are sent as plain Utf8).
-    #[arg(long, env = "FLIGHTBEAR_STRING_VIEW")]
-    string_view: bool,
+    /// Send Utf8View columns as they are (by default they are sent as plain Utf8);
+    /// `--string-view false` turns off what the TOML file turned on.
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_STRING_VIEW",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    string_view: Option<bool>,
     /// Do not serve the sample tables when no table is configured.
-    #[arg(long, env = "FLIGHTBEAR_NO_SAMPLE_DATA")]
-    no_sample_data: bool,
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_NO_SAMPLE_DATA",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    no_sample_data: Option<bool>,
     /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
     #[arg(long, env = "FLIGHTBEAR_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -244,10 +259,10 @@ impl ServeArgs {
             bind: self.bind,
             batch_rows: self.batch_rows,
             batch_bytes: self.batch_bytes,
-            string_view: self.string_view.then_some(true),
+            string_view: self.string_view,
             target_partitions: self.target_partitions,
             log_format: self.log_format,
-            sample_data: self.no_sample_data.then_some(false),
+            sample_data: self.no_sample_data.map(|no| !no),
             memory_limit: self.memory_limit,
             spill_dir: self.spill_dir.clone(),
             ingest_dir: self.ingest_dir.clone(),

@@ -219,3 +219,60 @@ async fn host_names_in_bind_and_schemeless_health_check_addresses_work() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("localhost:50051"), "{said}");
 }
+
+/// The type the server sends for a Utf8View value: Utf8View with string_view on, Utf8 off.
+async fn view_type(port: u16) -> datafusion::arrow::datatypes::DataType {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let batches = common::query(&mut client, "SELECT arrow_cast('a', 'Utf8View') AS v").await;
+    batches[0].schema().field(0).data_type().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn booleans_from_any_layer_override_either_way() {
+    use datafusion::arrow::datatypes::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("flightbear.toml");
+    std::fs::write(&toml, "string_view = true\n").unwrap();
+    // TOML true, environment FALSE: off. Environment 1 over nothing: on. Flag off over TOML on.
+    let cases: [(&[&str], Option<&str>, DataType); 3] = [
+        (&["--config"], Some("FALSE"), DataType::Utf8),
+        (&[], Some("1"), DataType::Utf8View),
+        (
+            &["--config", "FILE", "--string-view", "no"],
+            None,
+            DataType::Utf8,
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let port = free_port();
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--bind", &format!("127.0.0.1:{port}")]);
+        for arg in args {
+            if *arg == "--config" {
+                command.arg("--config").arg(&toml);
+            } else if *arg != "FILE" {
+                command.arg(arg);
+            }
+        }
+        if let Some(value) = env {
+            command.env("FLIGHTBEAR_STRING_VIEW", value);
+        }
+        let mut child = command.stderr(Stdio::null()).spawn().unwrap();
+        wait_healthy(port, &mut child);
+        let _server = ServerProcess(child);
+        assert_eq!(view_type(port).await, expected, "{args:?} {env:?}");
+    }
+    let bad = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:1"])
+        .env("FLIGHTBEAR_NO_SAMPLE_DATA", "maybe")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("'maybe' is not a boolean"), "{said}");
+}
