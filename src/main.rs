@@ -351,11 +351,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    let log_format = config.log_format;
     let mut server = match flightbear::server::start(config).await {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("flightbear: {e}");
+            // Once: as a JSON log line for log collectors, as a plain line otherwise.
+            if log_format == LogFormat::Json {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("flightbear: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };

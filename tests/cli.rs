@@ -167,6 +167,17 @@ fn bad_configuration_exits_with_a_message_naming_the_problem() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/no/such/file.fa"), "{stderr}");
+    // Said once, not once as a log line and again as a message.
+    assert_eq!(stderr.matches("/no/such/file.fa").count(), 1, "{stderr}");
+    let json = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--table", "g=/no/such/file.fa"])
+        .output()
+        .unwrap();
+    assert!(!json.status.success());
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(line["level"], "ERROR", "{stderr}");
 }
 
 #[test]
