@@ -12,10 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(["."])
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=Cargo.lock");
-    println!(
-        "cargo:rustc-env=FLIGHTBEAR_ARROW_VERSION={}",
-        arrow_version()
-    );
+    println!("cargo:rustc-env=BUILD_ARROW_VERSION={}", arrow_version());
     Ok(())
 }
 

@@ -41,4 +41,4 @@ pub mod flight_session {
 }
 
 /// The Arrow version flightbear is built with (reported through GetSqlInfo).
-pub const ARROW_VERSION: &str = env!("FLIGHTBEAR_ARROW_VERSION");
+pub const ARROW_VERSION: &str = env!("BUILD_ARROW_VERSION");

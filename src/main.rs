@@ -49,12 +49,8 @@ struct ServeArgs {
     #[arg(long, env = "FLIGHTBEAR_BIND", value_name = "ADDR", value_parser = resolve_socket_addr)]
     bind: Option<SocketAddr>,
     /// A table as NAME=PATH; PATH is a file, a directory or a glob; format from the extension.
-    #[arg(
-        long = "table",
-        env = "FLIGHTBEAR_TABLES",
-        value_name = "NAME=PATH",
-        value_delimiter = ','
-    )]
+    /// Adds to the tables of FLIGHTBEAR_TABLES (NAME=PATH,NAME=PATH,…) and of the TOML file.
+    #[arg(long = "table", value_name = "NAME=PATH", value_delimiter = ',')]
     tables: Vec<String>,
     /// A FASTA table as NAME=PATH, whatever the file names say.
     #[arg(long = "fasta", value_name = "NAME=PATH")]
@@ -242,9 +238,15 @@ struct HealthArgs {
 impl ServeArgs {
     fn overrides(&self) -> Result<Overrides, flightbear::config::ConfigError> {
         let mut tables = Vec::new();
-        // An empty FLIGHTBEAR_TABLES (as Compose passes when it is unset) means "no tables".
-        for spec in self.tables.iter().filter(|s| !s.trim().is_empty()) {
-            tables.push(TableSpec::parse(spec, None)?);
+        // FLIGHTBEAR_TABLES and --table add up. An empty FLIGHTBEAR_TABLES (as Compose passes
+        // when it is unset) means "no tables".
+        let from_environment = std::env::var(TABLES_VARIABLE).unwrap_or_default();
+        let specs = from_environment.split(',').map(str::to_string);
+        for spec in specs
+            .chain(self.tables.iter().cloned())
+            .filter(|s| !s.trim().is_empty())
+        {
+            tables.push(TableSpec::parse(&spec, None)?);
         }
         for (specs, format) in [
             (&self.fasta, TableFormat::Fasta),
@@ -339,7 +341,40 @@ async fn shutdown_signal() {
     }
 }
 
+/// The variable of tables added to those of `--table`.
+const TABLES_VARIABLE: &str = "FLIGHTBEAR_TABLES";
+
+/// `FLIGHTBEAR_*` variables set in the environment that flightbear does not read (typos), or
+/// `None`. `FLIGHTBEAR_BIN` is the test tools' path to the binary.
+fn unknown_variables() -> Option<String> {
+    use clap::CommandFactory;
+    let mut known: std::collections::BTreeSet<String> =
+        [TABLES_VARIABLE, "FLIGHTBEAR_BIN"].map(String::from).into();
+    for command in Cli::command().get_subcommands() {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env() {
+                known.insert(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("FLIGHTBEAR_") && !known.contains(name))
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "unknown environment variable(s) {}; flightbear reads {}",
+            unknown.join(", "),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 async fn serve(args: ServeArgs) -> ExitCode {
+    if let Some(problem) = unknown_variables() {
+        eprintln!("flightbear: {problem}");
+        return ExitCode::from(2);
+    }
     let config = match args
         .overrides()
         .and_then(|o| Config::load(args.config.as_deref(), o))

@@ -287,3 +287,36 @@ async fn booleans_from_any_layer_override_either_way() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("'maybe' is not a boolean"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_from_the_environment_and_flags_add_up_and_unknown_variables_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.fa"), ">a\nACGT\n>b\nGG\n").unwrap();
+    std::fs::write(dir.path().join("c.fa"), ">c\nA\n").unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--table")
+        .arg(format!("from_flag={}", dir.path().join("c.fa").display()))
+        .env(
+            "FLIGHTBEAR_TABLES",
+            format!("from_env={}", dir.path().join("a.fa").display()),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(port, &mut child);
+    let _server = ServerProcess(child);
+    assert_eq!(count(port, "SELECT COUNT(*) FROM from_env").await, 2);
+    assert_eq!(count(port, "SELECT COUNT(*) FROM from_flag").await, 1);
+
+    let typo = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("FLIGHTBEAR_BATCH_ROW", "5")
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert!(said.contains("FLIGHTBEAR_BATCH_ROW;"), "{said}");
+    assert!(said.contains("FLIGHTBEAR_BATCH_ROWS"), "{said}");
+}
