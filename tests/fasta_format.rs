@@ -1251,8 +1251,9 @@ async fn records_larger_than_the_memory_limit_in_total_stream_within_it() {
     let (mut rows, mut bases, mut peak) = (0, 0, 0);
     while let Some(batch) = stream.next().await {
         let batch = batch.unwrap();
+        // The batch in hand has left the scan (its holder accounts for it; this test holds no
+        // reservation), so what is reserved now is the reader's next batch, if any.
         peak = peak.max(pool.reserved());
-        assert!(pool.reserved() > 0, "the batch in hand is reserved");
         rows += batch.num_rows();
         bases += batch.column(1).as_string::<i32>().value_data().len();
     }
