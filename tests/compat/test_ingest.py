@@ -259,14 +259,17 @@ def test_temporary_tables_count_against_the_memory_limit(launch: Any) -> None:
 
     with adbc.connect(server.uri, db_kwargs=COOKIES, autocommit=True) as connection:
         with connection.cursor() as cursor:
+            # The session (and its cookie) starts with a temporary table that fits. (When the
+            # first call of a session is the one that fails, the client kept no cookie in 1 of
+            # 3 CI runs and the next table landed in another session: see the issue notes.)
+            small = pa.table({"sequence": [chunk] * 10})
+            assert cursor.adbc_ingest("small", small, mode="create", temporary=True) == 10
             reader = pa.RecordBatchReader.from_batches(schema, batches())
             with pytest.raises(adbc_driver_manager.Error, match="memory limit"):
                 cursor.adbc_ingest("huge", reader, mode="create", temporary=True)
-            # Nothing was kept, and the server goes on serving.
+            # Nothing was kept, and the server goes on serving the session.
             with pytest.raises(adbc_driver_manager.Error, match="huge"):
                 cursor.execute("SELECT * FROM huge")
-            small = pa.table({"sequence": [chunk] * 10})
-            assert cursor.adbc_ingest("small", small, mode="create", temporary=True) == 10
             cursor.execute("SELECT sum(length(sequence)) FROM small")
             assert cursor.fetchall() == [(10 * len(chunk),)]
 
