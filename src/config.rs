@@ -170,6 +170,8 @@ pub enum LogFormat {
 pub enum TableFormat {
     /// FASTA sequences (`id`, `description`, `sequence`).
     Fasta,
+    /// FASTQ reads (`id`, `description`, `sequence`, `quality`).
+    Fastq,
     /// Comma-separated values with a header line.
     Csv,
     /// Tab-separated values with a header line.
@@ -181,6 +183,7 @@ impl TableFormat {
     pub fn name(self) -> &'static str {
         match self {
             TableFormat::Fasta => "fasta",
+            TableFormat::Fastq => "fastq",
             TableFormat::Csv => "csv",
             TableFormat::Tsv => "tsv",
         }
@@ -193,6 +196,7 @@ impl FromStr for TableFormat {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "fasta" | "fa" => Ok(TableFormat::Fasta),
+            "fastq" | "fq" => Ok(TableFormat::Fastq),
             "csv" => Ok(TableFormat::Csv),
             "tsv" => Ok(TableFormat::Tsv),
             other => Err(ConfigError::UnknownFormat(other.to_string())),
@@ -214,7 +218,7 @@ pub struct TableSpec {
 }
 
 impl TableSpec {
-    /// Parses `NAME=PATH`, as given to `--table`, `--fasta` and `--csv`.
+    /// Parses `NAME=PATH`, as given to `--table`, `--fasta`, `--fastq`, `--csv` and `--tsv`.
     pub fn parse(spec: &str, format: Option<TableFormat>) -> Result<Self, ConfigError> {
         let (name, path) = spec
             .split_once('=')
@@ -257,7 +261,7 @@ pub enum ConfigError {
     )]
     BadTableName(String),
     /// Unknown format name.
-    #[error("unknown table format '{0}' (expected fasta, csv or tsv)")]
+    #[error("unknown table format '{0}' (expected fasta, fastq, csv or tsv)")]
     UnknownFormat(String),
     /// Two tables with one name.
     #[error("table '{0}' is configured more than once")]

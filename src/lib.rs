@@ -1,4 +1,4 @@
-//! flightbear: an Arrow Flight SQL server that serves FASTA and CSV files as SQL tables.
+//! flightbear: an Arrow Flight SQL server that serves FASTA, FASTQ and CSV files as SQL tables.
 //!
 //! Data flows one way: [`config`] → [`catalog`] (DataFusion session and tables, using [`fasta`])
 //! → [`service`] (Flight SQL over gRPC) → [`server`] (listener, health, shutdown); [`metrics`]
@@ -10,8 +10,9 @@
 //! | [`bytesize`] | byte sizes as people write them (`512MiB`) |
 //! | [`compression`] | compression suffixes and magic-byte sniffing, shared by FASTA and CSV |
 //! | [`config`] | one `Config` from defaults, TOML, `FLIGHTBEAR_*` variables and flags |
-//! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA` |
-//! | [`fasta`] | the FASTA file format: DataFusion `FileFormat`, `FileSource`, block reader |
+//! | [`catalog`] | the DataFusion session, table locations, `STORED AS FASTA`/`FASTQ` |
+//! | [`client`] | `flightbear query` and `flightbear tables`: a Flight SQL command-line client |
+//! | [`fasta`] | the FASTA and FASTQ file formats: DataFusion `FileFormat`, `FileSource`, block readers |
 //! | [`sequence`] | sequence functions for SQL: `gc_content`, `reverse_complement`, `translate`, `kmers` |
 //! | [`service`] | the Flight service: requests, planning, statements, metadata, errors |
 //! | [`metrics`] | what the server counts (RPCs, queries, connections), as Prometheus text |
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod bytesize;
 pub mod catalog;
+pub mod client;
 pub mod compression;
 pub mod config;
 pub mod fasta;

@@ -34,6 +34,83 @@ enum Command {
     HashPassword,
     /// Write a samtools-compatible FASTA index (FILE.fai; FILE.gzi too for BGZF files).
     Index(IndexArgs),
+    /// Run SQL on a Flight SQL server (flightbear or any other) and print the result.
+    Query(QueryArgs),
+    /// List the tables of a Flight SQL server with their columns.
+    Tables(ConnectArgs),
+}
+
+/// How `query` and `tables` reach a server.
+#[derive(Args)]
+struct ConnectArgs {
+    /// Server address: HOST:PORT or http://HOST:PORT; https://HOST:PORT speaks TLS.
+    #[arg(long, env = "FLIGHTBEAR_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// User name (HTTP Basic credentials; the password comes from --password or
+    /// FLIGHTBEAR_PASSWORD).
+    #[arg(long, env = "FLIGHTBEAR_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// Password of --user.
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// A bearer token instead of --user/--password.
+    #[arg(
+        long,
+        env = "FLIGHTBEAR_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// PEM CA certificate(s) to verify an https:// server with [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires mutual TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Seconds to wait for the connection.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The SQL statement.
+    sql: String,
+    /// A value for the next `?` or `$n` placeholder (repeat for each, in order).
+    #[arg(long = "param", value_name = "VALUE")]
+    params: Vec<String>,
+    /// table (aligned, the default), csv, jsonl or arrow (IPC stream, for pyarrow.ipc).
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    format: flightbear::client::OutputFormat,
+}
+
+fn parse_format(text: &str) -> Result<flightbear::client::OutputFormat, String> {
+    text.parse()
+}
+
+impl ConnectArgs {
+    fn options(&self) -> flightbear::client::ClientOptions {
+        flightbear::client::ClientOptions {
+            addr: self.addr.clone(),
+            username: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -55,6 +132,9 @@ struct ServeArgs {
     /// A FASTA table as NAME=PATH, whatever the file names say.
     #[arg(long = "fasta", value_name = "NAME=PATH")]
     fasta: Vec<String>,
+    /// A FASTQ table as NAME=PATH, whatever the file names say.
+    #[arg(long = "fastq", value_name = "NAME=PATH")]
+    fastq: Vec<String>,
     /// A CSV table as NAME=PATH, whatever the file names say.
     #[arg(long = "csv", value_name = "NAME=PATH")]
     csv: Vec<String>,
@@ -250,6 +330,7 @@ impl ServeArgs {
         }
         for (specs, format) in [
             (&self.fasta, TableFormat::Fasta),
+            (&self.fastq, TableFormat::Fastq),
             (&self.csv, TableFormat::Csv),
             (&self.tsv, TableFormat::Tsv),
         ] {
@@ -368,6 +449,55 @@ fn unknown_variables() -> Option<String> {
             known.into_iter().collect::<Vec<_>>().join(", ")
         )
     })
+}
+
+/// `flightbear query`: the result on stdout, an error (with its gRPC code) on stderr and exit 1.
+async fn query(args: QueryArgs) -> ExitCode {
+    let stdout = std::io::stdout().lock();
+    let mut out =
+        flightbear::client::ResultWriter::new(args.format, std::io::BufWriter::new(stdout));
+    let outcome = async {
+        let mut client = flightbear::client::Client::connect(args.connect.options()).await?;
+        client.query(&args.sql, &args.params, &mut out).await
+    };
+    match outcome.await {
+        Ok(_) => ExitCode::SUCCESS,
+        // A reader that went away (`| head`) is not an error.
+        Err(flightbear::client::ClientError::Output(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            drop(out);
+            eprintln!("flightbear query: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `flightbear tables`: each table with its type and columns.
+async fn tables(args: ConnectArgs) -> ExitCode {
+    let listed = async {
+        let mut client = flightbear::client::Client::connect(args.options()).await?;
+        client.tables().await
+    };
+    match listed.await {
+        Ok(tables) => {
+            for table in tables {
+                println!("{} ({})", table.name, table.kind.to_ascii_lowercase());
+                for field in table.schema.iter().flat_map(|s| s.fields().iter()) {
+                    let null = if field.is_nullable() { "" } else { " NOT NULL" };
+                    println!("    {} {}{null}", field.name(), field.data_type());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("flightbear tables: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -555,29 +685,18 @@ fn hash_password() -> ExitCode {
 impl HealthArgs {
     /// The TLS settings for the check: `None` for an `http://` address.
     fn client_tls_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
         if !self.addr.starts_with("https://") {
             if self.tls_ca.is_some() || self.tls_cert.is_some() {
                 return Err("--tls-ca and --tls-cert need an https:// address".into());
             }
             return Ok(None);
         }
-        let mut tls = ClientTlsConfig::new();
-        match &self.tls_ca {
-            Some(path) => tls = tls.ca_certificate(Certificate::from_pem(read(path)?)),
-            None => tls = tls.with_native_roots(),
-        }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            (None, None) => {}
-            _ => return Err("--tls-cert and --tls-key go together".into()),
-        }
-        Ok(Some(tls))
+        flightbear::server::tls::client_config(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
+        .map(Some)
     }
 }
 
@@ -599,6 +718,8 @@ fn main() -> ExitCode {
             Command::Healthcheck(args) => healthcheck(args).await,
             Command::HashPassword => hash_password(),
             Command::Index(args) => index_files(args),
+            Command::Query(args) => query(args).await,
+            Command::Tables(args) => tables(args).await,
         }
     })
 }

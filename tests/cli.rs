@@ -320,3 +320,121 @@ async fn tables_from_the_environment_and_flags_add_up_and_unknown_variables_are_
     assert!(said.contains("FLIGHTBEAR_BATCH_ROW;"), "{said}");
     assert!(said.contains("FLIGHTBEAR_BATCH_ROWS"), "{said}");
 }
+
+/// Runs `flightbear ARGS…` to the end (at most 60 s); its exit success, stdout and stderr.
+async fn run_binary(args: Vec<String>) -> (bool, Vec<u8>, String) {
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("FLIGHTBEAR_ADDR")
+            .output()
+            .unwrap()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the command ends within 60 s")
+        .unwrap();
+    (
+        output.status.success(),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn query_args(addr: &str, sql: &str, extra: &[&str]) -> Vec<String> {
+    ["query", "--addr", addr, sql]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_prints_every_format_and_fails_with_the_grpc_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let fasta = dir.path().join("seqs.fa");
+    std::fs::write(&fasta, ">a one\nACGT\n>b\nGG\n>c two, three\n\n").unwrap();
+    let tables = vec![flightbear::config::TableSpec {
+        name: "seqs".into(),
+        path: fasta.display().to_string(),
+        format: None,
+    }];
+    let server = common::start_server(tables, |_| {}).await;
+    let addr = server.addr.to_string();
+    let sql = "SELECT id, description, length(sequence) AS n FROM seqs ORDER BY id";
+
+    let (ok, out, err) = run_binary(query_args(&addr, sql, &[])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "id | description | n\n\
+         ---+-------------+--\n\
+         a  | one         | 4\n\
+         b  | NULL        | 2\n\
+         c  | two, three  | 0\n\
+         (3 rows)\n"
+    );
+
+    let (ok, out, err) = run_binary(query_args(&addr, sql, &["--format", "csv"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "id,description,n\na,one,4\nb,,2\nc,\"two, three\",0\n"
+    );
+
+    let (ok, out, err) = run_binary(query_args(&addr, sql, &["--format", "jsonl"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"id\":\"a\",\"description\":\"one\",\"n\":4}\n\
+         {\"id\":\"b\",\"description\":null,\"n\":2}\n\
+         {\"id\":\"c\",\"description\":\"two, three\",\"n\":0}\n"
+    );
+
+    let (ok, out, err) = run_binary(query_args(&addr, sql, &["--format", "arrow"])).await;
+    assert!(ok, "{err}");
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(out.as_slice(), None).unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(common::strings(&batches, 0), ["a", "b", "c"]);
+
+    // Parameters are bound to the placeholders, cast to the types the server asks for.
+    let (ok, out, err) = run_binary(query_args(
+        &addr,
+        "SELECT id FROM seqs WHERE length(sequence) >= $1 AND id <> $2 ORDER BY id",
+        &["--param", "2", "--param", "a", "--format", "csv"],
+    ))
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8(out).unwrap(), "id\nb\n");
+
+    // Errors: the gRPC code and the server's message on stderr, exit status 1.
+    let (ok, out, err) = run_binary(query_args(&addr, "SELECT nope FROM seqs", &[])).await;
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.starts_with("flightbear query: INVALID_ARGUMENT: "),
+        "{err}"
+    );
+    assert!(err.contains("nope"), "{err}");
+    let (ok, _, err) = run_binary(query_args(&addr, "SELECT 1", &["--format", "xml"])).await;
+    assert!(
+        !ok && err.contains("expected table, csv, jsonl or arrow"),
+        "{err}"
+    );
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (ok, _, err) = run_binary(query_args(&closed, "SELECT 1", &[])).await;
+    assert!(
+        !ok && err.contains(&format!("cannot connect to {closed}")),
+        "{err}"
+    );
+
+    // `tables` lists each table with its columns.
+    let (ok, out, err) = run_binary(vec!["tables".into(), "--addr".into(), addr.clone()]).await;
+    assert!(ok, "{err}");
+    let listing = String::from_utf8(out).unwrap();
+    assert!(
+        listing.contains("flightbear.public.seqs (table)\n    id Utf8 NOT NULL\n    description Utf8\n    sequence Utf8 NOT NULL\n"),
+        "{listing}"
+    );
+    server.shutdown().await.unwrap();
+}

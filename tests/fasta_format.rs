@@ -22,6 +22,10 @@ use flightbear::fasta::{
     is_fasta_path,
 };
 use futures::StreamExt;
+
+mod common;
+use common::XorShift;
+use common::files::{bgzf_blocks, gzip, write_file};
 use tempfile::TempDir;
 
 /// One FASTA record as the table shows it: (id, description, sequence).
@@ -90,26 +94,6 @@ fn noodles_reader(text: &[u8]) -> Vec<Row> {
             )
         })
         .collect()
-}
-
-/// A tiny xorshift generator: deterministic test data without a rand dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
 }
 
 /// How generated FASTA text looks.
@@ -247,18 +231,6 @@ async fn raw_batches(path: &Path, options: FastaOptions) -> Vec<RecordBatch> {
     let plan = table.scan(&ctx.state(), None, &[], None).await.unwrap();
     assert_eq!(plan.output_partitioning().partition_count(), 1);
     collect(plan, ctx.task_ctx()).await.unwrap()
-}
-
-fn write_file(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.path().join(name);
-    fs::write(&path, bytes).unwrap();
-    path
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -407,6 +379,7 @@ async fn long_records_and_lines_longer_than_the_read_block() {
     let options = FastaOptions {
         batch_rows: None,
         batch_bytes: 1 << 20,
+        ..FastaOptions::default()
     };
     let batches = raw_batches(&path, options).await;
     let rows = rows_of(&batches);
@@ -568,6 +541,7 @@ async fn batches_stay_within_the_byte_budget() {
     let options = FastaOptions {
         batch_rows: None,
         batch_bytes: budget,
+        ..FastaOptions::default()
     };
     let batches = raw_batches(&path, options).await;
     assert!(
@@ -767,40 +741,6 @@ async fn every_split_point_gives_each_record_to_exactly_one_range() {
         let rows = rows_of_ranges(&path, size, &[split]).await;
         assert_eq!(rows, expected, "split at {split}");
     }
-}
-
-/// One BGZF block (a gzip member with the `BC` field) holding `data`, written by hand so the
-/// tests choose where blocks end.
-fn bgzf_block(data: &[u8]) -> Vec<u8> {
-    let mut deflate =
-        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    deflate.write_all(data).unwrap();
-    let compressed = deflate.finish().unwrap();
-    let size = u16::try_from(18 + compressed.len() + 8 - 1).unwrap();
-    let mut block = vec![
-        0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
-    ];
-    block.extend_from_slice(&size.to_le_bytes());
-    block.extend_from_slice(&compressed);
-    let mut crc = flate2::Crc::new();
-    crc.update(data);
-    block.extend_from_slice(&crc.sum().to_le_bytes());
-    block.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
-    block
-}
-
-/// BGZF of `text` in blocks of `block` bytes, with an empty block (the end-of-file marker of
-/// a concatenated file) after the `empty_after`-th block and at the end.
-fn bgzf_blocks(text: &[u8], block: usize, empty_after: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, chunk) in text.chunks(block).enumerate() {
-        out.extend_from_slice(&bgzf_block(chunk));
-        if i == empty_after {
-            out.extend_from_slice(&bgzf_block(b""));
-        }
-    }
-    out.extend_from_slice(&bgzf_block(b""));
-    out
 }
 
 /// The rows of `path` read as the byte ranges that start at `splits` (and 0), in order.

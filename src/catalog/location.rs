@@ -70,6 +70,9 @@ pub fn format_of(path: &Path) -> Option<TableFormat> {
     if fasta::is_fasta_path(&name) {
         return Some(TableFormat::Fasta);
     }
+    if fasta::is_fastq_path(&name) {
+        return Some(TableFormat::Fastq);
+    }
     let (_, ext) = strip_compression_suffixes(&name).rsplit_once('.')?;
     match ext.to_ascii_lowercase().as_str() {
         "csv" => Some(TableFormat::Csv),
@@ -215,7 +218,7 @@ fn finish(
         .collect::<Result<Vec<_>, _>>()?;
     files.sort();
     files.dedup();
-    if format != TableFormat::Fasta {
+    if !matches!(format, TableFormat::Fasta | TableFormat::Fastq) {
         let first = Compression::of_path(&files[0]);
         if files.iter().any(|f| Compression::of_path(f) != first) {
             return Err(LocationError::MixedCompression(location.to_string()));
@@ -233,6 +236,10 @@ fn finish(
 fn extensions_of(format: TableFormat) -> String {
     let exts: Vec<String> = match format {
         TableFormat::Fasta => fasta::FASTA_EXTENSIONS
+            .iter()
+            .map(|e| format!(".{e}"))
+            .collect(),
+        TableFormat::Fastq => fasta::FASTQ_EXTENSIONS
             .iter()
             .map(|e| format!(".{e}"))
             .collect(),

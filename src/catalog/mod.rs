@@ -25,7 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::compression::Compression;
 use crate::config::{Config, TableFormat, TableSpec};
-use crate::fasta::{FastaFormat, FastaFormatFactory, FastaOptions};
+use crate::fasta::{FastaFormat, FastaFormatFactory, FastaOptions, SequenceFormat};
 use location::LocationError;
 
 /// Name of the catalog every table lives in.
@@ -54,9 +54,10 @@ pub enum CatalogError {
     },
 }
 
-/// FASTA reader settings derived from the configuration.
+/// FASTA (and FASTQ) reader settings derived from the configuration.
 pub fn fasta_options(config: &Config) -> FastaOptions {
     FastaOptions {
+        format: SequenceFormat::Fasta,
         batch_rows: Some(config.batch_rows),
         batch_bytes: config.batch_bytes.as_usize(),
     }
@@ -80,6 +81,10 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .sql_parser
         .map_string_types_to_utf8view = config.string_view;
     let fasta = Arc::new(FastaFormatFactory::new(fasta_options(config)));
+    let fastq = Arc::new(FastaFormatFactory::new(FastaOptions {
+        format: SequenceFormat::Fastq,
+        ..fasta_options(config)
+    }));
     let pool = Arc::clone(&runtime.memory_pool);
     let mut state = SessionStateBuilder::new()
         .with_config(session)
@@ -90,12 +95,18 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_table_factory(
             "FASTA".to_string(),
-            Arc::new(table_factory::FastaTableFactory),
+            Arc::new(table_factory::FastaTableFactory(SequenceFormat::Fasta)),
+        )
+        .with_table_factory(
+            "FASTQ".to_string(),
+            Arc::new(table_factory::FastaTableFactory(SequenceFormat::Fastq)),
         )
         .build();
     // Registering cannot fail for a new format name; keep going without it if it ever does.
-    if let Err(e) = state.register_file_format(fasta, true) {
-        tracing::error!("could not register the FASTA file format: {e}");
+    for factory in [fasta, fastq] {
+        if let Err(e) = state.register_file_format(factory, true) {
+            tracing::error!("could not register a sequence file format: {e}");
+        }
     }
     crate::sequence::register(&mut state, &pool);
     state.register_udtf(
@@ -112,10 +123,9 @@ pub async fn register_tables(
     config: &Config,
     tables: &[TableSpec],
 ) -> Result<(), CatalogError> {
-    let fasta: Arc<dyn FileFormat> = Arc::new(FastaFormat::new(fasta_options(config)));
     for spec in tables {
         let locations = [spec.path.clone()];
-        let table = build_table(&ctx.state(), &locations, spec.format, Arc::clone(&fasta))
+        let table = build_table(&ctx.state(), &locations, spec.format, fasta_options(config))
             .await
             .map_err(|e| e.for_table(&spec.name))?;
         let name = spec.name.to_ascii_lowercase();
@@ -157,12 +167,13 @@ impl From<BuildError> for DataFusionError {
     }
 }
 
-/// Builds a listing table over files, directories or globs in the given (or guessed) format.
+/// Builds a listing table over files, directories or globs in the given (or guessed) format;
+/// FASTA and FASTQ tables read with `sequence` (its `format` set to the table's).
 pub async fn build_table(
     state: &SessionState,
     locations: &[String],
     format: Option<TableFormat>,
-    fasta: Arc<dyn FileFormat>,
+    sequence: FastaOptions,
 ) -> Result<Arc<dyn TableProvider>, BuildError> {
     let mut files = Vec::new();
     let mut format = format;
@@ -178,7 +189,14 @@ pub async fn build_table(
         )));
     };
     let file_format: Arc<dyn FileFormat> = match format {
-        TableFormat::Fasta => fasta,
+        TableFormat::Fasta => Arc::new(FastaFormat::new(FastaOptions {
+            format: SequenceFormat::Fasta,
+            ..sequence
+        })),
+        TableFormat::Fastq => Arc::new(FastaFormat::new(FastaOptions {
+            format: SequenceFormat::Fastq,
+            ..sequence
+        })),
         TableFormat::Csv | TableFormat::Tsv => {
             let compression = Compression::of_path(first).file_compression_type();
             let delimiter = if format == TableFormat::Tsv {

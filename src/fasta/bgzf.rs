@@ -127,9 +127,14 @@ pub(crate) fn plan(mut file: File, size: u64, start: u64, end: u64) -> io::Resul
 /// Reads up to `buffer.len()` bytes at `offset`; fewer only at the end of the file.
 fn read_at(file: &mut File, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
     file.seek(SeekFrom::Start(offset))?;
+    read_up_to(file, buffer)
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+pub(crate) fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
-        match file.read(&mut buffer[filled..]) {
+        match reader.read(&mut buffer[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,10 +1,12 @@
-//! Errors of the FASTA reader: malformed input, I/O failures, bad table options and reader bugs.
+//! Errors of the FASTA and FASTQ readers: malformed input, I/O failures, bad table options and
+//! reader bugs.
 
 use std::fmt;
 use std::io::ErrorKind;
 
 use datafusion::error::DataFusionError;
 
+use super::SequenceFormat;
 use super::reader::OutOfMemory;
 
 /// Where in a file a problem was found.
@@ -26,7 +28,7 @@ impl fmt::Display for FastaErrorLocation {
     }
 }
 
-/// What is wrong with a piece of FASTA text.
+/// What is wrong with a piece of FASTA or FASTQ text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FastaProblem {
     /// Sequence data appeared before any `>` header line.
@@ -50,17 +52,54 @@ pub enum FastaProblem {
         i32::MAX
     )]
     SequenceTooLong,
+    /// A FASTQ record does not start with an `@` header line.
+    #[error("expected a header line starting with '@'")]
+    MissingFastqHeader,
+    /// A FASTQ header has no name after the `@`.
+    #[error("header line has no name after '@'")]
+    EmptyName,
+    /// A FASTQ sequence line starts with `@`, which would make the record start ambiguous.
+    #[error("sequence line starts with '@' (a header where the sequence should be?)")]
+    SequenceStartsWithAt,
+    /// The third line of a FASTQ record does not start with `+`.
+    #[error("expected the '+' line of the record")]
+    MissingPlusLine,
+    /// The `+` line repeats a name other than the header's.
+    #[error("the '+' line does not repeat the record's header")]
+    PlusLineMismatch,
+    /// A quality line holds a byte outside printable, non-space ASCII.
+    #[error("quality line contains byte 0x{0:02x}")]
+    InvalidQualityByte(u8),
+    /// A FASTQ record's quality line is not as long as its sequence line.
+    #[error("quality line has {quality} characters but the sequence has {sequence}")]
+    QualityLengthMismatch {
+        /// Bases in the sequence line.
+        sequence: usize,
+        /// Characters in the quality line.
+        quality: usize,
+    },
+    /// The input ends inside a FASTQ record.
+    #[error("the file ends inside a record (a FASTQ record has four lines)")]
+    TruncatedRecord,
+    /// A blank line between FASTQ records (blank lines are accepted only at the end).
+    #[error("blank line between records")]
+    BlankLine,
+    /// One FASTQ record does not fit the reader's buffer.
+    #[error("record is longer than {0} bytes")]
+    RecordTooLong(usize),
 }
 
-/// An error reading a FASTA file or configuring a FASTA table.
+/// An error reading a FASTA or FASTQ file or configuring such a table.
 ///
 /// [`FastaError::is_client_fault`] tells the client's mistakes (a malformed file, a bad option)
 /// from the server's failures (I/O, reader bugs).
 #[derive(Debug, thiserror::Error)]
 pub enum FastaError {
-    /// The file is not valid FASTA.
-    #[error("invalid FASTA in {path} at {location}: {problem}")]
+    /// The file is not valid FASTA (or FASTQ).
+    #[error("invalid {format} in {path} at {location}: {problem}")]
     Invalid {
+        /// The format the file was read as.
+        format: SequenceFormat,
         /// The file as the object store names it.
         path: String,
         /// Where the problem is.
@@ -69,22 +108,30 @@ pub enum FastaError {
         problem: FastaProblem,
     },
     /// Reading or decompressing the file failed.
-    #[error("cannot read FASTA file {path}: {source}")]
+    #[error("cannot read {format} file {path}: {source}")]
     Io {
+        /// The format the file was read as.
+        format: SequenceFormat,
         /// The file as the object store names it.
         path: String,
         /// The underlying failure.
         source: std::io::Error,
     },
     /// A table option key is not known.
-    #[error("unknown FASTA option '{key}' (known options: batch_rows, batch_bytes, compression)")]
+    #[error(
+        "unknown {format} option '{key}' (known options: batch_rows, batch_bytes, compression)"
+    )]
     UnknownOption {
+        /// The format of the table.
+        format: SequenceFormat,
         /// The key as given.
         key: String,
     },
     /// A table option value cannot be used.
-    #[error("invalid value '{value}' for FASTA option '{key}': {reason}")]
+    #[error("invalid value '{value}' for {format} option '{key}': {reason}")]
     InvalidOption {
+        /// The format of the table.
+        format: SequenceFormat,
         /// The key as given.
         key: String,
         /// The value as given.
@@ -96,8 +143,10 @@ pub enum FastaError {
     #[error("{}", .0.0.strip_backtrace())]
     OutOfMemory(OutOfMemory),
     /// The reader broke one of its own invariants: a bug in flightbear, not a problem of the file.
-    #[error("internal error reading FASTA file {path}: {message}")]
+    #[error("internal error reading {format} file {path}: {message}")]
     Internal {
+        /// The format the file was read as.
+        format: SequenceFormat,
         /// The file as the object store names it.
         path: String,
         /// Which invariant broke.
@@ -151,6 +200,7 @@ mod tests {
 
     fn io(kind: ErrorKind) -> FastaError {
         FastaError::Io {
+            format: SequenceFormat::Fasta,
             path: "x.fa.gz".into(),
             source: std::io::Error::new(kind, "test"),
         }
@@ -159,13 +209,19 @@ mod tests {
     #[test]
     fn malformed_files_and_bad_options_are_the_clients_fault() {
         let invalid = FastaError::Invalid {
+            format: SequenceFormat::Fasta,
             path: "x.fa".into(),
             location: FastaErrorLocation::Line(3),
             problem: FastaProblem::MissingHeader,
         };
         assert!(invalid.is_client_fault());
-        assert!(FastaError::UnknownOption { key: "k".into() }.is_client_fault());
+        let unknown = FastaError::UnknownOption {
+            format: SequenceFormat::Fastq,
+            key: "k".into(),
+        };
+        assert!(unknown.is_client_fault());
         let option = FastaError::InvalidOption {
+            format: SequenceFormat::Fasta,
             key: "batch_rows".into(),
             value: "0".into(),
             reason: "expected a positive integer".into(),
@@ -181,6 +237,7 @@ mod tests {
         assert!(!io(ErrorKind::PermissionDenied).is_client_fault());
         assert!(!io(ErrorKind::Other).is_client_fault());
         let internal = FastaError::Internal {
+            format: SequenceFormat::Fasta,
             path: "x.fa".into(),
             message: "the FASTA parser made no progress".into(),
         };

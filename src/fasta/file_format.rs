@@ -1,4 +1,5 @@
-//! What the FASTA format is to DataFusion: [`FastaFormat`] and the [`FastaFormatFactory`] behind `STORED AS FASTA`.
+//! What the FASTA and FASTQ formats are to DataFusion: [`FastaFormat`] and the
+//! [`FastaFormatFactory`] behind `STORED AS FASTA` and `STORED AS FASTQ`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,12 +17,8 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::{ObjectMeta, ObjectStore};
 
-use super::fasta_schema;
 use super::options::FastaOptions;
 use super::source::FastaSource;
-
-/// The name DataFusion knows the format by (`STORED AS FASTA`, `get_ext`).
-const FORMAT_NAME: &str = "fasta";
 
 /// Creates [`FastaFormat`]s, applying `CREATE EXTERNAL TABLE ... OPTIONS (...)` on top of its defaults.
 #[derive(Debug, Clone, Default)]
@@ -53,12 +50,12 @@ impl FileFormatFactory for FastaFormatFactory {
 
 impl GetExt for FastaFormatFactory {
     fn get_ext(&self) -> String {
-        FORMAT_NAME.to_owned()
+        self.options.format.ext().to_owned()
     }
 }
 
-/// The FASTA [`FileFormat`]: a fixed schema (see [`fasta_schema`]), any file name, any
-/// supported compression.
+/// The FASTA or FASTQ [`FileFormat`] (as its options say): a fixed schema (see
+/// [`super::SequenceFormat::schema`]), any file name, any supported compression.
 #[derive(Debug, Clone, Default)]
 pub struct FastaFormat {
     options: FastaOptions,
@@ -78,18 +75,22 @@ impl FastaFormat {
 
 impl fmt::Display for FastaFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(FORMAT_NAME)
+        f.write_str(self.options.format.ext())
     }
 }
 
 #[async_trait]
 impl FileFormat for FastaFormat {
     fn get_ext(&self) -> String {
-        FORMAT_NAME.to_owned()
+        self.options.format.ext().to_owned()
     }
 
     fn get_ext_with_compression(&self, compression: &FileCompressionType) -> Result<String> {
-        Ok(format!("{FORMAT_NAME}{}", compression.get_ext()))
+        Ok(format!(
+            "{}{}",
+            self.options.format.ext(),
+            compression.get_ext()
+        ))
     }
 
     /// Compression is detected per file from its first bytes, so the format has none of its own.
@@ -103,7 +104,7 @@ impl FileFormat for FastaFormat {
         _store: &Arc<dyn ObjectStore>,
         _objects: &[ObjectMeta],
     ) -> Result<SchemaRef> {
-        Ok(fasta_schema())
+        Ok(self.options.format.schema())
     }
 
     async fn infer_stats(
@@ -124,7 +125,10 @@ impl FileFormat for FastaFormat {
         // Keep the source DataFusion configured (projection, partition columns), with our
         // options and the session's memory pool, which the opener cannot reach otherwise.
         let Some(source) = conf.file_source.downcast_ref::<FastaSource>() else {
-            return internal_err!("a FASTA scan was planned with a non-FASTA file source");
+            return internal_err!(
+                "a {} scan was planned with another file source",
+                self.options.format
+            );
         };
         let pool = Arc::clone(&state.runtime_env().memory_pool);
         let source = Arc::new(

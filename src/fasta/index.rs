@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use noodles_bgzf as bgzf;
 use noodles_fasta as fasta;
 
-use super::bgzf::block_size;
+use super::bgzf::{block_size, read_up_to};
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// What `index_file` wrote.
@@ -99,17 +99,6 @@ pub fn index_file(path: &Path) -> Result<Indexed, IndexError> {
         records,
         skipped,
     })
-}
-
-fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match file.read(&mut buffer[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// One line of FASTA text as the indexer sees it (never held whole in memory).
@@ -299,13 +288,7 @@ fn bgzf_blocks<R: Read + Seek>(mut reader: R) -> io::Result<Vec<(u64, u64)>> {
     let mut blocks = Vec::new();
     let mut header = [0u8; 18];
     loop {
-        let mut filled = 0;
-        while filled < header.len() {
-            match reader.read(&mut header[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
+        let filled = read_up_to(&mut reader, &mut header)?;
         if filled == 0 {
             return Ok(blocks);
         }

@@ -1,4 +1,5 @@
-//! FASTA as a DataFusion file format: `id`, `description` and `sequence` columns, read in parallel byte ranges.
+//! FASTA and FASTQ as DataFusion file formats: `id`, `description`, `sequence` (and FASTQ's
+//! `quality`) columns, read in parallel byte ranges.
 //!
 //! The module is a sibling of DataFusion's CSV format and is split the same way:
 //! [`FastaFormat`] says what the format is (schema, extensions, how to plan a scan),
@@ -39,12 +40,82 @@ pub use source::{FastaOpener, FastaSource};
 /// File name extensions (without the dot) that mark a FASTA file, before any compression suffix.
 pub const FASTA_EXTENSIONS: &[&str] = &["fa", "fasta", "fna", "faa", "ffn", "frn", "fas"];
 
+/// File name extensions (without the dot) that mark a FASTQ file, before any compression suffix.
+pub const FASTQ_EXTENSIONS: &[&str] = &["fq", "fastq"];
+
+/// Which of the two sequence formats a table, scan or reader handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SequenceFormat {
+    /// `>` headers followed by sequence lines of any width.
+    #[default]
+    Fasta,
+    /// Four-line records: `@` header, sequence, `+` line, quality.
+    Fastq,
+}
+
+impl SequenceFormat {
+    /// The upper-case name used in messages (`FASTA`, `FASTQ`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fasta => "FASTA",
+            Self::Fastq => "FASTQ",
+        }
+    }
+
+    /// The lower-case name DataFusion knows the format by (`STORED AS FASTQ`).
+    pub fn ext(self) -> &'static str {
+        match self {
+            Self::Fasta => "fasta",
+            Self::Fastq => "fastq",
+        }
+    }
+
+    /// The fixed schema of a table of this format.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Self::Fasta => fasta_schema(),
+            Self::Fastq => fastq_schema(),
+        }
+    }
+
+    /// File name extensions of this format (without the dot).
+    pub fn extensions(self) -> &'static [&'static str] {
+        match self {
+            Self::Fasta => FASTA_EXTENSIONS,
+            Self::Fastq => FASTQ_EXTENSIONS,
+        }
+    }
+
+    /// True when the file name in `path` is `<stem>.<extension of this format>`, optionally
+    /// followed by compression suffixes (`x.fa`, `x.fastq.gz`); case-insensitive.
+    pub fn matches_path(self, path: &str) -> bool {
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        strip_compression_suffixes(name)
+            .rsplit_once('.')
+            .is_some_and(|(stem, ext)| {
+                !stem.is_empty()
+                    && self
+                        .extensions()
+                        .iter()
+                        .any(|e| ext.eq_ignore_ascii_case(e))
+            })
+    }
+}
+
+impl std::fmt::Display for SequenceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Name of the column holding the header text up to the first whitespace.
 pub const ID_COLUMN: &str = "id";
 /// Name of the column holding the rest of the header (NULL when there is none).
 pub const DESCRIPTION_COLUMN: &str = "description";
 /// Name of the column holding the sequence with line breaks removed.
 pub const SEQUENCE_COLUMN: &str = "sequence";
+/// Name of the FASTQ column holding the quality line, one character per base.
+pub const QUALITY_COLUMN: &str = "quality";
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -53,6 +124,20 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SEQUENCE_COLUMN, DataType::Utf8, false),
     ]))
 });
+
+static FASTQ_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(ID_COLUMN, DataType::Utf8, false),
+        Field::new(DESCRIPTION_COLUMN, DataType::Utf8, true),
+        Field::new(SEQUENCE_COLUMN, DataType::Utf8, false),
+        Field::new(QUALITY_COLUMN, DataType::Utf8, false),
+    ]))
+});
+
+/// The fixed schema of every FASTQ table: FASTA's columns and `quality` Utf8 NOT NULL.
+pub fn fastq_schema() -> SchemaRef {
+    Arc::clone(&FASTQ_SCHEMA)
+}
 
 /// The fixed schema of every FASTA table: `id` Utf8 NOT NULL, `description` Utf8, `sequence` Utf8 NOT NULL.
 pub fn fasta_schema() -> SchemaRef {
@@ -63,12 +148,12 @@ pub fn fasta_schema() -> SchemaRef {
 /// compression suffixes (`x.fa`, `x.fasta.gz`, `x.fna.bgz`); case-insensitive. The one rule for
 /// telling FASTA files by name: directory listings use it too.
 pub fn is_fasta_path(path: &str) -> bool {
-    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
-    strip_compression_suffixes(name)
-        .rsplit_once('.')
-        .is_some_and(|(stem, ext)| {
-            !stem.is_empty() && FASTA_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
-        })
+    SequenceFormat::Fasta.matches_path(path)
+}
+
+/// True when the file name in `path` is `<stem>.fq` or `<stem>.fastq`, optionally compressed.
+pub fn is_fastq_path(path: &str) -> bool {
+    SequenceFormat::Fastq.matches_path(path)
 }
 
 #[cfg(test)]
@@ -100,5 +185,9 @@ mod tests {
         ] {
             assert!(!is_fasta_path(no), "{no}");
         }
+        for yes in ["a.fq", "b.FASTQ.gz", "c.fq.bgz"] {
+            assert!(is_fastq_path(yes) && !is_fasta_path(yes), "{yes}");
+        }
+        assert!(!is_fastq_path("fq.gz") && !is_fastq_path("a.fa"));
     }
 }

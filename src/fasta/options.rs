@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::SequenceFormat;
 use super::error::FastaError;
 use crate::bytesize::ByteSize;
 
@@ -15,9 +16,12 @@ pub const DEFAULT_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// 32-bit Arrow offsets even after the line that crosses the budget.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
 
-/// How a FASTA scan cuts its output into record batches.
+/// What a FASTA or FASTQ scan reads and how it cuts its output into record batches: a plain
+/// value, so a scan can be sent to another process as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastaOptions {
+    /// FASTA or FASTQ.
+    pub format: SequenceFormat,
     /// Most rows per batch; `None` uses the session's `datafusion.execution.batch_size`.
     pub batch_rows: Option<usize>,
     /// A batch closes once it holds this many string bytes; a single larger record is a batch of its own.
@@ -27,6 +31,7 @@ pub struct FastaOptions {
 impl Default for FastaOptions {
     fn default() -> Self {
         Self {
+            format: SequenceFormat::Fasta,
             batch_rows: None,
             batch_bytes: DEFAULT_BATCH_BYTES,
         }
@@ -48,20 +53,22 @@ impl FastaOptions {
             let name = key.strip_prefix("format.").unwrap_or(key);
             match name.to_ascii_lowercase().as_str() {
                 "batch_rows" => {
-                    let rows = parse_count(value)
-                        .ok_or_else(|| invalid(key, value, "expected a positive integer"))?;
+                    let rows = parse_count(value).ok_or_else(|| {
+                        invalid(self.format, key, value, "expected a positive integer")
+                    })?;
                     self.batch_rows = Some(rows);
                 }
                 "batch_bytes" => {
                     let bytes = parse_byte_size(value).ok_or_else(|| {
                         invalid(
+                            self.format,
                             key,
                             value,
                             "expected a positive byte count such as 33554432 or 32MiB",
                         )
                     })?;
                     if bytes > MAX_BATCH_BYTES {
-                        return Err(invalid(key, value, "must be at most 1GiB"));
+                        return Err(invalid(self.format, key, value, "must be at most 1GiB"));
                     }
                     self.batch_bytes = bytes;
                 }
@@ -69,21 +76,28 @@ impl FastaOptions {
                     let known = ["", "uncompressed", "gzip", "bgzf", "bzip2", "xz", "zstd"];
                     if !known.contains(&value.to_ascii_lowercase().as_str()) {
                         return Err(invalid(
+                            self.format,
                             key,
                             value,
                             "expected one of gzip, bgzf, bzip2, xz, zstd, uncompressed",
                         ));
                     }
                 }
-                _ => return Err(FastaError::UnknownOption { key: key.clone() }),
+                _ => {
+                    return Err(FastaError::UnknownOption {
+                        format: self.format,
+                        key: key.clone(),
+                    });
+                }
             }
         }
         Ok(self)
     }
 }
 
-fn invalid(key: &str, value: &str, reason: &str) -> FastaError {
+fn invalid(format: SequenceFormat, key: &str, value: &str, reason: &str) -> FastaError {
     FastaError::InvalidOption {
+        format,
         key: key.to_owned(),
         value: value.to_owned(),
         reason: reason.to_owned(),

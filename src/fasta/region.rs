@@ -93,10 +93,12 @@ impl TableFunctionImpl for FastaRegionFunction {
         };
         let path = indexed_file(state, &table)?;
         let index = read_fai(&path, &table)?;
+        let names = Names::new(&index);
         let wanted = regions
             .iter()
             .map(|region| {
-                resolve(region, &index)
+                names
+                    .resolve(region)
                     .map_err(|e| DataFusionError::Plan(format!("fasta_region(): {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -123,7 +125,12 @@ fn indexed_file(state: &SessionState, table: &str) -> Result<PathBuf> {
     let Some(listing) = provider.downcast_ref::<ListingTable>() else {
         return plan_err!("fasta_region(): '{table}' is not a FASTA file table");
     };
-    if !listing.options().format.is::<FastaFormat>() {
+    let is_fasta = listing
+        .options()
+        .format
+        .downcast_ref::<FastaFormat>()
+        .is_some_and(|format| format.options().format == super::SequenceFormat::Fasta);
+    if !is_fasta {
         return plan_err!("fasta_region(): '{table}' is not a FASTA table");
     }
     let paths = listing.table_paths();
@@ -187,51 +194,69 @@ fn read_fai(path: &Path, table: &str) -> Result<fasta::fai::Index> {
 
 /// Parses one region in samtools' syntax against the index.
 pub fn resolve(region: &str, index: &fasta::fai::Index) -> Result<Wanted, String> {
-    let records: HashMap<&[u8], u64> = index
-        .as_ref()
-        .iter()
-        .map(|r| (r.name().as_ref(), r.length()))
-        .collect();
-    let whole = |name: &str, length: u64| Wanted {
-        name: name.to_string(),
-        start: 1,
-        end: length,
-    };
-    let text = region.trim();
-    if let Some(&length) = records.get(text.as_bytes()) {
-        return Ok(whole(text, length));
+    Names::new(index).resolve(region)
+}
+
+/// The sequences of an index by name, to resolve the regions of one call.
+struct Names<'a> {
+    lengths: HashMap<&'a [u8], u64>,
+    index: &'a fasta::fai::Index,
+}
+
+impl<'a> Names<'a> {
+    fn new(index: &'a fasta::fai::Index) -> Self {
+        let lengths = index
+            .as_ref()
+            .iter()
+            .map(|r| (r.name().as_ref(), r.length()))
+            .collect();
+        Self { lengths, index }
     }
-    let Some((name, range)) = text.rsplit_once(':') else {
-        return Err(unknown(text, index));
-    };
-    let Some(&length) = records.get(name.as_bytes()) else {
-        return Err(unknown(name, index));
-    };
-    let range: String = range.chars().filter(|&c| c != ',').collect();
-    let number = |digits: &str| {
-        digits.trim().parse::<u64>().map_err(|_| {
+
+    /// Parses one region in samtools' syntax.
+    fn resolve(&self, region: &str) -> Result<Wanted, String> {
+        let (records, index) = (&self.lengths, self.index);
+        let whole = |name: &str, length: u64| Wanted {
+            name: name.to_string(),
+            start: 1,
+            end: length,
+        };
+        let text = region.trim();
+        if let Some(&length) = records.get(text.as_bytes()) {
+            return Ok(whole(text, length));
+        }
+        let Some((name, range)) = text.rsplit_once(':') else {
+            return Err(unknown(text, index));
+        };
+        let Some(&length) = records.get(name.as_bytes()) else {
+            return Err(unknown(name, index));
+        };
+        let range: String = range.chars().filter(|&c| c != ',').collect();
+        let number = |digits: &str| {
+            digits.trim().parse::<u64>().map_err(|_| {
             format!(
                 "'{region}' is not a region: expected NAME, NAME:START or NAME:START-END (1-based)"
             )
         })
-    };
-    let (start, end) = match range.split_once('-') {
-        Some((start, "")) => (number(start)?, length),
-        Some(("", end)) => (1, number(end)?),
-        Some((start, end)) => (number(start)?, number(end)?),
-        None if range.is_empty() => (1, length),
-        None => (number(&range)?, length),
-    };
-    if start < 1 || start > end || end > length {
-        return Err(format!(
-            "{name}:{start}-{end} is outside {name}, which spans 1-{length} (1-based, inclusive)"
-        ));
+        };
+        let (start, end) = match range.split_once('-') {
+            Some((start, "")) => (number(start)?, length),
+            Some(("", end)) => (1, number(end)?),
+            Some((start, end)) => (number(start)?, number(end)?),
+            None if range.is_empty() => (1, length),
+            None => (number(&range)?, length),
+        };
+        if start < 1 || start > end || end > length {
+            return Err(format!(
+                "{name}:{start}-{end} is outside {name}, which spans 1-{length} (1-based, inclusive)"
+            ));
+        }
+        Ok(Wanted {
+            name: name.to_string(),
+            start,
+            end,
+        })
     }
-    Ok(Wanted {
-        name: name.to_string(),
-        start,
-        end,
-    })
 }
 
 fn unknown(name: &str, index: &fasta::fai::Index) -> String {

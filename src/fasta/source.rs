@@ -27,19 +27,21 @@ use object_store::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::SequenceFormat;
 use super::bgzf;
 use super::error::FastaError;
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
-    ColumnSelection, FastaBatchReader, Handoff, ReaderConfig, ScanBounds, ScanMemory,
+    ColumnSelection, Handoff, ReaderConfig, ScanBounds, ScanMemory, SequenceReader,
 };
 use crate::compression::Compression;
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
 const CHANNEL_CAPACITY: usize = 1;
 
-/// A [`FileSource`] that scans FASTA files, like DataFusion's `CsvSource` is for CSV.
+/// A [`FileSource`] that scans FASTA or FASTQ files (as its options say), like DataFusion's
+/// `CsvSource` is for CSV.
 ///
 /// Each scan of a file reserves its buffers in [`FastaSource::memory_pool`] before allocating
 /// them; [`FastaFormat`](super::FastaFormat) sets the session's pool when it plans a scan.
@@ -110,6 +112,7 @@ impl FileSource for FastaSource {
         let file_schema = self.table_schema.file_schema();
         let indices = self.projection.file_indices.clone();
         let opener = Arc::new(FastaOpener {
+            format: self.options.format,
             object_store,
             store_url: base_config.object_store_url.as_str().to_owned(),
             schema: Arc::new(file_schema.project(&indices)?),
@@ -153,7 +156,7 @@ impl FileSource for FastaSource {
     }
 
     fn file_type(&self) -> &str {
-        "fasta"
+        self.options.format.ext()
     }
 
     fn supports_repartitioning(&self) -> bool {
@@ -220,6 +223,7 @@ impl FileSource for FastaSource {
 /// A [`FileOpener`] that reads one FASTA file, or the records starting in one byte range
 /// of it, on a blocking thread and streams the batches back through a bounded channel.
 pub struct FastaOpener {
+    format: SequenceFormat,
     object_store: Arc<dyn ObjectStore>,
     store_url: String,
     schema: datafusion::arrow::datatypes::SchemaRef,
@@ -242,10 +246,11 @@ impl FileOpener for FastaOpener {
         // Value buffers up to twice the batch budget come back for reuse (see `ScanMemory`).
         let memory = ScanMemory::new(
             &self.memory_pool,
-            format!("FASTA reader {display_path}"),
+            format!("{} reader {display_path}", self.format),
             self.batch_bytes.saturating_mul(2),
         );
         let config = ReaderConfig {
+            format: self.format,
             path: display_path,
             schema: Arc::clone(&self.schema),
             columns: self.columns.clone(),
@@ -255,6 +260,7 @@ impl FileOpener for FastaOpener {
             memory,
             range_end: None,
         };
+        let format = self.format;
         Ok(async move {
             let get = match bounds {
                 ScanBounds::Range { start, .. } if start > 0 => {
@@ -290,7 +296,7 @@ impl FileOpener for FastaOpener {
                     read_to_channel(get, config, runtime, &sender)
                 }));
                 if outcome.is_err() {
-                    let error = DataFusionError::Internal("the FASTA reader panicked".into());
+                    let error = DataFusionError::Internal(format!("the {format} reader panicked"));
                     let _ = sender.blocking_send(Err(error));
                 }
             });
@@ -315,7 +321,7 @@ fn scan_bounds(range: Option<&FileRange>) -> Result<ScanBounds> {
     match (start, end) {
         (Ok(start), Ok(end)) if start <= end => Ok(ScanBounds::Range { start, end }),
         _ => Err(DataFusionError::Internal(format!(
-            "invalid FASTA file range {}..{}",
+            "invalid file range {}..{}",
             range.start, range.end
         ))),
     }
@@ -344,7 +350,7 @@ fn read_to_channel(
         sender: sender.clone(),
         _decoder_memory: decoder_memory,
     };
-    let mut reader = FastaBatchReader::new(input, config);
+    let mut reader = SequenceReader::new(input, config);
     loop {
         if sender.is_closed() {
             return;
@@ -421,13 +427,7 @@ fn is_local_bgzf(path: &str) -> bool {
 /// True when `file` starts with a BGZF block; leaves it at its start.
 fn is_bgzf(file: &mut std::fs::File) -> io::Result<bool> {
     let mut head = [0u8; bgzf::HEADER_LEN];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = bgzf::read_up_to(file, &mut head)?;
     file.seek(SeekFrom::Start(0))?;
     Ok(bgzf::block_size(&head[..filled]).is_some())
 }
@@ -461,6 +461,7 @@ fn bgzf_range(
 
 fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
     FastaError::Io {
+        format: config.format,
         path: config.path.clone(),
         source,
     }

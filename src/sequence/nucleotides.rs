@@ -79,48 +79,38 @@ pub fn reverse_complement_into(sequence: &str, out: &mut String) {
     }
 }
 
-/// The overlapping substrings of `k` characters of `sequence`, in order: as many as there are
-/// characters minus `k - 1`, none when the sequence is shorter than `k`. `k` must be positive.
-pub fn kmers(sequence: &str, k: usize) -> impl Iterator<Item = &str> {
-    debug_assert!(k > 0);
-    let ascii = sequence.is_ascii();
-    // Byte offsets of the character starts, and the end; only built for non-ASCII text.
-    let starts: Vec<usize> = if ascii {
-        Vec::new()
-    } else {
+/// Byte offsets of the character starts of non-ASCII `sequence`, and its end; `None` for ASCII
+/// text, where characters are bytes.
+fn char_starts(sequence: &str) -> Option<Vec<usize>> {
+    (!sequence.is_ascii()).then(|| {
         sequence
             .char_indices()
             .map(|(i, _)| i)
             .chain(std::iter::once(sequence.len()))
             .collect()
-    };
-    let chars = if ascii {
-        sequence.len()
-    } else {
-        starts.len() - 1
-    };
+    })
+}
+
+/// The overlapping substrings of `k` characters of `sequence`, in order: as many as there are
+/// characters minus `k - 1`, none when the sequence is shorter than `k`. `k` must be positive.
+pub fn kmers(sequence: &str, k: usize) -> impl Iterator<Item = &str> {
+    debug_assert!(k > 0);
+    let starts = char_starts(sequence);
+    let chars = starts.as_ref().map_or(sequence.len(), |s| s.len() - 1);
     let count = (chars + 1).saturating_sub(k);
-    (0..count).map(move |i| {
-        if ascii {
-            &sequence[i..i + k]
-        } else {
-            &sequence[starts[i]..starts[i + k]]
-        }
+    (0..count).map(move |i| match &starts {
+        None => &sequence[i..i + k],
+        Some(starts) => &sequence[starts[i]..starts[i + k]],
     })
 }
 
 /// The bytes of all k-mers of `sequence` together and how many there are, without building
 /// them: what a result must hold.
 pub fn kmers_size(sequence: &str, k: usize) -> (usize, usize) {
-    if sequence.is_ascii() {
+    let Some(starts) = char_starts(sequence) else {
         let count = (sequence.len() + 1).saturating_sub(k);
         return (count * k, count);
-    }
-    let starts: Vec<usize> = sequence
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(sequence.len()))
-        .collect();
+    };
     let count = starts.len().saturating_sub(k);
     let bytes = (0..count).map(|i| starts[i + k] - starts[i]).sum();
     (bytes, count)

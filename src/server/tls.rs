@@ -125,6 +125,31 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The TLS settings of a client (`flightbear healthcheck`, `flightbear query`): the server
+/// verified with `ca` (the system's roots without it), and a client certificate for mutual TLS.
+pub fn client_config(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let load = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    match ca {
+        Some(path) => tls = tls.ca_certificate(Certificate::from_pem(load(path)?)),
+        None => tls = tls.with_native_roots(),
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(load(cert)?, load(key)?));
+        }
+        (None, None) => {}
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    }
+    Ok(tls)
+}
+
 /// An error and its sources on one line (tonic's transport errors say little without them).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

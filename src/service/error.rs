@@ -339,6 +339,7 @@ mod tests {
         let io = DataFusionError::IoError(std::io::Error::other("disk on fire"));
         assert_eq!(status(io).code(), Code::Internal);
         let fasta = FastaError::Io {
+            format: crate::fasta::SequenceFormat::Fasta,
             path: "x.fa".into(),
             source: std::io::Error::other("disk on fire"),
         };
@@ -348,6 +349,7 @@ mod tests {
     #[test]
     fn malformed_files_are_invalid_argument() {
         let fasta = FastaError::Invalid {
+            format: crate::fasta::SequenceFormat::Fasta,
             path: "x.fa".into(),
             location: crate::fasta::FastaErrorLocation::Line(3),
             problem: crate::fasta::FastaProblem::MissingHeader,

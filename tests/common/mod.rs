@@ -2,6 +2,8 @@
 //! and an independent reference FASTA reader to check answers against.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::path::Path;
 
 use arrow_flight::FlightInfo;
@@ -158,6 +160,10 @@ impl XorShift {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
     }
 }
 

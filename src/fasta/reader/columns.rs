@@ -17,11 +17,13 @@ use crate::fasta::FastaProblem;
 /// Rows a first batch makes room for; later batches size themselves on the previous one.
 const INITIAL_ROWS: usize = 1024;
 
-/// Index of each column in the FASTA file schema ([`crate::fasta::fasta_schema`]).
+/// Index of each column in the file schema ([`crate::fasta::fasta_schema`], and
+/// [`crate::fasta::fastq_schema`] which adds `quality`).
 const ID: usize = 0;
 const DESCRIPTION: usize = 1;
 const SEQUENCE: usize = 2;
-const FILE_COLUMNS: usize = 3;
+const QUALITY: usize = 3;
+const FILE_COLUMNS: usize = 4;
 const _: () = assert!(FILE_COLUMNS == SPARE_COLUMNS);
 
 /// Hands `buffer` to the Arrow buffer of a batch; `owner` wraps it into what frees it when the
@@ -39,7 +41,7 @@ fn batch_buffer<T: Copy, O: Allocation + 'static>(
     unsafe { Buffer::from_custom_allocation(ptr, len, owner) }
 }
 
-/// Which file columns a scan produces, in output order (indices into [`crate::fasta::fasta_schema`]).
+/// Which file columns a scan produces, in output order (indices into the file schema).
 #[derive(Debug, Clone)]
 pub struct ColumnSelection {
     indices: Vec<usize>,
@@ -47,8 +49,8 @@ pub struct ColumnSelection {
 }
 
 impl ColumnSelection {
-    /// Selects the given file-schema column indices (0 = id, 1 = description, 2 = sequence);
-    /// unknown indices are ignored.
+    /// Selects the given file-schema column indices (0 = id, 1 = description, 2 = sequence,
+    /// 3 = quality); unknown indices are ignored.
     pub fn new(indices: &[usize]) -> Self {
         let indices: Vec<usize> = indices
             .iter()
@@ -62,10 +64,16 @@ impl ColumnSelection {
         Self { indices, selected }
     }
 
-    /// Selects all three columns.
+    /// Selects the three FASTA columns.
     #[cfg(test)]
     pub fn all() -> Self {
         Self::new(&[ID, DESCRIPTION, SEQUENCE])
+    }
+
+    /// Selects the four FASTQ columns.
+    #[cfg(test)]
+    pub fn all_fastq() -> Self {
+        Self::new(&[ID, DESCRIPTION, SEQUENCE, QUALITY])
     }
 
     /// True when the scan produces the sequence column.
@@ -213,6 +221,7 @@ pub(super) struct BatchBuilder {
     /// The open record's header has no description.
     description_is_null: bool,
     pub(super) sequence: Utf8Column,
+    pub(super) quality: Utf8Column,
     /// Finished records.
     rows: usize,
     /// A header was read and its record is not finished yet.
@@ -235,6 +244,7 @@ impl BatchBuilder {
             description_nulls: NullBufferBuilder::new(initial_rows),
             description_is_null: true,
             sequence: Utf8Column::new(SEQUENCE, memory),
+            quality: Utf8Column::new(QUALITY, memory),
             rows: 0,
             record_open: false,
             last_rows: initial_rows,
@@ -260,6 +270,12 @@ impl BatchBuilder {
         self.selection.sequence()
     }
 
+    /// True when quality bytes are kept (the quality column is selected).
+    #[inline]
+    pub(super) fn stores_quality(&self) -> bool {
+        self.selection.selected[QUALITY]
+    }
+
     /// Header bytes held (id and description).
     #[inline]
     pub(super) fn header_bytes(&self) -> usize {
@@ -269,7 +285,7 @@ impl BatchBuilder {
     /// String bytes held in all columns, the open record's included.
     #[inline]
     pub(super) fn bytes_used(&self) -> usize {
-        self.header_bytes() + self.sequence.values.len()
+        self.header_bytes() + self.sequence.values.len() + self.quality.values.len()
     }
 
     /// Opens a record with the two parts of its header; `description` is empty when absent.
@@ -288,6 +304,9 @@ impl BatchBuilder {
         if self.selection.selected[SEQUENCE] {
             self.sequence.reserve_value()?;
         }
+        if self.selection.selected[QUALITY] {
+            self.quality.reserve_value()?;
+        }
         self.record_open = true;
         Ok(())
     }
@@ -304,6 +323,9 @@ impl BatchBuilder {
         }
         if self.selection.selected[SEQUENCE] {
             self.sequence.finish_value()?;
+        }
+        if self.selection.selected[QUALITY] {
+            self.quality.finish_value()?;
         }
         self.rows += 1;
         self.record_open = false;
@@ -323,8 +345,8 @@ impl BatchBuilder {
         // Every buffer of the next batch is reserved before any of this batch goes downstream:
         // a reader short of memory waits only for batches that are really downstream.
         let mut parts: [Option<(TrackedVec<i32>, TrackedVec<u8>)>; FILE_COLUMNS] =
-            [None, None, None];
-        for index in [ID, DESCRIPTION, SEQUENCE] {
+            [None, None, None, None];
+        for index in [ID, DESCRIPTION, SEQUENCE, QUALITY] {
             if !self.selection.selected[index] {
                 continue;
             }
@@ -332,7 +354,8 @@ impl BatchBuilder {
             let column = match index {
                 ID => &mut self.id,
                 DESCRIPTION => &mut self.description,
-                _ => &mut self.sequence,
+                SEQUENCE => &mut self.sequence,
+                _ => &mut self.quality,
             };
             // The values handed out are what the finished records hold.
             self.last_bytes[index] = column.finished_len();
@@ -344,7 +367,7 @@ impl BatchBuilder {
             .map(|(offsets, values)| offsets.reserved_bytes() + values.reserved_bytes())
             .sum();
         let handoff = Handoff::new(&self.sequence.memory, bytes);
-        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None];
+        let mut arrays: [Option<ArrayRef>; FILE_COLUMNS] = [None, None, None, None];
         for (index, part) in parts.into_iter().enumerate() {
             let Some((offsets, values)) = part else {
                 continue;

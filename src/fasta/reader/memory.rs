@@ -46,8 +46,9 @@ const DOUBLING_LIMIT_BYTES: usize = 64 << 20;
 /// a record larger than what is left streams once the consumer has taken the previous one.
 const DOWNSTREAM_WAIT: Duration = Duration::from_secs(30);
 
-/// Number of columns whose value buffers are kept as spares (the FASTA file columns).
-pub(super) const SPARE_COLUMNS: usize = 3;
+/// Number of columns whose value buffers are kept as spares (the FASTQ file columns, FASTA's
+/// and `quality`).
+pub(super) const SPARE_COLUMNS: usize = 4;
 
 /// The pool refused to reserve memory: carries the pool's error (`ResourcesExhausted`, naming
 /// the limit and the scan).

@@ -7,6 +7,7 @@
 
 mod block;
 mod columns;
+mod fastq;
 mod memory;
 mod validate;
 
@@ -20,10 +21,12 @@ use memchr::{memchr, memchr2};
 use self::block::{BLOCK_SIZE, Block};
 use self::columns::{BatchBuilder, BatchError, InconsistentBatch};
 use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem};
+use super::SequenceFormat;
 use super::bgzf::RangeEnd;
 use super::error::{FastaError, FastaErrorLocation, FastaProblem};
 
 pub use self::columns::ColumnSelection;
+pub use self::fastq::FastqBatchReader;
 pub use self::memory::{Handoff, OutOfMemory, ScanMemory};
 
 /// Longest header line accepted; guards memory against binary input without newlines.
@@ -50,6 +53,8 @@ pub enum ScanBounds {
 /// Settings of one [`FastaBatchReader`].
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
+    /// FASTA or FASTQ.
+    pub format: SequenceFormat,
     /// File name used in error messages.
     pub path: String,
     /// Output schema; must match `columns`.
@@ -98,6 +103,32 @@ enum Parsed {
     Batch((RecordBatch, Arc<Handoff>)),
     /// The block needs more input.
     NeedInput,
+}
+
+/// The reader of a scan: FASTA or FASTQ, as [`ReaderConfig::format`] says.
+pub enum SequenceReader<R> {
+    /// A FASTA reader.
+    Fasta(FastaBatchReader<R>),
+    /// A FASTQ reader.
+    Fastq(FastqBatchReader<R>),
+}
+
+impl<R: Read> SequenceReader<R> {
+    /// The reader of `config.format` over `input` (see [`FastaBatchReader::new`]).
+    pub fn new(input: R, config: ReaderConfig) -> Self {
+        match config.format {
+            SequenceFormat::Fasta => Self::Fasta(FastaBatchReader::new(input, config)),
+            SequenceFormat::Fastq => Self::Fastq(FastqBatchReader::new(input, config)),
+        }
+    }
+
+    /// See [`FastaBatchReader::next_handoff`].
+    pub fn next_handoff(&mut self) -> Result<Option<(RecordBatch, Arc<Handoff>)>, FastaError> {
+        match self {
+            Self::Fasta(reader) => reader.next_handoff(),
+            Self::Fastq(reader) => reader.next_handoff(),
+        }
+    }
 }
 
 /// Streaming FASTA reader producing record batches of the configured columns.
@@ -205,6 +236,7 @@ impl<R: Read> FastaBatchReader<R> {
         self.block
             .fill_from(&mut self.input)
             .map_err(|source| FastaError::Io {
+                format: self.config.format,
                 path: self.config.path.clone(),
                 source,
             })
@@ -498,6 +530,7 @@ impl<R: Read> FastaBatchReader<R> {
             FastaErrorLocation::Byte(byte_offset)
         };
         FastaError::Invalid {
+            format: self.config.format,
             path: self.config.path.clone(),
             location,
             problem,
@@ -506,6 +539,7 @@ impl<R: Read> FastaBatchReader<R> {
 
     fn internal(&self, message: impl Into<String>) -> FastaError {
         FastaError::Internal {
+            format: self.config.format,
             path: self.config.path.clone(),
             message: message.into(),
         }
@@ -537,6 +571,7 @@ mod tests {
     /// All columns of a whole file named `mem.fa`, in batches of at most 1000 rows.
     fn test_config(batch_bytes: usize, memory: ScanMemory) -> ReaderConfig {
         ReaderConfig {
+            format: SequenceFormat::Fasta,
             path: "mem.fa".into(),
             schema: crate::fasta::fasta_schema(),
             columns: ColumnSelection::all(),
@@ -634,6 +669,7 @@ mod tests {
             limit: (i32::MAX as u64) / 60 * 61 + 61 * 1000,
         };
         let config = ReaderConfig {
+            format: SequenceFormat::Fasta,
             path: "huge.fa".into(),
             schema: crate::fasta::fasta_schema(),
             columns: ColumnSelection::all(),
