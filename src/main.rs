@@ -529,6 +529,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // For people: what is served and how to connect. Log collectors get the log lines only.
+    if log_format == LogFormat::Text {
+        eprintln!("{}", server.banner());
+    }
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     server.stop_on(async move {
         shutdown_signal().await;

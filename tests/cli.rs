@@ -69,9 +69,10 @@ async fn count(port: u16, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_without_tables_serves_the_sample_data_and_stops_on_sigterm() {
     let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
     wait_healthy(port, &mut child);
@@ -106,6 +107,33 @@ async fn serve_without_tables_serves_the_sample_data_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+
+    // The banner names the tables and how to connect; the sample files are gone once the
+    // server has stopped.
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        stderr.contains(&format!("listening on 127.0.0.1:{port} (2 tables)")),
+        "{stderr}"
+    );
+    let sample = stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("sequences  fasta  "))
+        .unwrap_or_else(|| panic!("no sequences line in {stderr}"));
+    assert!(sample.ends_with("sequences.fa"), "{sample}");
+    for line in [
+        format!("adbc_driver_flightsql.dbapi.connect(\"grpc://127.0.0.1:{port}\")"),
+        format!("pyarrow.flight.connect(\"grpc://127.0.0.1:{port}\")"),
+        format!("flightbear.connect(\"grpc://127.0.0.1:{port}\")"),
+        format!("flightbear query --addr 127.0.0.1:{port} \"SELECT * FROM sequences LIMIT 5\""),
+    ] {
+        assert!(stderr.contains(&line), "{line} missing from {stderr}");
+    }
+    let sample_dir = std::path::Path::new(sample).parent().unwrap();
+    assert!(
+        !sample_dir.exists(),
+        "{} was left behind",
+        sample_dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,11 +77,48 @@ pub enum ServerError {
 pub struct RunningServer {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The tables served from files at start (the sample tables when none was configured).
+    pub tables: Vec<TableSpec>,
+    /// True when clients must speak TLS.
+    pub tls: bool,
+    /// True when clients must log in.
+    pub authentication: bool,
     /// The address `/metrics` is served on, if it is.
     pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_task: Option<JoinHandle<()>>,
+    /// The directory the sample tables were written to; removed when the server is dropped.
+    _sample_dir: Option<SampleDir>,
+}
+
+/// A directory of this process's own, removed (with what it holds) when dropped.
+#[derive(Debug)]
+struct SampleDir(PathBuf);
+
+impl SampleDir {
+    /// A new, empty directory under the system's temporary directory.
+    fn create() -> Result<Self, ServerError> {
+        static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("flightbear-sample-{}-{start}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        // A directory left by an earlier process with the same id is stale: start afresh.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|source| ServerError::Sample {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for SampleDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), "cannot remove the sample data: {e}");
+        }
+    }
 }
 
 impl Drop for RunningServer {
@@ -114,6 +151,71 @@ impl RunningServer {
         }
     }
 
+    /// What a person starting the server wants to see: the tables served (name, format, path),
+    /// the address, and connect lines ready to paste for ADBC, pyarrow.flight, flightbear's
+    /// Python client and `flightbear query`.
+    pub fn banner(&self) -> String {
+        use std::fmt::Write;
+        let host = connect_host(self.addr);
+        let port = self.addr.port();
+        let scheme = if self.tls { "grpc+tls" } else { "grpc" };
+        let uri = format!("{scheme}://{host}:{port}");
+        let mut text = String::new();
+        let tables = self.tables.len();
+        let plural = if tables == 1 { "" } else { "s" };
+        let _ = writeln!(
+            text,
+            "flightbear {} listening on {} ({tables} table{plural})",
+            env!("CARGO_PKG_VERSION"),
+            self.addr
+        );
+        let width = self.tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for table in &self.tables {
+            let format = table
+                .format
+                .or_else(|| crate::catalog::location::format_of(std::path::Path::new(&table.path)))
+                .map_or("by extension", |f| f.name());
+            let name = table.name.to_ascii_lowercase();
+            let _ = writeln!(text, "  {name:<width$}  {format:<5}  {}", table.path);
+        }
+        let (adbc_args, flight_login, client_args, query_args) = if self.authentication {
+            (
+                ", db_kwargs={\"username\": USER, \"password\": PASSWORD}",
+                "; client.authenticate_basic_token(USER, PASSWORD)",
+                ", username=USER, password=PASSWORD",
+                " --user USER",
+            )
+        } else {
+            ("", "", "", "")
+        };
+        let example = self.tables.first().map_or("SELECT 1".to_string(), |t| {
+            format!("SELECT * FROM {} LIMIT 5", t.name.to_ascii_lowercase())
+        });
+        let addr_arg = if self.tls {
+            format!("https://{host}:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let _ = writeln!(text, "connect:");
+        let _ = writeln!(
+            text,
+            "  ADBC            adbc_driver_flightsql.dbapi.connect(\"{uri}\"{adbc_args})"
+        );
+        let _ = writeln!(
+            text,
+            "  pyarrow.flight  client = pyarrow.flight.connect(\"{uri}\"){flight_login}"
+        );
+        let _ = writeln!(
+            text,
+            "  flightbear      flightbear.connect(\"{uri}\"{client_args})"
+        );
+        let _ = write!(
+            text,
+            "  command line    flightbear query --addr {addr_arg}{query_args} \"{example}\""
+        );
+        text
+    }
+
     /// A future that resolves when `signal` fires and then asks the server to stop.
     pub fn stop_on(&mut self, signal: impl Future<Output = ()> + Send + 'static) {
         if let Some(tx) = self.shutdown.take() {
@@ -125,8 +227,20 @@ impl RunningServer {
     }
 }
 
-/// The tables served when none is configured: small FASTA and CSV files shipped with flightbear.
-fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
+/// The host a client on this machine connects to: a wildcard address through loopback, IPv6
+/// in brackets.
+fn connect_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}
+
+/// The tables served when none is configured: small FASTA and CSV files shipped with flightbear,
+/// written to a directory that lives as long as the server.
+fn sample_tables() -> Result<(Vec<TableSpec>, SampleDir), ServerError> {
     const FILES: &[(&str, &str, &[u8], TableFormat)] = &[
         (
             "sequences",
@@ -141,14 +255,10 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
             TableFormat::Csv,
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("flightbear-sample-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Sample {
-        path: dir.clone(),
-        source,
-    })?;
+    let dir = SampleDir::create()?;
     let mut tables = Vec::new();
     for (name, file, bytes, format) in FILES {
-        let path = dir.join(file);
+        let path = dir.0.join(file);
         std::fs::write(&path, bytes).map_err(|source| ServerError::Sample {
             path: path.clone(),
             source,
@@ -159,7 +269,7 @@ fn sample_tables() -> Result<Vec<TableSpec>, ServerError> {
             format: Some(*format),
         });
     }
-    Ok(tables)
+    Ok((tables, dir))
 }
 
 /// The authentication gate the configuration asks for (`None`: no users file, no gate).
@@ -200,11 +310,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let gate = gate(&config)?;
     let ctx = catalog::session_context(&config)
         .map_err(|e| ServerError::Execution(e.strip_backtrace()))?;
-    let tables = if config.tables.is_empty() && config.sample_data {
+    let (tables, sample_dir) = if config.tables.is_empty() && config.sample_data {
         tracing::info!("no table configured: serving the sample tables 'sequences' and 'samples'");
-        sample_tables()?
+        let (tables, dir) = sample_tables()?;
+        (tables, Some(dir))
     } else {
-        config.tables.clone()
+        (config.tables.clone(), None)
     };
     catalog::register_tables(&ctx, &config, &tables).await?;
     let limits = ConnectionLimits::from_config(&config);
@@ -276,9 +387,27 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     tracing::info!(%addr, tls = encrypted, "flightbear listening");
     Ok(RunningServer {
         addr,
+        tables,
+        tls: encrypted,
+        authentication: config.users.is_some(),
         metrics_addr,
         shutdown: Some(tx),
         task,
         metrics_task,
+        _sample_dir: sample_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_reach_wildcard_addresses_through_loopback() {
+        let host = |addr: &str| connect_host(addr.parse().unwrap());
+        assert_eq!(host("0.0.0.0:1"), "127.0.0.1");
+        assert_eq!(host("[::]:1"), "[::1]");
+        assert_eq!(host("10.1.2.3:1"), "10.1.2.3");
+        assert_eq!(host("[fe80::1]:1"), "[fe80::1]");
+    }
 }
