@@ -349,9 +349,15 @@ impl Connection {
         run(py, client.ingest(command, schema, batches))
     }
 
-    /// The names of the server's tables.
+    /// The names of the server's tables and views, without the SQL standard's
+    /// `information_schema` views (`table_schema` still finds those).
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        Ok(self.table_infos(py)?.into_iter().map(|t| t.name).collect())
+        Ok(self
+            .table_infos(py)?
+            .into_iter()
+            .filter(|t| t.db_schema.as_deref() != Some("information_schema"))
+            .map(|t| t.name)
+            .collect())
     }
 
     /// The Arrow schema of a table, by name (optionally qualified as `schema.table`).
