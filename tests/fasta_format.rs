@@ -54,6 +54,9 @@ fn reference_reader(text: &[u8]) -> std::result::Result<Vec<Row>, u64> {
                 return Err(line_number);
             }
             let header = std::str::from_utf8(header).map_err(|_| line_number)?;
+            if header.is_empty() || header.starts_with([' ', '\t']) {
+                return Err(line_number);
+            }
             let (id, description) = match header.find([' ', '\t']) {
                 Some(k) => (&header[..k], header[k..].trim_matches([' ', '\t'])),
                 None => (header, ""),
@@ -306,17 +309,22 @@ async fn fixture_with_crlf_blank_lines_and_empty_sequences() {
 }
 
 #[tokio::test]
-async fn header_that_is_only_a_marker_has_an_empty_id() {
+async fn a_header_without_a_name_is_an_error_naming_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(&dir, "bare.fa", b">\nACGT\n> only description\nGG\n>x\n");
-    assert_eq!(
-        read(&path).await.unwrap(),
-        vec![
-            row("", None, "ACGT"),
-            row("", Some("only description"), "GG"),
-            row("x", None, ""),
-        ]
-    );
+    for (name, text, line) in [
+        ("marker.fa", &b">"[..], 1),
+        ("bare.fa", b">x\nACGT\n>\nGG\n", 3),
+        ("described.fa", b">x\nAC\n\n> only description\nGG\n", 4),
+    ] {
+        let path = write_file(&dir, name, text);
+        assert_eq!(reference_reader(text), Err(line), "{name}");
+        let message = read(&path).await.unwrap_err().to_string();
+        let expected = format!(
+            "invalid FASTA in {} at line {line}: header line has no name",
+            path.display()
+        );
+        assert!(message.contains(&expected), "{message}");
+    }
 }
 
 #[tokio::test]

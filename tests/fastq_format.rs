@@ -276,3 +276,53 @@ async fn malformed_files_fail_naming_file_and_line() {
         "{message}"
     );
 }
+
+/// The error each byte range of `path` ends with (`None` for a range that reads cleanly).
+async fn range_errors(path: &Path, size: u64, split: u64) -> Vec<Option<String>> {
+    let location = path.to_str().unwrap().to_string();
+    let ctx = SessionContext::new();
+    let mut errors = Vec::new();
+    for (start, end) in [(0, split), (split, size)] {
+        let group = FileGroup::new(vec![PartitionedFile::new_with_range(
+            location.clone(),
+            size,
+            start as i64,
+            end as i64,
+        )]);
+        let source = Arc::new(FastaSource::new(fastq_schema(), fastq()));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(vec![group])
+            .build();
+        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        let mut stream = exec.execute(0, ctx.task_ctx()).unwrap();
+        let mut error = None;
+        while let Some(batch) = stream.next().await {
+            if let Err(e) = batch {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+        errors.push(error);
+    }
+    errors
+}
+
+#[tokio::test]
+async fn one_malformed_file_gives_one_message_however_it_is_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = generate(51, 20, 30, false);
+    text.extend_from_slice(b"@bad1\nACGT\n+\nIII\n");
+    text.extend_from_slice(&generate(52, 20, 30, false));
+    text.extend_from_slice(b"@bad2\nAC\n-\nII\n");
+    text.extend_from_slice(&generate(53, 5, 30, false));
+    let path = write_file(&dir, "two_bad.fq", &text);
+    let whole = scan(&path, 1).await.unwrap_err().to_string();
+    assert!(whole.contains("quality line has 3 characters"), "{whole}");
+    assert!(whole.contains(" at line "), "{whole}");
+    let size = text.len() as u64;
+    for split in (1..size).step_by(37) {
+        for error in range_errors(&path, size, split).await.into_iter().flatten() {
+            assert_eq!(error, whole, "split at {split}");
+        }
+    }
+}

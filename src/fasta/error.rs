@@ -55,8 +55,8 @@ pub enum FastaProblem {
     /// A FASTQ record does not start with an `@` header line.
     #[error("expected a header line starting with '@'")]
     MissingFastqHeader,
-    /// A FASTQ header has no name after the `@`.
-    #[error("header line has no name after '@'")]
+    /// A header has no name: nothing, or a space, right after the `>` or `@`.
+    #[error("header line has no name (the name must follow the '>' or '@' directly)")]
     EmptyName,
     /// A FASTQ sequence line starts with `@`, which would make the record start ambiguous.
     #[error("sequence line starts with '@' (a header where the sequence should be?)")]

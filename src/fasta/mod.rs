@@ -11,7 +11,8 @@
 //! - The schema is fixed (see [`fasta_schema`]); there is no inference.
 //! - Compression is detected from the first bytes of each file (gzip, BGZF, zstd, bzip2, xz),
 //!   so file names never matter to the reader. Gzip is always read as multi-member.
-//! - A header line that is just `>` yields a record whose `id` is the empty string.
+//! - A header needs a name right after the `>` (or FASTQ's `@`): a bare `>` or `> text` is an
+//!   error naming the line, not a record with an empty `id`.
 //! - Sequence lines may hold any printable, non-space ASCII byte (0x21..=0x7E); anything
 //!   else (spaces, control bytes, non-ASCII) is an error naming the file and line.
 

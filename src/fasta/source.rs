@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::SequenceFormat;
 use super::bgzf;
-use super::error::FastaError;
+use super::error::{FastaError, FastaErrorLocation};
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
@@ -338,6 +338,18 @@ fn read_to_channel(
     runtime: tokio::runtime::Handle,
     sender: &BatchSender,
 ) {
+    let local = match &get.payload {
+        GetResultPayload::File(_, path) => Some(path.clone()),
+        GetResultPayload::Stream(_) => None,
+    };
+    // What reading the whole file takes, should this range find malformed text (see below).
+    let whole_file = ReaderConfig {
+        columns: ColumnSelection::new(&[]),
+        schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+        bounds: ScanBounds::Whole,
+        range_end: None,
+        ..config.clone()
+    };
     let (input, decoder_memory) = match open_input(get, bgzf_later_range, &mut config, runtime) {
         Ok(input) => input,
         Err(error) => {
@@ -358,11 +370,50 @@ fn read_to_channel(
         let message = match reader.next_handoff() {
             Ok(Some(batch)) => Ok(batch),
             Ok(None) => return,
+            // A range that starts mid-file knows byte offsets, not lines, and which of several
+            // malformed records it meets depends on how the file was split. The file's first
+            // error, found by reading it from the start, is the same however it was split.
+            Err(
+                error @ FastaError::Invalid {
+                    location: FastaErrorLocation::Byte(_),
+                    ..
+                },
+            ) => {
+                let first = local
+                    .as_deref()
+                    .and_then(|path| first_error_of(path, whole_file.clone(), sender));
+                Err(DataFusionError::from(first.unwrap_or(error)))
+            }
             Err(error) => Err(DataFusionError::from(error)),
         };
         let failed = message.is_err();
         if sender.blocking_send(message).is_err() || failed {
             return;
+        }
+    }
+}
+
+/// The first error reading the local file at `path` from its start finds (`None` if it reads
+/// to the end, cannot be opened, or the consumer went away meanwhile).
+fn first_error_of(
+    path: &std::path::Path,
+    config: ReaderConfig,
+    sender: &BatchSender,
+) -> Option<FastaError> {
+    let file = std::fs::File::open(path).ok()?;
+    let (_, input) = decompressed(Box::new(file)).ok()?;
+    let input = StopWhenClosed {
+        inner: input,
+        sender: sender.clone(),
+        _decoder_memory: None,
+    };
+    let mut reader = SequenceReader::new(input, config);
+    loop {
+        match reader.next_handoff() {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(FastaError::Io { .. }) if sender.is_closed() => return None,
+            Err(error) => return Some(error),
         }
     }
 }

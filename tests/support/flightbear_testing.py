@@ -340,8 +340,9 @@ def split_header(header: str) -> tuple[str, str | None]:
 def parse_fasta(text: str) -> list[FastaRecord]:
     """FASTA text in its plainest reading, for valid input.
 
-    Lines end at LF, with one CR before it dropped (CRLF); a line starting with '>' is a header;
-    empty lines are skipped; every other line is sequence, appended as it is.
+    Lines end at LF, with one CR before it dropped (CRLF); a line starting with '>' is a header
+    (a name must follow the '>' directly, as flightbear requires); empty lines are skipped; every
+    other line is sequence, appended as it is.
     """
     records: list[FastaRecord] = []
     header: str | None = None
@@ -349,6 +350,8 @@ def parse_fasta(text: str) -> list[FastaRecord]:
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
         if line.startswith(">"):
+            if line[1:2] in ("", " ", "\t"):
+                raise ValueError(f"line {number}: header line has no name")
             if header is not None:
                 records.append(FastaRecord(*split_header(header), "".join(lines)))
             header, lines = line[1:], []

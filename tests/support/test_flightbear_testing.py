@@ -52,8 +52,10 @@ def test_header_id_ends_at_first_space_or_tab_and_description_is_trimmed_rest(
     assert split_header(header) == expected
 
 
-def test_header_that_is_only_a_marker_has_empty_id_and_null_description() -> None:
-    assert parse_fasta(">\nACGT\n") == [FastaRecord("", None, "ACGT")]
+@pytest.mark.parametrize("text", [">\nACGT\n", ">a\nAC\n> description only\nGG\n"])
+def test_a_header_without_a_name_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="no name"):
+        parse_fasta(text)
 
 
 def test_tab_separated_headers_in_a_file() -> None:

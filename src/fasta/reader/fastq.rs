@@ -619,7 +619,7 @@ mod tests {
             ),
             (
                 b"@ a\nA\n+\n#\n",
-                "line 1: header line has no name after '@'",
+                "line 1: header line has no name",
             ),
             (b"@a\n@A\n+\n##\n", "line 2: sequence line starts with '@'"),
             (

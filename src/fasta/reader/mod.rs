@@ -411,6 +411,9 @@ impl<R: Read> FastaBatchReader<R> {
         }
         // Splitting at ASCII bytes keeps both halves valid UTF-8.
         let id_end = memchr2(b' ', b'\t', text).unwrap_or(text.len());
+        if id_end == 0 {
+            return Err(self.invalid_here(FastaProblem::EmptyName));
+        }
         let (id, rest_of_header) = text.split_at(id_end);
         self.batch.open_record(id, rest_of_header.trim_ascii())?;
         self.block.pos += consumed;
