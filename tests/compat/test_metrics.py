@@ -302,3 +302,12 @@ def test_the_text_log_has_no_colour_codes_when_not_on_a_terminal(
         time.sleep(0.1)
     assert "query finished" in server.log()
     assert "\x1b[" not in server.log()
+
+
+def test_multi_line_sql_is_logged_on_one_line(metered: tuple[Server, Scraper]) -> None:
+    server, _ = metered
+    sql = "CREATE VIEW multi_line_marker AS\n  SELECT 42 AS x"
+    with_client(server, lambda c: flight_info(c, sql))
+    logged = [line for line in server.log().splitlines() if "multi_line_marker" in line]
+    assert len(logged) == 1, logged
+    assert "multi_line_marker AS\\n  SELECT 42" in logged[0], logged
