@@ -617,10 +617,7 @@ mod tests {
                 b">a\nA\n",
                 "line 1: expected a header line starting with '@'",
             ),
-            (
-                b"@ a\nA\n+\n#\n",
-                "line 1: header line has no name",
-            ),
+            (b"@ a\nA\n+\n#\n", "line 1: header line has no name"),
             (b"@a\n@A\n+\n##\n", "line 2: sequence line starts with '@'"),
             (
                 b"@a\nA C\n+\n###\n",
