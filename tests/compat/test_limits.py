@@ -373,13 +373,15 @@ def check_sorted_stream(
             position += 1
 
 
-def assert_refused_for_memory(launch: Any, dataset: Dataset, sql: str, *args: str) -> Server:
+def assert_refused_for_memory(
+    launch: Any, dataset: Dataset, sql: str, *args: str, peak_bound: int = PEAK_RSS_BOUND
+) -> Server:
     """``sql`` on a server with the memory limit (and ``args``): RESOURCE_EXHAUSTED naming the
-    limit, peak memory within bounds, and the server still answers. Returns the server."""
+    limit, peak memory below ``peak_bound``, and the server still answers. Returns the server."""
     server: Server = launch("--memory-limit", MEMORY_LIMIT, *args)
     with MemoryWatch(server.process.pid, RSS_KILL) as watch:
         status = refusal(lambda: flight_query(server.uri, sql))
-    watch.assert_peak_below(PEAK_RSS_BOUND)
+    watch.assert_peak_below(peak_bound)
     assert_refused(status, "RESOURCE_EXHAUSTED", "--memory-limit")
     assert_still_serving(server, dataset)
     return server
@@ -457,7 +459,10 @@ def test_grouped_string_agg_over_a_large_cross_join_is_resource_exhausted(
         "SELECT a.id, length(string_agg(b.sequence, ',')) AS n "
         "FROM reads a CROSS JOIN reads b GROUP BY a.id ORDER BY n LIMIT 1"
     )
-    assert_refused_for_memory(launch, dataset, sql)
+    # Peaks measured 655-814 MiB (same with the binaries before and after FASTQ support, five
+    # runs each, and once 814 in CI): the aggregation's freed buffers stay in glibc's per-thread
+    # heaps. The regression this guards against reached 10 GB; 1 GiB still catches it.
+    assert_refused_for_memory(launch, dataset, sql, peak_bound=MEMORY_LIMIT_BYTES + 768 * MIB)
 
 
 def test_string_agg_answers_match_an_independent_computation(launch: Any, dataset: Dataset) -> None:
