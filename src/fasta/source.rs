@@ -435,12 +435,12 @@ fn open_input(
             if let ScanBounds::Range { start, end } = config.bounds
                 && (bgzf_later_range
                     || (start == 0
-                        && is_bgzf(&mut file).map_err(|source| io_error(config, source))?))
+                        && is_bgzf(&mut file).map_err(|source| config.io_error(source))?))
             {
                 return bgzf_range(file, size, start, end, config);
             }
             file.seek(SeekFrom::Start(range_start))
-                .map_err(|source| io_error(config, source))?;
+                .map_err(|source| config.io_error(source))?;
             Box::new(file)
         }
         GetResultPayload::Stream(_) if bgzf_later_range => {
@@ -453,7 +453,7 @@ fn open_input(
         // Only uncompressed files are read from the middle (checked by the opener).
         return Ok((raw, None));
     }
-    let (compression, decoded) = decompressed(raw).map_err(|source| io_error(config, source))?;
+    let (compression, decoded) = decompressed(raw).map_err(|source| config.io_error(source))?;
     if !compression.is_compressed() {
         return Ok((decoded, None));
     }
@@ -463,7 +463,7 @@ fn open_input(
         .memory
         .hold(decoder_memory(compression) + DECODED_MEMORY)?;
     // Decompression on its own thread, parsing on this one.
-    let decoded = Decoded::spawn(decoded).map_err(|source| io_error(config, source))?;
+    let decoded = Decoded::spawn(decoded).map_err(|source| config.io_error(source))?;
     Ok((Box::new(decoded), Some(held)))
 }
 
@@ -493,7 +493,7 @@ fn bgzf_range(
     config: &mut ReaderConfig,
 ) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
     let Some(planned) =
-        bgzf::plan(file, size, start, end).map_err(|source| io_error(config, source))?
+        bgzf::plan(file, size, start, end).map_err(|source| config.io_error(source))?
     else {
         return Ok((Box::new(io::empty()), None));
     };
@@ -506,16 +506,8 @@ fn bgzf_range(
         .memory
         .hold(decoder_memory(Compression::Gzip) + DECODED_MEMORY)?;
     let decoded =
-        Decoded::spawn(Box::new(planned.reader)).map_err(|source| io_error(config, source))?;
+        Decoded::spawn(Box::new(planned.reader)).map_err(|source| config.io_error(source))?;
     Ok((Box::new(decoded), Some(held)))
-}
-
-fn io_error(config: &ReaderConfig, source: io::Error) -> FastaError {
-    FastaError::Io {
-        format: config.format,
-        path: config.path.clone(),
-        source,
-    }
 }
 
 /// Makes reads fail once the consumer has dropped its stream, so an abandoned scan stops

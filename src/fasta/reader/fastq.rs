@@ -20,14 +20,13 @@ use datafusion::arrow::array::RecordBatch;
 use memchr::{memchr, memchr2};
 
 use super::block::{BLOCK_SIZE, Block};
-use super::columns::{BatchBuilder, BatchError, InconsistentBatch};
+use super::columns::BatchBuilder;
 use super::memory::Handoff;
 use super::validate::{first_invalid_sequence_byte, header_problem};
 use super::{
     LineCursor, MAX_HEADER_BYTES, MAX_UTF8_BYTES, Parsed, Phase, ReaderConfig, ScanBounds,
 };
-use crate::fasta::bgzf::RangeEnd;
-use crate::fasta::error::{FastaError, FastaErrorLocation, FastaProblem};
+use crate::fasta::error::{FastaError, FastaProblem};
 
 /// Largest record accepted: a header and two lines of the longest Arrow Utf8 value. (The
 /// memory pool refuses far smaller blocks on any real server.)
@@ -230,7 +229,7 @@ impl<R: Read> FastqBatchReader<R> {
                 Parsed::NeedInput if !self.block.eof => self.refill()?,
                 // At the end of the input the parser consumes everything or fails.
                 Parsed::NeedInput if !self.block.is_parsed() => {
-                    return Err(self.internal("the FASTQ parser made no progress"));
+                    return Err(self.config.internal("the FASTQ parser made no progress"));
                 }
                 Parsed::NeedInput => self.phase = Phase::Draining,
             }
@@ -243,14 +242,9 @@ impl<R: Read> FastqBatchReader<R> {
         if !self.block.grow_if_full(MAX_RECORD_BYTES + BLOCK_SIZE)? {
             return Err(self.invalid_here(FastaProblem::RecordTooLong(MAX_RECORD_BYTES)));
         }
-        let format = self.config.format;
         self.block
             .fill_from(&mut self.input)
-            .map_err(|source| FastaError::Io {
-                format,
-                path: self.config.path.clone(),
-                source,
-            })
+            .map_err(|source| self.config.io_error(source))
     }
 
     /// Parses records from the block until a batch completes or the block runs out.
@@ -282,7 +276,7 @@ impl<R: Read> FastqBatchReader<R> {
                 continue;
             }
             let start = self.block.file_offset(self.block.pos);
-            if self.owned_end().is_some_and(|end| start >= end) {
+            if self.config.owned_end().is_some_and(|end| start >= end) {
                 self.phase = Phase::Draining;
                 return Ok(Parsed::NeedInput);
             }
@@ -345,7 +339,7 @@ impl<R: Read> FastqBatchReader<R> {
     /// Skips to the first record that starts at or after the range start. Returns false when
     /// more input is needed (or the range holds no record).
     fn resync(&mut self) -> bool {
-        let Some(end) = self.owned_end() else {
+        let Some(end) = self.config.owned_end() else {
             self.phase = Phase::Lines;
             return true;
         };
@@ -389,44 +383,14 @@ impl<R: Read> FastqBatchReader<R> {
         }
     }
 
-    /// The first byte of the text this reader no longer owns; `None` for a whole file.
-    fn owned_end(&self) -> Option<u64> {
-        let ScanBounds::Range { end, .. } = self.config.bounds else {
-            return None;
-        };
-        let learnt = self
-            .config
-            .range_end
-            .as_ref()
-            .map_or(u64::MAX, RangeEnd::get);
-        Some(end.min(learnt))
-    }
-
     fn invalid_here(&self, problem: FastaProblem) -> FastaError {
         let offset = self.block.file_offset(self.block.pos);
         self.invalid_at(self.cursor.line, offset, problem)
     }
 
     fn invalid_at(&self, line: u64, byte_offset: u64, problem: FastaProblem) -> FastaError {
-        let location = if self.cursor.line_known {
-            FastaErrorLocation::Line(line)
-        } else {
-            FastaErrorLocation::Byte(byte_offset)
-        };
-        FastaError::Invalid {
-            format: self.config.format,
-            path: self.config.path.clone(),
-            location,
-            problem,
-        }
-    }
-
-    fn internal(&self, message: impl Into<String>) -> FastaError {
-        FastaError::Internal {
-            format: self.config.format,
-            path: self.config.path.clone(),
-            message: message.into(),
-        }
+        let line = self.cursor.line_known.then_some(line);
+        self.config.invalid(line, byte_offset, problem)
     }
 
     fn take_batch(&mut self) -> Result<(RecordBatch, Arc<Handoff>), FastaError> {
@@ -436,10 +400,7 @@ impl<R: Read> FastqBatchReader<R> {
                 self.config.batch_rows,
                 self.config.batch_bytes,
             )
-            .map_err(|error| match error {
-                BatchError::OutOfMemory(error) => error.into(),
-                BatchError::Inconsistent(InconsistentBatch(message)) => self.internal(message),
-            })
+            .map_err(|error| self.config.batch_error(error))
     }
 }
 

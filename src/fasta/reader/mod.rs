@@ -74,6 +74,57 @@ pub struct ReaderConfig {
     pub range_end: Option<RangeEnd>,
 }
 
+impl ReaderConfig {
+    /// The first byte of the text the reader no longer owns; `None` for a whole file.
+    fn owned_end(&self) -> Option<u64> {
+        let ScanBounds::Range { end, .. } = self.bounds else {
+            return None;
+        };
+        Some(end.min(self.range_end.as_ref().map_or(u64::MAX, RangeEnd::get)))
+    }
+
+    /// The error for `problem` at `line` when the reader knows line numbers, else at
+    /// `byte_offset` of the text.
+    fn invalid(&self, line: Option<u64>, byte_offset: u64, problem: FastaProblem) -> FastaError {
+        let location = match line {
+            Some(line) => FastaErrorLocation::Line(line),
+            None => FastaErrorLocation::Byte(byte_offset),
+        };
+        FastaError::Invalid {
+            format: self.format,
+            path: self.path.clone(),
+            location,
+            problem,
+        }
+    }
+
+    /// A failure to read or decompress this file.
+    pub(crate) fn io_error(&self, source: std::io::Error) -> FastaError {
+        FastaError::Io {
+            format: self.format,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A broken invariant of the reader reading this file.
+    fn internal(&self, message: impl Into<String>) -> FastaError {
+        FastaError::Internal {
+            format: self.format,
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Why the batch builder could not hand out a batch, as the reader's error.
+    fn batch_error(&self, error: BatchError) -> FastaError {
+        match error {
+            BatchError::OutOfMemory(error) => error.into(),
+            BatchError::Inconsistent(InconsistentBatch(message)) => self.internal(message),
+        }
+    }
+}
+
 /// Where the parser stands in the text, as error messages name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LineCursor {
@@ -209,7 +260,7 @@ impl<R: Read> FastaBatchReader<R> {
                 // At end of input every line parser consumes what is left, so this means the
                 // parser stopped without progress; fail instead of spinning.
                 Parsed::NeedInput if !self.block.is_parsed() => {
-                    return Err(self.internal("the FASTA parser made no progress"));
+                    return Err(self.config.internal("the FASTA parser made no progress"));
                 }
                 Parsed::NeedInput => {}
             }
@@ -235,11 +286,7 @@ impl<R: Read> FastaBatchReader<R> {
         }
         self.block
             .fill_from(&mut self.input)
-            .map_err(|source| FastaError::Io {
-                format: self.config.format,
-                path: self.config.path.clone(),
-                source,
-            })
+            .map_err(|source| self.config.io_error(source))
     }
 
     /// Parses lines from the block until a batch completes or the block runs out.
@@ -259,7 +306,7 @@ impl<R: Read> FastaBatchReader<R> {
                 match self.block.bytes[self.block.pos] {
                     b'>' => {
                         let header_offset = self.block.file_offset(self.block.pos);
-                        if let Some(end) = self.owned_end()
+                        if let Some(end) = self.config.owned_end()
                             && header_offset >= end
                         {
                             self.end_of_input()?;
@@ -302,21 +349,6 @@ impl<R: Read> FastaBatchReader<R> {
         Ok(Parsed::NeedInput)
     }
 
-    /// The first byte of the text this reader no longer owns; `None` for a whole file.
-    fn owned_end(&self) -> Option<u64> {
-        let ScanBounds::Range { end, .. } = self.config.bounds else {
-            return None;
-        };
-        Some(
-            end.min(
-                self.config
-                    .range_end
-                    .as_ref()
-                    .map_or(u64::MAX, RangeEnd::get),
-            ),
-        )
-    }
-
     /// Closes the batch when the unfinished record pushed it over the byte budget; the
     /// unfinished record moves to the next batch so this one stays within budget.
     fn split_if_over_budget(&mut self) -> Result<Parsed, FastaError> {
@@ -329,7 +361,7 @@ impl<R: Read> FastaBatchReader<R> {
     /// Skips to the first line starting with `>` at or after the range start.
     /// Returns false when more input is needed (or the range holds no record).
     fn resync(&mut self) -> bool {
-        let Some(end) = self.owned_end() else {
+        let Some(end) = self.config.owned_end() else {
             self.phase = Phase::Lines;
             return true;
         };
@@ -527,25 +559,8 @@ impl<R: Read> FastaBatchReader<R> {
     }
 
     fn invalid_at(&self, line: u64, byte_offset: u64, problem: FastaProblem) -> FastaError {
-        let location = if self.cursor.line_known {
-            FastaErrorLocation::Line(line)
-        } else {
-            FastaErrorLocation::Byte(byte_offset)
-        };
-        FastaError::Invalid {
-            format: self.config.format,
-            path: self.config.path.clone(),
-            location,
-            problem,
-        }
-    }
-
-    fn internal(&self, message: impl Into<String>) -> FastaError {
-        FastaError::Internal {
-            format: self.config.format,
-            path: self.config.path.clone(),
-            message: message.into(),
-        }
+        let line = self.cursor.line_known.then_some(line);
+        self.config.invalid(line, byte_offset, problem)
     }
 
     /// Builds a batch from the finished records; an unfinished record stays for the next one.
@@ -559,10 +574,7 @@ impl<R: Read> FastaBatchReader<R> {
         // The carried-over tail of an unfinished record was validated above.
         self.pending
             .mark_checked(&self.batch.sequence.values, self.block.pos, self.cursor);
-        taken.map_err(|error| match error {
-            BatchError::OutOfMemory(error) => error.into(),
-            BatchError::Inconsistent(InconsistentBatch(message)) => self.internal(message),
-        })
+        taken.map_err(|error| self.config.batch_error(error))
     }
 }
 
