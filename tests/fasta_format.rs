@@ -1243,3 +1243,324 @@ fn find_fasta_sources(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<FastaSource
         find_fasta_sources(child, found);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Index lookups: WHERE id = / IN and COUNT(*) through a .fai (and .gzi)
+// ---------------------------------------------------------------------------------------------
+
+/// `text` without its records that have no bases (samtools leaves those out of a `.fai`).
+fn without_empty_records(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let next_is_header = lines.get(i + 1).is_none_or(|next| next.starts_with(b">"));
+        if !(line.starts_with(b">") && next_is_header) {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// The rows of `sql` over the table `t` of `path`, sorted.
+async fn query(path: &Path, sql: &str, partitions: usize) -> Result<Vec<Row>> {
+    let ctx = context(partitions);
+    register(&ctx, "t", path, FastaOptions::default()).await;
+    let mut rows = rows_of(&ctx.sql(sql).await?.collect().await?);
+    rows.sort();
+    Ok(rows)
+}
+
+async fn plan_of(path: &Path, sql: &str, partitions: usize) -> String {
+    let ctx = context(partitions);
+    register(&ctx, "t", path, FastaOptions::default()).await;
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string()
+}
+
+async fn count(path: &Path) -> i64 {
+    let ctx = context(2);
+    register(&ctx, "t", path, FastaOptions::default()).await;
+    let batches = ctx
+        .sql("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0)
+}
+
+/// (id, description, length) rows of `sql` (which selects those, the length as Int32), sorted.
+async fn length_rows(
+    path: &Path,
+    sql: &str,
+    partitions: usize,
+) -> Result<Vec<(String, Option<String>, i32)>> {
+    let ctx = context(partitions);
+    register(&ctx, "t", path, FastaOptions::default()).await;
+    let mut rows = Vec::new();
+    for batch in ctx.sql(sql).await?.collect().await? {
+        let id = batch.column(0).as_string::<i32>();
+        let description = batch.column(1).as_string::<i32>();
+        let length = batch
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        for i in 0..batch.num_rows() {
+            rows.push((
+                id.value(i).to_string(),
+                description
+                    .is_valid(i)
+                    .then(|| description.value(i).to_string()),
+                length.value(i),
+            ));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+fn expected_lengths(rows: &[Row]) -> Vec<(String, Option<String>, i32)> {
+    let mut lengths: Vec<_> = rows
+        .iter()
+        .map(|(id, description, sequence)| (id.clone(), description.clone(), sequence.len() as i32))
+        .collect();
+    lengths.sort();
+    lengths
+}
+
+fn id_list(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test]
+async fn index_lookups_match_the_reference_reader_in_plain_and_bgzf_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (21, 60, false, false, true),
+        (22, 7, true, false, true),
+        (23, 50, false, true, true),
+        (24, 13, true, true, false),
+        (25, 60, false, false, false),
+    ];
+    for (seed, line_width, crlf, bgzf, final_newline) in cases {
+        let shape = Shape {
+            records: 300,
+            max_len: 400,
+            line_width,
+            crlf,
+            blank_lines: false,
+        };
+        let mut text = without_empty_records(&generate(seed, shape));
+        if !final_newline {
+            while text.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                text.pop();
+            }
+        }
+        let name = format!("indexed{seed}.fa");
+        let path = if bgzf {
+            write_file(&dir, &format!("{name}.gz"), &bgzf_blocks(&text, 1000, 3))
+        } else {
+            write_file(&dir, &name, &text)
+        };
+        flightbear::fasta::index::index_file(&path).unwrap();
+        let expected = reference_reader(&text).unwrap();
+        let names: Vec<&str> = expected.iter().map(|row| row.0.as_str()).collect();
+        let mut rng = XorShift(seed);
+        for round in 0..4 {
+            let mut wanted: Vec<&str> = (0..1 + round * 3).map(|_| *rng.pick(&names)).collect();
+            // The last record, the first, and a name the file does not have.
+            wanted.extend([names[names.len() - 1], names[0], "absent"]);
+            let mut rows: Vec<Row> = expected
+                .iter()
+                .filter(|row| wanted.contains(&row.0.as_str()))
+                .cloned()
+                .collect();
+            rows.sort();
+            let sql = format!("SELECT * FROM t WHERE id IN ({})", id_list(&wanted));
+            for partitions in [1, 3] {
+                assert_eq!(
+                    query(&path, &sql, partitions).await.unwrap(),
+                    rows,
+                    "seed {seed}, {partitions} partitions, {sql}"
+                );
+            }
+        }
+        let one = format!("SELECT * FROM t WHERE id = '{}'", names[5]);
+        let rows: Vec<Row> = expected
+            .iter()
+            .filter(|r| r.0 == names[5])
+            .cloned()
+            .collect();
+        assert_eq!(query(&path, &one, 2).await.unwrap(), rows);
+        assert!(
+            plan_of(&path, &one, 2).await.contains("index_lookup_ids=1"),
+            "{}",
+            plan_of(&path, &one, 2).await
+        );
+        // length(sequence) from the index, with and without a lookup.
+        let all = "SELECT id, description, length(sequence) FROM t";
+        for partitions in [1, 3] {
+            assert_eq!(
+                length_rows(&path, all, partitions).await.unwrap(),
+                expected_lengths(&expected),
+                "seed {seed}, {partitions} partitions"
+            );
+        }
+        let some = format!("{all} WHERE id IN ({})", id_list(&names[..3]));
+        assert_eq!(
+            length_rows(&path, &some, 2).await.unwrap(),
+            expected_lengths(&expected[..3])
+        );
+        let plan = plan_of(&path, all, 2).await;
+        assert!(plan.contains("lengths_from_index"), "{plan}");
+        // COUNT(*) is the index's record count: no scan in the plan.
+        assert_eq!(count(&path).await, expected.len() as i64, "seed {seed}");
+        let plan = plan_of(&path, "SELECT COUNT(*) FROM t", 2).await;
+        assert!(!plan.contains("DataSourceExec"), "{plan}");
+    }
+}
+
+/// Rewrites byte `at` of `path` keeping its length and modification time's order: the index
+/// stays no older than the file.
+fn poke(path: &Path, at: usize, byte: u8) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] = byte;
+    fs::write(path, bytes).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let fai = fs::File::options()
+        .write(true)
+        .open(path.with_added_extension("fai"))
+        .unwrap();
+    fai.set_modified(later).unwrap();
+}
+
+#[tokio::test]
+async fn index_lookups_read_only_the_named_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = b">good first\nACGTACGT\nACG\n>bad\nACGTACGT\nACGTACGT\n>last x\nGGGG\n";
+    let path = write_file(&dir, "poisoned.fa", text);
+    flightbear::fasta::index::index_file(&path).unwrap();
+    // A byte no FASTA sequence may hold, in line 6 (record `bad`), after indexing.
+    let line_6: usize = text
+        .split_inclusive(|&b| b == b'\n')
+        .take(5)
+        .map(<[u8]>::len)
+        .sum();
+    assert_eq!(&text[line_6..line_6 + 8], b"ACGTACGT");
+    poke(&path, line_6 + 2, 0x01);
+    // A scan of the whole file meets the byte...
+    let error = query(&path, "SELECT * FROM t", 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("line 6"), "{error}");
+    // ...a lookup of the other records never reads it...
+    let rows = query(&path, "SELECT * FROM t WHERE id IN ('good', 'last')", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            row("good", Some("first"), "ACGTACGTACG"),
+            row("last", Some("x"), "GGGG")
+        ]
+    );
+    // ...nor does length(sequence), which the index holds...
+    assert_eq!(
+        length_rows(&path, "SELECT id, description, length(sequence) FROM t", 2)
+            .await
+            .unwrap(),
+        vec![
+            ("bad".to_string(), None, 16),
+            ("good".to_string(), Some("first".to_string()), 11),
+            ("last".to_string(), Some("x".to_string()), 4)
+        ]
+    );
+    // ...and a lookup of `bad` reports it where a scan from the start finds it.
+    let error = query(&path, "SELECT * FROM t WHERE id = 'bad'", 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("line 6"), "{error}");
+}
+
+#[tokio::test]
+async fn indexes_that_do_not_describe_the_file_are_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    // samtools leaves out records without bases and keeps the first of repeated names.
+    let text = b">a\nACGT\n>empty\n>b\nGG\n>a again\nTT\n>c\nCCC\n";
+    let path = write_file(&dir, "partial.fa", text);
+    flightbear::fasta::index::index_file(&path).unwrap();
+    let expected = reference_reader(text).unwrap();
+    assert_eq!(count(&path).await, 5);
+    for (sql, ids) in [
+        ("SELECT * FROM t WHERE id = 'empty'", vec!["empty"]),
+        ("SELECT * FROM t WHERE id IN ('a', 'c')", vec!["a", "c"]),
+    ] {
+        let mut rows: Vec<Row> = expected
+            .iter()
+            .filter(|r| ids.contains(&r.0.as_str()))
+            .cloned()
+            .collect();
+        rows.sort();
+        assert_eq!(query(&path, sql, 2).await.unwrap(), rows, "{sql}");
+    }
+
+    assert_eq!(
+        length_rows(&path, "SELECT id, description, length(sequence) FROM t", 2)
+            .await
+            .unwrap(),
+        expected_lengths(&expected)
+    );
+
+    // A record added after indexing: the index is older than the file.
+    let complete = write_file(&dir, "grown.fa", b">a\nACGT\n>b\nGG\n");
+    flightbear::fasta::index::index_file(&complete).unwrap();
+    assert_eq!(count(&complete).await, 2);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut file = fs::File::options().append(true).open(&complete).unwrap();
+    file.write_all(b">new\nTTT\n").unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(file);
+    assert_eq!(count(&complete).await, 3);
+    assert_eq!(
+        query(&complete, "SELECT * FROM t WHERE id = 'new'", 1)
+            .await
+            .unwrap(),
+        vec![row("new", None, "TTT")]
+    );
+
+    // An index whose records are not where it says (edited with its time kept).
+    let moved = write_file(&dir, "moved.fa", b">a\nACGT\n>b\nGG\n");
+    flightbear::fasta::index::index_file(&moved).unwrap();
+    fs::write(&moved, b">a\nACG\n>b\nGGG\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    fs::File::options()
+        .write(true)
+        .open(moved.with_added_extension("fai"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(
+        query(&moved, "SELECT * FROM t WHERE id IN ('a', 'b')", 1)
+            .await
+            .unwrap(),
+        vec![row("a", None, "ACG"), row("b", None, "GGG")]
+    );
+    assert_eq!(count(&moved).await, 2);
+}

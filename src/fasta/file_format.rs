@@ -3,22 +3,47 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::{GetExt, Result, Statistics, internal_err};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DataFusionError, GetExt, Result, Statistics, internal_err};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::{ObjectMeta, ObjectStore};
 
+use super::indexed::Located;
 use super::options::FastaOptions;
 use super::source::FastaSource;
+
+/// The number of records of the local FASTA file at `path`, when it has an index that
+/// describes it; the index is read (once per version of the files) with its memory reserved
+/// in `pool`.
+fn indexed_records(path: &Path, pool: &Arc<dyn MemoryPool>) -> Result<Option<u64>> {
+    let Some(located) = Located::find(path) else {
+        return Ok(None);
+    };
+    if let Some(records) = located.known_records() {
+        return Ok(Some(records));
+    }
+    let reservation =
+        MemoryConsumer::new(format!("FASTA index of {}", path.display())).register(pool);
+    reservation.try_grow(located.memory())?;
+    // A file that cannot be read has no statistics; its scan reports why.
+    Ok(located
+        .load()
+        .ok()
+        .flatten()
+        .map(|file| file.records() as u64))
+}
 
 /// Creates [`FastaFormat`]s, applying `CREATE EXTERNAL TABLE ... OPTIONS (...)` on top of its defaults.
 #[derive(Debug, Clone, Default)]
@@ -107,14 +132,29 @@ impl FileFormat for FastaFormat {
         Ok(self.options.format.schema())
     }
 
+    /// The row count of a local FASTA file with an index that describes it (see
+    /// [`super::indexed`]), which answers `COUNT(*)` without reading the file; unknown otherwise.
     async fn infer_stats(
         &self,
-        _state: &dyn Session,
-        _store: &Arc<dyn ObjectStore>,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
         table_schema: SchemaRef,
-        _object: &ObjectMeta,
+        object: &ObjectMeta,
     ) -> Result<Statistics> {
-        Ok(Statistics::new_unknown(&table_schema))
+        let mut statistics = Statistics::new_unknown(&table_schema);
+        let local = store.to_string().starts_with("LocalFileSystem");
+        if self.options.format != super::SequenceFormat::Fasta || !local {
+            return Ok(statistics);
+        }
+        let path = PathBuf::from(format!("/{}", object.location));
+        let pool = Arc::clone(&state.runtime_env().memory_pool);
+        let records = tokio::task::spawn_blocking(move || indexed_records(&path, &pool))
+            .await
+            .map_err(|error| DataFusionError::External(Box::new(error)))??;
+        if let Some(records) = records.and_then(|n| usize::try_from(n).ok()) {
+            statistics.num_rows = Precision::Exact(records);
+        }
+        Ok(statistics)
     }
 
     async fn create_physical_plan(

@@ -20,10 +20,12 @@ mod bgzf;
 mod error;
 mod file_format;
 pub mod index;
+mod indexed;
 mod input;
 mod options;
 mod reader;
 pub mod region;
+mod sequence_length;
 mod source;
 
 use std::sync::{Arc, LazyLock};

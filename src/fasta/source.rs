@@ -1,12 +1,15 @@
 //! How a FASTA scan is configured ([`FastaSource`]) and how one file or byte range is read ([`FastaOpener`]).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::{FileRange, PartitionedFile};
 use datafusion::datasource::physical_plan::{
@@ -18,8 +21,10 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryPool, MemoryReservation, UnboundedMemoryPool};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr_common::sort_expr::LexOrdering;
+use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, PhysicalExpr, apply_expression_roots};
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt,
@@ -27,15 +32,19 @@ use object_store::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::SequenceFormat;
 use super::bgzf;
 use super::error::{FastaError, FastaErrorLocation};
+use super::indexed::{self, IndexRow, IndexRows, Located, SpansRead};
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
     ColumnSelection, Handoff, ReaderConfig, ScanBounds, ScanMemory, SequenceReader,
 };
+use super::sequence_length::with_sequence_lengths;
+use super::{SEQUENCE_COLUMN, SequenceFormat};
 use crate::compression::Compression;
+use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 /// Batches buffered between the reader thread and the consumer; keeps memory bounded.
 const CHANNEL_CAPACITY: usize = 1;
@@ -54,6 +63,12 @@ pub struct FastaSource {
     table_schema: TableSchema,
     projection: SplitProjection,
     metrics: ExecutionPlanMetricsSet,
+    /// The ids the query's filters limit rows to, when they do: FASTA files with an index
+    /// read only those records (see [`super::indexed`]).
+    ids: Option<Arc<BTreeSet<String>>>,
+    /// The projection uses the sequence only through `length(sequence)` (`SequenceLength`):
+    /// FASTA files with an index give the lengths it holds in place of the bases.
+    lengths: bool,
 }
 
 impl FastaSource {
@@ -67,6 +82,8 @@ impl FastaSource {
             projection: SplitProjection::unprojected(&table_schema),
             table_schema,
             metrics: ExecutionPlanMetricsSet::new(),
+            ids: None,
+            lengths: false,
         }
     }
 
@@ -123,6 +140,9 @@ impl FileSource for FastaSource {
                 .memory_pool
                 .clone()
                 .unwrap_or_else(|| Arc::new(UnboundedMemoryPool::default())),
+            ids: self.ids.clone(),
+            lengths: self.lengths,
+            indices: indices.clone(),
         });
         ProjectionOpener::try_new(self.projection.clone(), opener, file_schema)
     }
@@ -142,13 +162,53 @@ impl FileSource for FastaSource {
         projection: &ProjectionExprs,
     ) -> Result<Option<Arc<dyn FileSource>>> {
         let mut source = self.clone();
-        let merged = self.projection.source.try_merge(projection)?;
+        let mut merged = self.projection.source.try_merge(projection)?;
+        source.lengths = false;
+        if self.options.format == SequenceFormat::Fasta
+            && let Ok(sequence) = self.table_schema.table_schema().index_of(SEQUENCE_COLUMN)
+        {
+            let (with_lengths, lengths_only) = with_sequence_lengths(&merged, sequence)?;
+            if lengths_only {
+                merged = with_lengths;
+                source.lengths = true;
+            }
+        }
         source.projection = SplitProjection::new(self.table_schema.file_schema(), &merged);
         Ok(Some(Arc::new(source)))
     }
 
     fn projection(&self) -> Option<&ProjectionExprs> {
         Some(&self.projection.source)
+    }
+
+    /// Takes note of the ids the filters limit rows to, for index lookups; every filter stays
+    /// in the plan (the scan may read more records than pass it).
+    fn try_pushdown_filters(
+        &self,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn FileSource>>> {
+        let result = FilterPushdownPropagation::with_parent_pushdown_result(vec![
+            PushedDown::No;
+            filters.len()
+        ]);
+        let id_index = self.table_schema.table_schema().index_of(super::ID_COLUMN);
+        let ids = match id_index {
+            Ok(index) if self.options.format == SequenceFormat::Fasta => {
+                indexed::wanted_ids(&filters, index)
+            }
+            _ => None,
+        };
+        let Some(ids) = ids else {
+            return Ok(result);
+        };
+        let ids = match &self.ids {
+            Some(known) => known.intersection(&ids).cloned().collect(),
+            None => ids,
+        };
+        let mut source = self.clone();
+        source.ids = Some(Arc::new(ids));
+        Ok(result.with_updated_node(Arc::new(source)))
     }
 
     fn metrics(&self) -> &ExecutionPlanMetricsSet {
@@ -206,6 +266,12 @@ impl FileSource for FastaSource {
                 if let Some(rows) = self.options.batch_rows {
                     write!(f, ", batch_rows={rows}")?;
                 }
+                if let Some(ids) = &self.ids {
+                    write!(f, ", index_lookup_ids={}", ids.len())?;
+                }
+                if self.lengths {
+                    write!(f, ", lengths_from_index_when_indexed")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => Ok(()),
@@ -231,6 +297,10 @@ pub struct FastaOpener {
     batch_rows: usize,
     batch_bytes: usize,
     memory_pool: Arc<dyn MemoryPool>,
+    ids: Option<Arc<BTreeSet<String>>>,
+    lengths: bool,
+    /// The file columns produced, as indices into the file schema.
+    indices: Vec<usize>,
 }
 
 impl FileOpener for FastaOpener {
@@ -261,7 +331,39 @@ impl FileOpener for FastaOpener {
             range_end: None,
         };
         let format = self.format;
+        let local = self.store_url == "file:///";
+        let ids = self.ids.clone().filter(|_| local);
+        let lengths = (self.lengths && local).then(|| self.indices.clone());
         Ok(async move {
+            if let Some(indices) = lengths {
+                let path = PathBuf::from(&config.path);
+                let lookup = config.clone();
+                let ids = ids.clone();
+                let rows = tokio::task::spawn_blocking(move || {
+                    index_rows(&path, ids, &indices, &lookup).map(|rows| (rows, lookup))
+                })
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))??;
+                if let (Some(rows), config) = rows {
+                    return Ok(spawn_reader(format, move |sender| {
+                        send_index_rows(rows, config, sender)
+                    }));
+                }
+            }
+            if let Some(ids) = ids {
+                let path = PathBuf::from(&config.path);
+                let lookup = config.clone();
+                let indexed = tokio::task::spawn_blocking(move || {
+                    indexed_read(&path, &ids, &lookup).map(|input| (input, path, lookup))
+                })
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))??;
+                if let (Some(input), path, config) = indexed {
+                    return Ok(spawn_reader(format, move |sender| {
+                        read_spans_to_channel(input, &path, config, sender)
+                    }));
+                }
+            }
             let get = match bounds {
                 ScanBounds::Range { start, .. } if start > 0 => {
                     // A range in the middle of a compressed file holds no records of its own:
@@ -290,26 +392,185 @@ impl FileOpener for FastaOpener {
                 ),
             };
             let runtime = tokio::runtime::Handle::current();
-            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-            tokio::task::spawn_blocking(move || {
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    read_to_channel(get, config, runtime, &sender)
-                }));
-                if outcome.is_err() {
-                    let error = DataFusionError::Internal(format!("the {format} reader panicked"));
-                    let _ = sender.blocking_send(Err(error));
-                }
-            });
-            let batches = ReceiverStream::new(receiver).map(|message| {
-                message.map(|(batch, handoff)| {
-                    handoff.detach();
-                    batch
-                })
-            });
-            Ok(batches.boxed())
+            Ok(spawn_reader(format, move |sender| {
+                read_to_channel(get, config, runtime, sender)
+            }))
         }
         .boxed())
     }
+}
+
+/// Runs `read` on a blocking thread and streams the batches it sends; a panic is an error.
+fn spawn_reader(
+    format: SequenceFormat,
+    read: impl FnOnce(&BatchSender) + Send + 'static,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+    tokio::task::spawn_blocking(move || {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| read(&sender)));
+        if outcome.is_err() {
+            let error = DataFusionError::Internal(format!("the {format} reader panicked"));
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    ReceiverStream::new(receiver)
+        .map(|message| {
+            message.map(|(batch, handoff)| {
+                handoff.detach();
+                batch
+            })
+        })
+        .boxed()
+}
+
+/// The text of the records named in `ids` that this scan owns, read through the file's
+/// index; `None` when the file has no index that describes it (it is then scanned).
+fn indexed_read(
+    path: &Path,
+    ids: &BTreeSet<String>,
+    config: &ReaderConfig,
+) -> Result<Option<SpansRead>, FastaError> {
+    let Some(located) = Located::find(path) else {
+        return Ok(None);
+    };
+    let held = config.memory.hold(located.memory())?;
+    let io_error = |source| config.io_error(source);
+    let Some(file) = located.load().map_err(io_error)? else {
+        return Ok(None);
+    };
+    let mut input = file.open().map_err(io_error)?;
+    let spans = file
+        .spans(ids, &mut input, |at| match config.bounds {
+            ScanBounds::Whole => true,
+            ScanBounds::Range { start, end } => file.in_range(at, start, end),
+        })
+        .map_err(io_error)?;
+    drop(file);
+    drop(held);
+    Ok(Some(SpansRead::new(input, spans)))
+}
+
+/// The records of a scan that asks for sequence lengths only, read from the file's index;
+/// `None` when the file has no index that describes it (it is then scanned).
+fn index_rows(
+    path: &Path,
+    ids: Option<Arc<BTreeSet<String>>>,
+    indices: &[usize],
+    config: &ReaderConfig,
+) -> Result<Option<IndexRows>, FastaError> {
+    let Some(located) = Located::find(path) else {
+        return Ok(None);
+    };
+    // The parsed index lives as long as the scan.
+    config.memory.try_grow(located.memory())?;
+    let io_error = |source| config.io_error(source);
+    let Some(file) = located.load().map_err(io_error)? else {
+        return Ok(None);
+    };
+    let input = file.open().map_err(io_error)?;
+    let owned = match config.bounds {
+        ScanBounds::Whole => None,
+        ScanBounds::Range { start, end } => Some((start, end)),
+    };
+    let describe = indices.contains(&1);
+    Ok(Some(file.rows(input, ids, describe, owned)))
+}
+
+/// Sends the rows of an index as batches of the scan's columns, `length(sequence)` given as
+/// `Int32` lengths in the sequence column's place (`SequenceLength` takes them as they are).
+fn send_index_rows(mut rows: IndexRows, config: ReaderConfig, sender: &BatchSender) {
+    let schema = lengths_schema(&config.schema);
+    let path = PathBuf::from(&config.path);
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    loop {
+        if sender.is_closed() {
+            return;
+        }
+        let row = match rows.next_row() {
+            Ok(row) => row,
+            Err(error) => {
+                let error = if error.kind() == io::ErrorKind::InvalidData {
+                    first_error_of(&path, whole_file_config(&config), sender)
+                        .unwrap_or_else(|| config.io_error(error))
+                } else {
+                    config.io_error(error)
+                };
+                let _ = sender.blocking_send(Err(error.into()));
+                return;
+            }
+        };
+        if let Some(row) = &row {
+            bytes += row.id.len() + row.description.as_ref().map_or(0, String::len) + 12;
+        }
+        let full = batch.len() + 1 >= config.batch_rows || bytes >= config.batch_bytes;
+        let last = row.is_none();
+        batch.extend(row);
+        if (full || last) && !batch.is_empty() {
+            let message = index_batch(&batch, &schema, &config, bytes);
+            let failed = message.is_err();
+            if sender.blocking_send(message).is_err() || failed {
+                return;
+            }
+            batch.clear();
+            bytes = 0;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// `schema` with the sequence column as `Int32` lengths.
+fn lengths_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields = schema.fields().iter().map(|field| {
+        if field.name() == SEQUENCE_COLUMN {
+            Arc::new(Field::new(SEQUENCE_COLUMN, DataType::Int32, false))
+        } else {
+            Arc::clone(field)
+        }
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+/// One batch of index rows, its `bytes` reserved in the scan's memory until it leaves the scan.
+fn index_batch(
+    rows: &[IndexRow],
+    schema: &SchemaRef,
+    config: &ReaderConfig,
+    bytes: usize,
+) -> Result<(RecordBatch, Arc<Handoff>)> {
+    config.memory.try_grow(bytes).map_err(FastaError::from)?;
+    let handoff = Handoff::new(&config.memory, bytes);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| -> Result<ArrayRef> {
+            Ok(match field.name().as_str() {
+                SEQUENCE_COLUMN => {
+                    let lengths = rows.iter().map(|row| {
+                        i32::try_from(row.length).map_err(|_| {
+                            DataFusionError::Execution(format!(
+                                "{}: record '{}' has {} bases, more than a Utf8 column holds",
+                                config.path, row.id, row.length
+                            ))
+                        })
+                    });
+                    Arc::new(lengths.collect::<Result<Int32Array>>()?)
+                }
+                super::DESCRIPTION_COLUMN => Arc::new(
+                    rows.iter()
+                        .map(|row| row.description.as_deref())
+                        .collect::<StringArray>(),
+                ),
+                _ => Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|row| row.id.as_str()),
+                )),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
+    Ok((batch, handoff))
 }
 
 fn scan_bounds(range: Option<&FileRange>) -> Result<ScanBounds> {
@@ -343,13 +604,7 @@ fn read_to_channel(
         GetResultPayload::Stream(_) => None,
     };
     // What reading the whole file takes, should this range find malformed text (see below).
-    let whole_file = ReaderConfig {
-        columns: ColumnSelection::new(&[]),
-        schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
-        bounds: ScanBounds::Whole,
-        range_end: None,
-        ..config.clone()
-    };
+    let whole_file = whole_file_config(&config);
     let (input, decoder_memory) = match open_input(get, bgzf_later_range, &mut config, runtime) {
         Ok(input) => input,
         Err(error) => {
@@ -362,7 +617,70 @@ fn read_to_channel(
         sender: sender.clone(),
         _decoder_memory: decoder_memory,
     };
-    let mut reader = SequenceReader::new(input, config);
+    let reader = SequenceReader::new(input, config);
+    send_batches(reader, sender, |error| match error {
+        // A range that starts mid-file knows byte offsets, not lines, and which of several
+        // malformed records it meets depends on how the file was split. The file's first
+        // error, found by reading it from the start, is the same however it was split.
+        FastaError::Invalid {
+            location: FastaErrorLocation::Byte(_),
+            ..
+        } => local
+            .as_deref()
+            .and_then(|path| first_error_of(path, whole_file, sender))
+            .unwrap_or(error),
+        error => error,
+    });
+}
+
+/// Reads the records of an index lookup (a FASTA text of just those records) and sends their
+/// batches. Malformed text is reported as a scan from the start of the file finds it first
+/// (its lines are not the lines of the lookup's text).
+fn read_spans_to_channel(
+    input: SpansRead,
+    path: &Path,
+    config: ReaderConfig,
+    sender: &BatchSender,
+) {
+    let whole_file = whole_file_config(&config);
+    let input = StopWhenClosed {
+        inner: input,
+        sender: sender.clone(),
+        _decoder_memory: None,
+    };
+    let reader = SequenceReader::new(
+        input,
+        ReaderConfig {
+            bounds: ScanBounds::Whole,
+            range_end: None,
+            ..config
+        },
+    );
+    send_batches(reader, sender, |error| match error {
+        FastaError::Invalid { .. } => first_error_of(path, whole_file.clone(), sender)
+            .unwrap_or_else(|| whole_file.io_error(indexed::mismatch())),
+        error => error,
+    });
+}
+
+/// What reading the whole file takes to find its first error: no columns, the whole text.
+fn whole_file_config(config: &ReaderConfig) -> ReaderConfig {
+    ReaderConfig {
+        columns: ColumnSelection::new(&[]),
+        schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+        bounds: ScanBounds::Whole,
+        range_end: None,
+        ..config.clone()
+    }
+}
+
+/// Sends the batches of `reader` until the end, the first error (as `on_error` reports it),
+/// or the consumer going away (a failed send or a closed channel stops the loop).
+fn send_batches<R: Read>(
+    mut reader: SequenceReader<R>,
+    sender: &BatchSender,
+    on_error: impl FnOnce(FastaError) -> FastaError,
+) {
     loop {
         if sender.is_closed() {
             return;
@@ -370,24 +688,12 @@ fn read_to_channel(
         let message = match reader.next_handoff() {
             Ok(Some(batch)) => Ok(batch),
             Ok(None) => return,
-            // A range that starts mid-file knows byte offsets, not lines, and which of several
-            // malformed records it meets depends on how the file was split. The file's first
-            // error, found by reading it from the start, is the same however it was split.
-            Err(
-                error @ FastaError::Invalid {
-                    location: FastaErrorLocation::Byte(_),
-                    ..
-                },
-            ) => {
-                let first = local
-                    .as_deref()
-                    .and_then(|path| first_error_of(path, whole_file.clone(), sender));
-                Err(DataFusionError::from(first.unwrap_or(error)))
+            Err(error) => {
+                let _ = sender.blocking_send(Err(on_error(error).into()));
+                return;
             }
-            Err(error) => Err(DataFusionError::from(error)),
         };
-        let failed = message.is_err();
-        if sender.blocking_send(message).is_err() || failed {
+        if sender.blocking_send(message).is_err() {
             return;
         }
     }

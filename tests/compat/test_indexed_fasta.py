@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pysam
 import pytest
+from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from flightbear_testing import Server, random_bases, server_binary
 from server_probes import grpc_status, run_sql
@@ -217,3 +218,102 @@ def test_an_index_linked_from_elsewhere_is_refused(launch: Any, tmp_path: Path) 
         regions(server.uri, "SELECT * FROM fasta_region('g', 'a')")
     status = grpc_status(raised.value)
     assert status.code == "INVALID_ARGUMENT" and "directory of" in status.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Index lookups: WHERE id = / IN and COUNT(*) read through the .fai, checked against Biopython
+# ---------------------------------------------------------------------------------------------
+
+
+def biopython_rows(path: Path) -> list[tuple[str, str | None, str]]:
+    """(id, description, sequence) of every record, as Biopython parses the file."""
+    rows = []
+    with open(path) as handle:
+        for title, sequence in SimpleFastaParser(handle):
+            name, _, rest = title.partition(" ")
+            rows.append((name, rest.strip() or None, sequence))
+    return rows
+
+
+def bytes_read(server: Server) -> int:
+    """Bytes the server process has read from files so far (``rchar`` of /proc/PID/io)."""
+    for line in Path(f"/proc/{server.process.pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/PID/io")
+
+
+@pytest.fixture
+def lookups(launch: Any, tmp_path: Path) -> tuple[Server, Path, Path]:
+    """A 24 MB genome, plain and BGZF, indexed by samtools; a copy whose index leaves records
+    out (one without bases, a repeated name); and the same genome without an index."""
+    rng = random.Random(12)
+    parts = []
+    for n in range(12):
+        sequence = random_bases(rng, rng.choice([1, 61, 2_000_000]))
+        width = rng.choice([60, 70])
+        lines = "".join(sequence[i : i + width] + "\n" for i in range(0, len(sequence), width))
+        parts.append(f">chr{n} assembled {n}\n{lines}")
+    plain = tmp_path / "big.fa"
+    plain.write_text("".join(parts))
+    bgzf = tmp_path / "big.fa.gz"
+    pysam.tabix_compress(str(plain), str(bgzf))
+    bare = tmp_path / "bare.fa"
+    shutil.copyfile(plain, bare)
+    partial = tmp_path / "partial.fa"
+    partial.write_text(genome(random.Random(8))[0])
+    for path in (plain, bgzf, partial):
+        pysam.faidx(str(path))
+    server = launch(
+        "--table", f"big={plain}", "--table", f"bbig={bgzf}", "--table", f"bare={bare}",
+        "--table", f"partial={partial}", "--memory-limit", "64MiB", tables=False,
+    )  # fmt: skip
+    return server, plain, partial
+
+
+def adbc_rows(server: Server, sql: str) -> list[tuple[Any, ...]]:
+    with flightsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return sorted(cur.fetchall())
+
+
+@pytest.mark.parametrize("table", ["big", "bbig", "bare"])
+def test_lookups_by_id_match_biopython_and_read_only_those_records(
+    lookups: Any, table: str
+) -> None:
+    server, plain, _ = lookups
+    expected = biopython_rows(plain)
+    names = [row[0] for row in expected]
+    rng = random.Random(13)
+    # Warm up: the first query of a table checks its index against the file once.
+    adbc_rows(server, f"SELECT id FROM {table} WHERE id = 'chr0'")
+    for wanted in (["chr3"], [names[-1], names[0], "absent"], rng.sample(names, 4)):
+        literals = ", ".join(f"'{name}'" for name in wanted)
+        before = bytes_read(server)
+        rows = adbc_rows(server, f"SELECT id, description, sequence FROM {table} WHERE id IN ({literals})")
+        read = bytes_read(server) - before
+        assert rows == sorted(row for row in expected if row[0] in wanted)
+        needed = sum(len(row[2]) * 1.02 for row in rows)
+        if table == "bare":
+            assert read >= plain.stat().st_size  # no index: the whole file is read
+        else:
+            assert read <= needed + (4 << 20), (wanted, read, needed)
+    before = bytes_read(server)
+    assert adbc_rows(server, f"SELECT COUNT(*) FROM {table}") == [(len(expected),)]
+    lengths = adbc_rows(server, f"SELECT id, description, length(sequence) FROM {table}")
+    assert lengths == sorted((name, description, len(seq)) for name, description, seq in expected)
+    if table != "bare":
+        assert bytes_read(server) - before < (1 << 20)
+
+
+def test_indexes_leaving_records_out_are_not_used(lookups: Any) -> None:
+    server, _, partial = lookups
+    expected = biopython_rows(partial)
+    assert adbc_rows(server, "SELECT COUNT(*) FROM partial") == [(len(expected),)]
+    for wanted in (["empty"], ["chr3"], ["chr3", "empty", "chr39"]):
+        literals = ", ".join(f"'{name}'" for name in wanted)
+        rows = adbc_rows(server, f"SELECT id, description, sequence FROM partial WHERE id IN ({literals})")
+        assert rows == sorted(row for row in expected if row[0] in wanted), wanted
+    assert len(adbc_rows(server, "SELECT * FROM partial WHERE id = 'chr3'")) == 2
+    lengths = adbc_rows(server, "SELECT id, length(sequence) FROM partial")
+    assert lengths == sorted((name, len(sequence)) for name, _, sequence in expected)

@@ -131,7 +131,7 @@ impl ScanMemory {
         Ok(held)
     }
 
-    fn try_grow(&self, bytes: usize) -> Result<(), OutOfMemory> {
+    pub(crate) fn try_grow(&self, bytes: usize) -> Result<(), OutOfMemory> {
         self.reserve_or_wait(|| self.shared.reservation.try_grow(bytes))
     }
 
@@ -445,7 +445,7 @@ pub struct Handoff {
 
 impl Handoff {
     /// A batch whose buffers hold `bytes` of `memory`'s reservation.
-    pub(super) fn new(memory: &ScanMemory, bytes: usize) -> Arc<Self> {
+    pub(crate) fn new(memory: &ScanMemory, bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             memory: memory.clone(),
             bytes,

@@ -1,0 +1,712 @@
+//! Scans that use a FASTA file's samtools index (`.fai`, and `.gzi` for BGZF): `WHERE id = 'chr7'`
+//! and `id IN (…)` read only the bytes of the records they name, and `COUNT(*)` is the number of
+//! records in the index.
+//!
+//! An index is used only where it provably describes its file. It must be no older than the
+//! file (a `.gzi` too), lie in the file's directory, and pass a check made once per version of
+//! the files: between the end of one indexed record (computed from its length and line layout)
+//! and the sequence of the next there is nothing but blank lines and the header of that next
+//! record, with the indexed name; after the last record, only blank lines. samtools leaves
+//! records without bases and repeated names out of a `.fai`, so such files fail the check and
+//! are scanned as if they had no index, as are files whose index is missing, stale or too
+//! large ([`MAX_FAI_BYTES`]). Either way a query gets the same rows; the filter stays in the
+//! plan above the scan, so the index only decides which bytes are read.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, InListExpr, Literal};
+use datafusion::physical_plan::PhysicalExpr;
+use memchr::{memchr, memchr2};
+use noodles_bgzf as bgzf;
+use noodles_fasta::fai;
+
+use super::region::beside;
+use crate::compression::{Compression, MAGIC_LEN};
+
+/// Largest `.fai` used for queries (about 400,000 records); it is parsed per query.
+pub const MAX_FAI_BYTES: u64 = 16 << 20;
+/// Most names one scan may look up through an index; longer lists scan the file.
+pub const MAX_IDS: usize = 100_000;
+/// Longest stretch between two records (blank lines and a header line) the check accepts.
+const MAX_GAP: u64 = 1 << 20;
+/// Forward moves up to this far read through instead of seeking: a BGZF seek decompresses a
+/// block, and short records lie close together.
+const SKIP_BY_READING: u64 = 1 << 20;
+/// File versions whose check result is remembered; the memory of a full cache is forgotten.
+const MAX_REMEMBERED: usize = 1024;
+/// Buffer of the plain file reader.
+const READ_BUFFER: usize = 64 << 10;
+
+/// The ids a row must have to pass every one of `filters` (a conjunction, as DataFusion pushes
+/// them into a scan): `id = 'x'`, `'x' = id`, `id IN ('x', …)`, and ANDs and ORs of those.
+/// `None` when the filters do not restrict `id` to a list (of at most [`MAX_IDS`]).
+/// `id_index` is the column's position in the schema the filters refer to.
+pub fn wanted_ids(filters: &[Arc<dyn PhysicalExpr>], id_index: usize) -> Option<BTreeSet<String>> {
+    filters
+        .iter()
+        .filter_map(|filter| ids_of(filter.as_ref(), id_index))
+        .reduce(|a, b| a.intersection(&b).cloned().collect())
+        .filter(|ids| ids.len() <= MAX_IDS)
+}
+
+fn ids_of(expr: &dyn PhysicalExpr, id_index: usize) -> Option<BTreeSet<String>> {
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        let (left, right) = (binary.left().as_ref(), binary.right().as_ref());
+        return match binary.op() {
+            Operator::Eq => {
+                let text = if is_id(left, id_index) {
+                    text_literal(right)
+                } else if is_id(right, id_index) {
+                    text_literal(left)
+                } else {
+                    None
+                };
+                text.map(|text| BTreeSet::from([text]))
+            }
+            Operator::Or => {
+                let mut ids = ids_of(left, id_index)?;
+                ids.extend(ids_of(right, id_index)?);
+                (ids.len() <= MAX_IDS).then_some(ids)
+            }
+            Operator::And => match (ids_of(left, id_index), ids_of(right, id_index)) {
+                (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+                (Some(ids), None) | (None, Some(ids)) => Some(ids),
+                (None, None) => None,
+            },
+            _ => None,
+        };
+    }
+    let list = expr.downcast_ref::<InListExpr>()?;
+    if list.negated() || !is_id(list.expr().as_ref(), id_index) || list.list().len() > MAX_IDS {
+        return None;
+    }
+    let mut ids = BTreeSet::new();
+    for item in list.list() {
+        let literal = item.downcast_ref::<Literal>()?;
+        match literal.value() {
+            // NULL matches nothing.
+            value if value.is_null() => {}
+            _ => {
+                ids.insert(text_literal(item.as_ref())?);
+            }
+        }
+    }
+    Some(ids)
+}
+
+/// True for the `id` column, or a cast of it to another string type.
+fn is_id(expr: &dyn PhysicalExpr, id_index: usize) -> bool {
+    if let Some(column) = expr.downcast_ref::<Column>() {
+        return column.index() == id_index && column.name() == super::ID_COLUMN;
+    }
+    expr.downcast_ref::<CastExpr>()
+        .is_some_and(|cast| cast.cast_type().is_string() && is_id(cast.expr().as_ref(), id_index))
+}
+
+fn text_literal(expr: &dyn PhysicalExpr) -> Option<String> {
+    match expr.downcast_ref::<Literal>()?.value() {
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::LargeUtf8(Some(text))
+        | ScalarValue::Utf8View(Some(text)) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// One version of a FASTA file and its index files: sizes and modification times.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Version {
+    path: PathBuf,
+    files: Vec<(u64, Option<SystemTime>)>,
+}
+
+/// Record counts of the file versions whose index passed the check; `None` for those that failed.
+static CHECKED: LazyLock<Mutex<HashMap<Version, Option<u64>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn remembered(version: &Version) -> Option<Option<u64>> {
+    CHECKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(version)
+        .copied()
+}
+
+fn remember(version: Version, records: Option<u64>) {
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if checked.len() >= MAX_REMEMBERED {
+        checked.clear();
+    }
+    checked.insert(version, records);
+}
+
+/// The index files of a FASTA file, found fresh and not yet read: [`Located::load`] reads them.
+#[derive(Debug)]
+pub struct Located {
+    path: PathBuf,
+    fai: PathBuf,
+    /// The `.gzi` of a BGZF file.
+    gzi: Option<PathBuf>,
+    version: Version,
+}
+
+impl Located {
+    /// The index files of the local FASTA file at `path` when they can serve queries: `None`
+    /// without a `.fai` beside it, with one older than the file or larger than
+    /// [`MAX_FAI_BYTES`], for compressed files other than BGZF with a fresh `.gzi`, and for
+    /// versions that failed the check before.
+    pub fn find(path: &Path) -> Option<Located> {
+        let stamp = |meta: &std::fs::Metadata| (meta.len(), meta.modified().ok());
+        let data = std::fs::metadata(path).ok()?;
+        let fai = beside(path, "fai").ok()?;
+        let fai_meta = std::fs::metadata(&fai).ok()?;
+        let fresh = |meta: &std::fs::Metadata| match (meta.modified(), data.modified()) {
+            (Ok(index), Ok(data)) => index >= data,
+            _ => false,
+        };
+        if !fai_meta.is_file() || fai_meta.len() > MAX_FAI_BYTES || !fresh(&fai_meta) {
+            return None;
+        }
+        let mut files = vec![stamp(&data), stamp(&fai_meta)];
+        let mut head = [0u8; MAGIC_LEN];
+        let read = super::bgzf::read_up_to(&mut File::open(path).ok()?, &mut head).ok()?;
+        let gzi = match Compression::sniff(&head[..read]) {
+            Compression::None => None,
+            Compression::Gzip => {
+                let gzi = beside(path, "gzi").ok()?;
+                let gzi_meta = std::fs::metadata(&gzi).ok()?;
+                if !fresh(&gzi_meta) {
+                    return None;
+                }
+                files.push(stamp(&gzi_meta));
+                Some(gzi)
+            }
+            _ => return None,
+        };
+        let version = Version {
+            path: path.to_path_buf(),
+            files,
+        };
+        if remembered(&version) == Some(None) {
+            return None;
+        }
+        Some(Located {
+            path: path.to_path_buf(),
+            fai,
+            gzi,
+            version,
+        })
+    }
+
+    /// Bytes to reserve before [`Located::load`]: the parsed index takes about three times its text.
+    pub fn memory(&self) -> usize {
+        usize::try_from(self.version.files[1].0.saturating_mul(3)).unwrap_or(usize::MAX)
+    }
+
+    /// The number of records, when a check of this version found the index complete before.
+    pub fn known_records(&self) -> Option<u64> {
+        remembered(&self.version).flatten()
+    }
+
+    /// Reads the index and checks it against the file (once per version of the files);
+    /// `None` when it does not describe the file. Errors are failures to read the files.
+    pub fn load(self) -> io::Result<Option<IndexedFile>> {
+        let mut records: Vec<fai::Record> = match fai::fs::read(&self.fai) {
+            Ok(index) => index.into(),
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                remember(self.version, None);
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        records.sort_by_key(fai::Record::position);
+        let gzi = match &self.gzi {
+            Some(path) => match bgzf::gzi::fs::read(path) {
+                Ok(gzi) => Some(gzi),
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    remember(self.version, None);
+                    return Ok(None);
+                }
+                Err(error) => return Err(error),
+            },
+            None => None,
+        };
+        let file = IndexedFile {
+            path: self.path,
+            records,
+            gzi,
+        };
+        if remembered(&self.version).is_none() {
+            let complete = match file.check() {
+                Ok(complete) => complete,
+                // A short or undecodable file does not match its index.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    false
+                }
+                Err(error) => return Err(error),
+            };
+            let count = complete.then_some(file.records.len() as u64);
+            remember(self.version, count);
+            if !complete {
+                return Ok(None);
+            }
+        }
+        Ok(Some(file))
+    }
+}
+
+/// A FASTA file with an index that describes it (see the module documentation).
+#[derive(Debug)]
+pub struct IndexedFile {
+    path: PathBuf,
+    /// In file order.
+    records: Vec<fai::Record>,
+    gzi: Option<bgzf::gzi::Index>,
+}
+
+/// The bytes `[start, end)` of the file holding one record, header line first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    /// The record is the last of the file, whose last line may lack its end of line.
+    pub last: bool,
+}
+
+impl IndexedFile {
+    /// Opens the file for reading at uncompressed positions.
+    pub fn open(&self) -> io::Result<Positioned> {
+        let file = File::open(&self.path)?;
+        let inner = match &self.gzi {
+            None => Inner::Plain(BufReader::with_capacity(READ_BUFFER, file)),
+            Some(gzi) => Inner::Bgzf(Box::new(bgzf::io::IndexedReader::new(file, gzi.clone()))),
+        };
+        Ok(Positioned { inner, position: 0 })
+    }
+
+    /// The number of records.
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the index describes the file: see the module documentation.
+    fn check(&self) -> io::Result<bool> {
+        let mut input = self.open()?;
+        let mut end = 0;
+        let mut gap = Vec::new();
+        for record in &self.records {
+            if read_gap(&mut input, end, record, &mut gap)?.is_none() {
+                return Ok(false);
+            }
+            let Some(record_end) = end_of(record) else {
+                return Ok(false);
+            };
+            end = record_end;
+        }
+        // The last line's end of line (a file may end without it), then only blank lines.
+        let terminator = self.records.last().map_or(0, |record| {
+            record.line_width().get() - record.line_base_count().get()
+        });
+        input.goto(end - terminator)?;
+        let mut rest = Vec::new();
+        (&mut input).take(MAX_GAP + 1).read_to_end(&mut rest)?;
+        Ok(rest.len() as u64 <= MAX_GAP && rest.iter().all(|&b| b == b'\n' || b == b'\r'))
+    }
+
+    /// The spans of the records named in `ids`, in file order, whose header starts at a
+    /// position `owned` accepts (a scan of part of the file reads the records it owns).
+    pub fn spans(
+        &self,
+        ids: &BTreeSet<String>,
+        input: &mut Positioned,
+        owned: impl Fn(u64) -> bool,
+    ) -> io::Result<Vec<Span>> {
+        let mut spans = Vec::new();
+        let mut end = 0;
+        let mut gap = Vec::new();
+        for (i, record) in self.records.iter().enumerate() {
+            let record_end = end_of(record).ok_or_else(mismatch)?;
+            if std::str::from_utf8(record.name()).is_ok_and(|name| ids.contains(name)) {
+                let header = read_gap(input, end, record, &mut gap)?.ok_or_else(mismatch)?;
+                let start = end + header as u64;
+                if owned(start) {
+                    spans.push(Span {
+                        start,
+                        end: record_end,
+                        last: i + 1 == self.records.len(),
+                    });
+                }
+            }
+            end = record_end;
+        }
+        Ok(spans)
+    }
+
+    /// Whether a header at uncompressed position `at` lies in the byte range `[start, end)` of
+    /// the file as scan ranges split it: by position in a plain file, and for BGZF by the
+    /// compressed position of the block holding it.
+    pub fn in_range(&self, at: u64, start: u64, end: u64) -> bool {
+        (start..end).contains(&self.range_position(at))
+    }
+
+    /// Where uncompressed position `at` lies as scan ranges count: itself in a plain file, the
+    /// compressed position of the block holding it in BGZF. Never decreases as `at` grows.
+    fn range_position(&self, at: u64) -> u64 {
+        match &self.gzi {
+            None => at,
+            Some(gzi) => {
+                let blocks = gzi.as_ref();
+                let after = blocks.partition_point(|(_, uncompressed)| *uncompressed <= at);
+                after.checked_sub(1).map_or(0, |last| blocks[last].0)
+            }
+        }
+    }
+
+    /// The id, description and length of the records a scan of `owned` (`None`: the whole
+    /// file) owns, in file order, from the index: only header lines are read, and only those
+    /// of records near the range's ends when `describe` is false. `ids` keeps only the named records.
+    pub fn rows(
+        self,
+        input: Positioned,
+        ids: Option<Arc<BTreeSet<String>>>,
+        describe: bool,
+        owned: Option<(u64, u64)>,
+    ) -> IndexRows {
+        IndexRows {
+            file: self,
+            input,
+            ids,
+            describe,
+            owned,
+            next: 0,
+            end: 0,
+            gap: Vec::new(),
+        }
+    }
+}
+
+/// One record as the index tells it (see [`IndexedFile::rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    pub id: String,
+    /// `None` unless asked for and present.
+    pub description: Option<String>,
+    pub length: u64,
+}
+
+/// The records of an index, one by one (see [`IndexedFile::rows`]).
+pub struct IndexRows {
+    file: IndexedFile,
+    input: Positioned,
+    ids: Option<Arc<BTreeSet<String>>>,
+    describe: bool,
+    owned: Option<(u64, u64)>,
+    /// The next record to look at.
+    next: usize,
+    /// Where the record before it ends.
+    end: u64,
+    gap: Vec<u8>,
+}
+
+impl IndexRows {
+    /// The next row, `None` after the last.
+    pub fn next_row(&mut self) -> io::Result<Option<IndexRow>> {
+        while let Some(record) = self.file.records.get(self.next) {
+            self.next += 1;
+            let start = self.end;
+            self.end = end_of(record).ok_or_else(mismatch)?;
+            let Ok(id) = std::str::from_utf8(record.name()) else {
+                return Err(mismatch());
+            };
+            if self.ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
+                continue;
+            }
+            // The header starts between the end of the record before and the sequence.
+            let owned = match self.owned {
+                None => Some(true),
+                Some((first, end)) => {
+                    let low = self.file.range_position(start);
+                    let high = self.file.range_position(record.position() - 1);
+                    if first <= low && high < end {
+                        Some(true)
+                    } else if high < first || low >= end {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if owned == Some(false) {
+                continue;
+            }
+            let mut description = None;
+            if self.describe || owned.is_none() {
+                let header = read_gap(&mut self.input, start, record, &mut self.gap)?
+                    .ok_or_else(mismatch)?;
+                if let Some((first, end)) = self.owned
+                    && !self.file.in_range(start + header as u64, first, end)
+                {
+                    continue;
+                }
+                if self.describe {
+                    description = description_of(&self.gap[header..])?;
+                }
+            }
+            return Ok(Some(IndexRow {
+                id: id.to_owned(),
+                description,
+                length: record.length(),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// The description in a header line (`>id description\n`), as the reader takes it.
+fn description_of(line: &[u8]) -> io::Result<Option<String>> {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let rest = match memchr2(b' ', b'\t', text) {
+        Some(at) => text[at..].trim_ascii(),
+        None => b"",
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(rest).map_err(|_| mismatch())?;
+    if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(mismatch());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// The error of a file that does not match its checked index (it changed meanwhile).
+pub(crate) fn mismatch() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the file no longer matches its index (.fai): index it again",
+    )
+}
+
+/// Reads the bytes from `end` (the end of the record before) to the sequence of `record`
+/// into `gap`; the position of its header line in them when they are blank lines and then
+/// the header of `record`.
+fn read_gap(
+    input: &mut Positioned,
+    end: u64,
+    record: &fai::Record,
+    gap: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
+    let Some(length) = record
+        .position()
+        .checked_sub(end)
+        .filter(|&length| length <= MAX_GAP)
+    else {
+        return Ok(None);
+    };
+    input.goto(end)?;
+    gap.resize(length as usize, 0);
+    input.read_exact(gap)?;
+    Ok(header_at(gap, record.name()))
+}
+
+/// Where the header line of the record named `name` starts in `gap`, when `gap` is blank
+/// lines and then that header line, ending with its end of line.
+fn header_at(gap: &[u8], name: &[u8]) -> Option<usize> {
+    let start = gap.iter().position(|&b| b != b'\n' && b != b'\r')?;
+    let text = gap[start..].strip_prefix(b">")?.strip_suffix(b"\n")?;
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if memchr(b'\n', text).is_some() {
+        return None;
+    }
+    let id_end = memchr2(b' ', b'\t', text).unwrap_or(text.len());
+    (&text[..id_end] == name).then_some(start)
+}
+
+/// Where `record` ends: after the end of line of its last line of bases.
+fn end_of(record: &fai::Record) -> Option<u64> {
+    let bases = record.line_base_count().get();
+    let width = record.line_width().get();
+    if width <= bases || record.length() == 0 {
+        return None;
+    }
+    let (full, rest) = (record.length() / bases, record.length() % bases);
+    let last = if rest > 0 { rest + (width - bases) } else { 0 };
+    full.checked_mul(width)?
+        .checked_add(last)?
+        .checked_add(record.position())
+}
+
+enum Inner {
+    Plain(BufReader<File>),
+    Bgzf(Box<bgzf::io::IndexedReader<File>>),
+}
+
+/// A file read at uncompressed positions: plain, or BGZF through its `.gzi`.
+pub struct Positioned {
+    inner: Inner,
+    position: u64,
+}
+
+impl Positioned {
+    /// Moves to uncompressed position `to`.
+    pub fn goto(&mut self, to: u64) -> io::Result<()> {
+        if to >= self.position && to - self.position <= SKIP_BY_READING {
+            let skip = to - self.position;
+            if io::copy(&mut (&mut *self).take(skip), &mut io::sink())? != skip {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            return Ok(());
+        }
+        match &mut self.inner {
+            Inner::Plain(reader) => reader.seek(SeekFrom::Start(to))?,
+            Inner::Bgzf(reader) => reader.seek(SeekFrom::Start(to))?,
+        };
+        self.position = to;
+        Ok(())
+    }
+}
+
+impl Read for Positioned {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let read = match &mut self.inner {
+            Inner::Plain(reader) => reader.read(out)?,
+            Inner::Bgzf(reader) => reader.read(out)?,
+        };
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+/// The text of the records of `spans`, one after the other: a FASTA file of just those records.
+pub struct SpansRead {
+    input: Positioned,
+    spans: std::vec::IntoIter<Span>,
+    current: Option<Span>,
+}
+
+impl SpansRead {
+    pub fn new(input: Positioned, spans: Vec<Span>) -> Self {
+        Self {
+            input,
+            spans: spans.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Read for SpansRead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let span = match self.current {
+                Some(span) if self.input.position < span.end => span,
+                _ => {
+                    let Some(next) = self.spans.next() else {
+                        return Ok(0);
+                    };
+                    self.input.goto(next.start)?;
+                    self.current = Some(next);
+                    continue;
+                }
+            };
+            let want = (span.end - self.input.position).min(out.len() as u64) as usize;
+            let read = self.input.read(&mut out[..want])?;
+            if read > 0 {
+                return Ok(read);
+            }
+            // The file's last line may end without an end of line.
+            if !span.last || span.end - self.input.position > 2 {
+                return Err(mismatch());
+            }
+            self.current = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::execution::context::ExecutionProps;
+    use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+    use datafusion::logical_expr::{col, in_list, lit};
+    use datafusion::physical_expr::create_physical_expr;
+
+    fn ids(sql: datafusion::logical_expr::Expr) -> Option<Vec<String>> {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("description", DataType::Utf8, true),
+        ]);
+        let df_schema = DFSchema::try_from(schema).unwrap();
+        let expr = create_physical_expr(
+            &sql,
+            &df_schema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )
+        .unwrap();
+        wanted_ids(&[expr], 0).map(|ids| ids.into_iter().collect())
+    }
+
+    #[test]
+    fn filters_on_id_give_the_wanted_ids() {
+        let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(ids(col("id").eq(lit("chr7"))), names(&["chr7"]));
+        assert_eq!(ids(lit("chr7").eq(col("id"))), names(&["chr7"]));
+        assert_eq!(
+            ids(in_list(
+                col("id"),
+                vec![lit("b"), lit("a"), lit(ScalarValue::Utf8(None))],
+                false
+            )),
+            names(&["a", "b"])
+        );
+        assert_eq!(
+            ids(col("id").eq(lit("a")).or(col("id").eq(lit("b")))),
+            names(&["a", "b"])
+        );
+        assert_eq!(
+            ids(col("id").eq(lit("a")).and(col("description").eq(lit("x")))),
+            names(&["a"])
+        );
+        assert_eq!(
+            ids(in_list(col("id"), vec![lit("a"), lit("b")], false).and(col("id").eq(lit("b")))),
+            names(&["b"])
+        );
+        // What does not restrict id to a list.
+        assert_eq!(ids(in_list(col("id"), vec![lit("a")], true)), None);
+        assert_eq!(
+            ids(col("id").eq(lit("a")).or(col("description").eq(lit("x")))),
+            None
+        );
+        assert_eq!(ids(col("description").eq(lit("a"))), None);
+        assert_eq!(ids(col("id").gt(lit("a"))), None);
+    }
+
+    #[test]
+    fn headers_between_records_are_recognised() {
+        assert_eq!(header_at(b">a desc\n", b"a"), Some(0));
+        assert_eq!(header_at(b"\n\r\n>a\r\n", b"a"), Some(3));
+        assert_eq!(header_at(b">a\tx\n", b"a"), Some(0));
+        assert_eq!(header_at(b">ab\n", b"a"), None);
+        // A record left out of the index (no bases, or a repeated name) lies in the gap.
+        assert_eq!(header_at(b">empty\n>a\n", b"a"), None);
+        assert_eq!(header_at(b"ACGT\n>a\n", b"a"), None);
+        assert_eq!(header_at(b">a", b"a"), None);
+    }
+}
