@@ -208,18 +208,7 @@ async fn scan(path: &Path, options: FastaOptions, partitions: usize) -> Result<V
 
 /// The physical plan of a scan of `path` with `partitions` target partitions, as text.
 async fn scan_plan(path: &Path, partitions: usize) -> String {
-    let ctx = context(partitions);
-    register(&ctx, "t", path, FastaOptions::default()).await;
-    let plan = ctx
-        .sql("SELECT id FROM t")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    datafusion::physical_plan::displayable(plan.as_ref())
-        .indent(true)
-        .to_string()
+    plan_of(path, "SELECT id FROM t", partitions).await
 }
 
 async fn read(path: &Path) -> Result<Vec<Row>> {
@@ -1270,6 +1259,7 @@ async fn query(path: &Path, sql: &str, partitions: usize) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The physical plan of `sql` over the table `t` of `path`, as text.
 async fn plan_of(path: &Path, sql: &str, partitions: usize) -> String {
     let ctx = context(partitions);
     register(&ctx, "t", path, FastaOptions::default()).await;

@@ -15,6 +15,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{
     FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
 use crate::bytesize::ByteSize;
@@ -38,9 +39,14 @@ pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<Ru
         }
         None => DiskManagerMode::OsTmpDirectory,
     });
+    // No file statistics cache: a FASTA file's statistics come from its index, which can
+    // appear or go while the file stays the same (the format keeps its own cache, keyed by
+    // the index files too).
+    let caches = CacheManagerConfig::default().with_file_statistics_cache_limit(0);
     RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(disk)
+        .with_cache_manager(caches)
         .build_arc()
 }
 

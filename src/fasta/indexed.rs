@@ -36,8 +36,8 @@ pub const MAX_FAI_BYTES: u64 = 16 << 20;
 pub const MAX_IDS: usize = 100_000;
 /// Longest stretch between two records (blank lines and a header line) the check accepts.
 const MAX_GAP: u64 = 1 << 20;
-/// Forward moves up to this far read through instead of seeking: a BGZF seek decompresses a
-/// block, and short records lie close together.
+/// Forward moves in a BGZF file up to this far read through instead of seeking: a seek
+/// decompresses a block, and short records lie close together.
 const SKIP_BY_READING: u64 = 1 << 20;
 /// File versions whose check result is remembered; the memory of a full cache is forgotten.
 const MAX_REMEMBERED: usize = 1024;
@@ -562,6 +562,14 @@ pub struct Positioned {
 impl Positioned {
     /// Moves to uncompressed position `to`.
     pub fn goto(&mut self, to: u64) -> io::Result<()> {
+        if let Inner::Plain(reader) = &mut self.inner {
+            // Keeps the buffer when `to` lies in it.
+            let offset = i64::try_from(to).map_err(|_| mismatch())?
+                - i64::try_from(self.position).map_err(|_| mismatch())?;
+            reader.seek_relative(offset)?;
+            self.position = to;
+            return Ok(());
+        }
         if to >= self.position && to - self.position <= SKIP_BY_READING {
             let skip = to - self.position;
             if io::copy(&mut (&mut *self).take(skip), &mut io::sink())? != skip {

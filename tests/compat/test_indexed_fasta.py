@@ -317,3 +317,26 @@ def test_indexes_leaving_records_out_are_not_used(lookups: Any) -> None:
     assert len(adbc_rows(server, "SELECT * FROM partial WHERE id = 'chr3'")) == 2
     lengths = adbc_rows(server, "SELECT id, length(sequence) FROM partial")
     assert lengths == sorted((name, len(sequence)) for name, _, sequence in expected)
+
+
+def test_an_index_made_while_the_server_runs_is_used(launch: Any, tmp_path: Path) -> None:
+    rng = random.Random(14)
+    records = [(f"r{n}", random_bases(rng, 1_000_000)) for n in range(4)]
+    path = tmp_path / "late.fa"
+    path.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
+    server = launch("--data-root", str(tmp_path), tables=False)
+    with flightsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE EXTERNAL TABLE late STORED AS FASTA LOCATION '{path}'")
+        cur.execute("SELECT COUNT(*) FROM late")
+        assert cur.fetchall() == [(4,)]
+        assert index(path).returncode == 0
+        before = bytes_read(server)
+        cur.execute("SELECT COUNT(*) FROM late")
+        assert cur.fetchall() == [(4,)]
+        cur.execute("SELECT id, length(sequence) FROM late")
+        assert sorted(cur.fetchall()) == [(name, 1_000_000) for name, _ in records]
+        assert bytes_read(server) - before < (1 << 20)
+        cur.execute("SELECT id, length(sequence) FROM late WHERE id IN ('r1', 'r3')")
+        assert sorted(cur.fetchall()) == [("r1", 1_000_000), ("r3", 1_000_000)]
+        # A lookup reads the records it names (a filter keeps the sequence in the scan).
+        assert bytes_read(server) - before < (3 << 20)
