@@ -1517,6 +1517,38 @@ async fn indexes_that_do_not_describe_the_file_are_not_used() {
         expected_lengths(&expected)
     );
 
+    // Indexes that are not what they claim: wrong numbers, garbage, nothing.
+    let claims = [
+        "a\t99999999999\t3\t4\t5\nb\t2\t11\t2\t3\n",
+        "a\t4\t3\t4\t5\nb\t2\t99999999999999999\t2\t3\n",
+        "a\tx\t3\t4\t5\n",
+        "a\t4\t3\t0\t5\n",
+        "a\t4\t3\t4\t5\n",
+        "b\t2\t11\t2\t3\na\t4\t3\t4\t5\nb\t2\t11\t2\t3\n",
+        "",
+    ];
+    for (n, fai) in claims.into_iter().enumerate() {
+        let path = write_file(&dir, &format!("claims{n}.fa"), b">a\nACGT\n>b\nGG\n");
+        fs::write(path.with_added_extension("fai"), fai).unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        fs::File::options()
+            .write(true)
+            .open(path.with_added_extension("fai"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let both = vec![row("a", None, "ACGT"), row("b", None, "GG")];
+        let sql = "SELECT * FROM t WHERE id IN ('a', 'b')";
+        assert_eq!(query(&path, sql, 2).await.unwrap(), both, "{fai:?}");
+        assert_eq!(count(&path).await, 2, "{fai:?}");
+        let lengths = "SELECT id, description, length(sequence) FROM t";
+        assert_eq!(
+            length_rows(&path, lengths, 2).await.unwrap(),
+            vec![("a".to_string(), None, 4), ("b".to_string(), None, 2)],
+            "{fai:?}"
+        );
+    }
+
     // A record added after indexing: the index is older than the file.
     let complete = write_file(&dir, "grown.fa", b">a\nACGT\n>b\nGG\n");
     flightbear::fasta::index::index_file(&complete).unwrap();
