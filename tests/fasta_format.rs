@@ -1424,18 +1424,23 @@ async fn index_lookups_match_the_reference_reader_in_plain_and_bgzf_files() {
     }
 }
 
-/// Rewrites byte `at` of `path` keeping its length and modification time's order: the index
-/// stays no older than the file.
+/// Makes the index of `path` newer than the file, whatever was written to either since.
+fn touch_index(path: &Path) {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    fs::File::options()
+        .write(true)
+        .open(path.with_added_extension("fai"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+}
+
+/// Rewrites byte `at` of `path` keeping its length; its index stays newer than it.
 fn poke(path: &Path, at: usize, byte: u8) {
     let mut bytes = fs::read(path).unwrap();
     bytes[at] = byte;
     fs::write(path, bytes).unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
-    let fai = fs::File::options()
-        .write(true)
-        .open(path.with_added_extension("fai"))
-        .unwrap();
-    fai.set_modified(later).unwrap();
+    touch_index(path);
 }
 
 #[tokio::test]
@@ -1530,13 +1535,7 @@ async fn indexes_that_do_not_describe_the_file_are_not_used() {
     for (n, fai) in claims.into_iter().enumerate() {
         let path = write_file(&dir, &format!("claims{n}.fa"), b">a\nACGT\n>b\nGG\n");
         fs::write(path.with_added_extension("fai"), fai).unwrap();
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        fs::File::options()
-            .write(true)
-            .open(path.with_added_extension("fai"))
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        touch_index(&path);
         let both = vec![row("a", None, "ACGT"), row("b", None, "GG")];
         let sql = "SELECT * FROM t WHERE id IN ('a', 'b')";
         assert_eq!(query(&path, sql, 2).await.unwrap(), both, "{fai:?}");
@@ -1571,13 +1570,7 @@ async fn indexes_that_do_not_describe_the_file_are_not_used() {
     let moved = write_file(&dir, "moved.fa", b">a\nACGT\n>b\nGG\n");
     flightbear::fasta::index::index_file(&moved).unwrap();
     fs::write(&moved, b">a\nACG\n>b\nGGG\n").unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    fs::File::options()
-        .write(true)
-        .open(moved.with_added_extension("fai"))
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    touch_index(&moved);
     assert_eq!(
         query(&moved, "SELECT * FROM t WHERE id IN ('a', 'b')", 1)
             .await
