@@ -290,7 +290,8 @@ def test_lookups_by_id_match_biopython_and_read_only_those_records(
     for wanted in (["chr3"], [names[-1], names[0], "absent"], rng.sample(names, 4)):
         literals = ", ".join(f"'{name}'" for name in wanted)
         before = bytes_read(server)
-        rows = adbc_rows(server, f"SELECT id, description, sequence FROM {table} WHERE id IN ({literals})")
+        sql = f"SELECT id, description, sequence FROM {table} WHERE id IN ({literals})"
+        rows = adbc_rows(server, sql)
         read = bytes_read(server) - before
         assert rows == sorted(row for row in expected if row[0] in wanted)
         needed = sum(len(row[2]) * 1.02 for row in rows)
@@ -312,7 +313,8 @@ def test_indexes_leaving_records_out_are_not_used(lookups: Any) -> None:
     assert adbc_rows(server, "SELECT COUNT(*) FROM partial") == [(len(expected),)]
     for wanted in (["empty"], ["chr3"], ["chr3", "empty", "chr39"]):
         literals = ", ".join(f"'{name}'" for name in wanted)
-        rows = adbc_rows(server, f"SELECT id, description, sequence FROM partial WHERE id IN ({literals})")
+        sql = f"SELECT id, description, sequence FROM partial WHERE id IN ({literals})"
+        rows = adbc_rows(server, sql)
         assert rows == sorted(row for row in expected if row[0] in wanted), wanted
     assert len(adbc_rows(server, "SELECT * FROM partial WHERE id = 'chr3'")) == 2
     lengths = adbc_rows(server, "SELECT id, length(sequence) FROM partial")
