@@ -23,10 +23,11 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, InListExpr, Literal};
 use datafusion::physical_plan::PhysicalExpr;
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 use noodles_bgzf as bgzf;
 use noodles_fasta::fai;
 
+use super::reader::validate::{header_problem, split_header};
 use super::region::beside;
 use crate::compression::{Compression, MAGIC_LEN};
 
@@ -324,13 +325,13 @@ impl IndexedFile {
         Ok(rest.len() as u64 <= MAX_GAP && rest.iter().all(|&b| b == b'\n' || b == b'\r'))
     }
 
-    /// The spans of the records named in `ids`, in file order, whose header starts at a
-    /// position `owned` accepts (a scan of part of the file reads the records it owns).
+    /// The spans of the records named in `ids`, in file order, whose header lies in the
+    /// byte range `owned` (see [`IndexedFile::in_range`]; `None`: the whole file).
     pub fn spans(
         &self,
         ids: &BTreeSet<String>,
         input: &mut Positioned,
-        owned: impl Fn(u64) -> bool,
+        owned: Option<(u64, u64)>,
     ) -> io::Result<Vec<Span>> {
         let mut spans = Vec::new();
         let mut end = 0;
@@ -340,7 +341,7 @@ impl IndexedFile {
             if std::str::from_utf8(record.name()).is_ok_and(|name| ids.contains(name)) {
                 let header = read_gap(input, end, record, &mut gap)?.ok_or_else(mismatch)?;
                 let start = end + header as u64;
-                if owned(start) {
+                if owned.is_none_or(|(first, end)| self.in_range(start, first, end)) {
                     spans.push(Span {
                         start,
                         end: record_end,
@@ -473,22 +474,17 @@ impl IndexRows {
     }
 }
 
-/// The description in a header line (`>id description\n`), as the reader takes it.
+/// The description in a header line (`>id description\n`), as the reader takes it; a header
+/// the reader refuses is an error (a scan from the start then names its problem).
 fn description_of(line: &[u8]) -> io::Result<Option<String>> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = line.strip_prefix(b">").unwrap_or(line);
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    let rest = match memchr2(b' ', b'\t', text) {
-        Some(at) => text[at..].trim_ascii(),
-        None => b"",
-    };
-    if rest.is_empty() {
-        return Ok(None);
-    }
-    let text = std::str::from_utf8(rest).map_err(|_| mismatch())?;
-    if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if header_problem(text).is_some() {
         return Err(mismatch());
     }
-    Ok(Some(text.to_owned()))
+    let (_, description) = split_header(text);
+    Ok((!description.is_empty()).then(|| String::from_utf8_lossy(description).into_owned()))
 }
 
 /// The error of a file that does not match its checked index (it changed meanwhile).
@@ -530,8 +526,7 @@ fn header_at(gap: &[u8], name: &[u8]) -> Option<usize> {
     if memchr(b'\n', text).is_some() {
         return None;
     }
-    let id_end = memchr2(b' ', b'\t', text).unwrap_or(text.len());
-    (&text[..id_end] == name).then_some(start)
+    (split_header(text).0 == name).then_some(start)
 }
 
 /// Where `record` ends: after the end of line of its last line of bases.

@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::bgzf;
 use super::error::{FastaError, FastaErrorLocation};
-use super::indexed::{self, IndexRow, IndexRows, Located, SpansRead};
+use super::indexed::{self, IndexRow, IndexRows, IndexedFile, Located, Positioned, SpansRead};
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
@@ -344,9 +344,10 @@ impl FileOpener for FastaOpener {
                 })
                 .await
                 .map_err(|error| DataFusionError::External(Box::new(error)))??;
-                if let (Some(rows), config) = rows {
+                if let (Some((rows, index_memory)), config) = rows {
                     return Ok(spawn_reader(format, move |sender| {
-                        send_index_rows(rows, config, sender)
+                        send_index_rows(rows, config, sender);
+                        drop(index_memory);
                     }));
                 }
             }
@@ -423,13 +424,13 @@ fn spawn_reader(
         .boxed()
 }
 
-/// The text of the records named in `ids` that this scan owns, read through the file's
-/// index; `None` when the file has no index that describes it (it is then scanned).
-fn indexed_read(
+/// The index of the local file at `path` when it describes the file (see [`super::indexed`]),
+/// its memory held in the scan's reservation by the returned guard, and the file opened for
+/// reading through it; `None` when the file is to be scanned.
+fn load_index(
     path: &Path,
-    ids: &BTreeSet<String>,
     config: &ReaderConfig,
-) -> Result<Option<SpansRead>, FastaError> {
+) -> Result<Option<(IndexedFile, Positioned, MemoryReservation)>, FastaError> {
     let Some(located) = Located::find(path) else {
         return Ok(None);
     };
@@ -438,42 +439,51 @@ fn indexed_read(
     let Some(file) = located.load().map_err(io_error)? else {
         return Ok(None);
     };
-    let mut input = file.open().map_err(io_error)?;
+    let input = file.open().map_err(io_error)?;
+    Ok(Some((file, input, held)))
+}
+
+/// The byte range of the file a scan owns, as the index's readers take it (`None`: all).
+fn owned_range(bounds: ScanBounds) -> Option<(u64, u64)> {
+    match bounds {
+        ScanBounds::Whole => None,
+        ScanBounds::Range { start, end } => Some((start, end)),
+    }
+}
+
+/// The text of the records named in `ids` that this scan owns, read through the file's
+/// index; `None` when the file has no index that describes it (it is then scanned).
+fn indexed_read(
+    path: &Path,
+    ids: &BTreeSet<String>,
+    config: &ReaderConfig,
+) -> Result<Option<SpansRead>, FastaError> {
+    let Some((file, mut input, held)) = load_index(path, config)? else {
+        return Ok(None);
+    };
     let spans = file
-        .spans(ids, &mut input, |at| match config.bounds {
-            ScanBounds::Whole => true,
-            ScanBounds::Range { start, end } => file.in_range(at, start, end),
-        })
-        .map_err(io_error)?;
+        .spans(ids, &mut input, owned_range(config.bounds))
+        .map_err(|source| config.io_error(source))?;
     drop(file);
     drop(held);
     Ok(Some(SpansRead::new(input, spans)))
 }
 
-/// The records of a scan that asks for sequence lengths only, read from the file's index;
-/// `None` when the file has no index that describes it (it is then scanned).
+/// The records of a scan that asks for sequence lengths only, read from the file's index
+/// (held in memory, and its reservation with it, as long as the rows are read); `None` when
+/// the file has no index that describes it (it is then scanned).
 fn index_rows(
     path: &Path,
     ids: Option<Arc<BTreeSet<String>>>,
     indices: &[usize],
     config: &ReaderConfig,
-) -> Result<Option<IndexRows>, FastaError> {
-    let Some(located) = Located::find(path) else {
+) -> Result<Option<(IndexRows, MemoryReservation)>, FastaError> {
+    let Some((file, input, held)) = load_index(path, config)? else {
         return Ok(None);
-    };
-    // The parsed index lives as long as the scan.
-    config.memory.try_grow(located.memory())?;
-    let io_error = |source| config.io_error(source);
-    let Some(file) = located.load().map_err(io_error)? else {
-        return Ok(None);
-    };
-    let input = file.open().map_err(io_error)?;
-    let owned = match config.bounds {
-        ScanBounds::Whole => None,
-        ScanBounds::Range { start, end } => Some((start, end)),
     };
     let describe = indices.contains(&1);
-    Ok(Some(file.rows(input, ids, describe, owned)))
+    let rows = file.rows(input, ids, describe, owned_range(config.bounds));
+    Ok(Some((rows, held)))
 }
 
 /// Sends the rows of an index as batches of the scan's columns, `length(sequence)` given as

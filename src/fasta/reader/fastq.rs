@@ -17,12 +17,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use super::block::{BLOCK_SIZE, Block};
 use super::columns::BatchBuilder;
 use super::memory::Handoff;
-use super::validate::{first_invalid_sequence_byte, header_problem};
+use super::validate::{first_invalid_sequence_byte, header_problem, split_header};
 use super::{
     LineCursor, MAX_HEADER_BYTES, MAX_UTF8_BYTES, Parsed, Phase, ReaderConfig, ScanBounds,
 };
@@ -313,11 +313,9 @@ impl<R: Read> FastqBatchReader<R> {
                 return Err(self.invalid_at(self.cursor.line + line as u64, offset, problem));
             }
         };
-        // Splitting at ASCII bytes keeps both halves valid UTF-8.
-        let id_end = memchr2(b' ', b'\t', header).unwrap_or(header.len());
-        let (id, description) = header.split_at(id_end);
+        let (id, description) = split_header(header);
         let batch = &mut self.batch;
-        batch.open_record(id, description.trim_ascii())?;
+        batch.open_record(id, description)?;
         let [_, sequence, _, quality] = &record.lines;
         if batch.stores_sequence() {
             batch

@@ -9,18 +9,18 @@ mod block;
 mod columns;
 mod fastq;
 mod memory;
-mod validate;
+pub(crate) mod validate;
 
 use std::io::Read;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use self::block::{BLOCK_SIZE, Block};
 use self::columns::{BatchBuilder, BatchError, InconsistentBatch};
-use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem};
+use self::validate::{PendingCheck, first_invalid_sequence_byte, header_problem, split_header};
 use super::SequenceFormat;
 use super::bgzf::RangeEnd;
 use super::error::{FastaError, FastaErrorLocation, FastaProblem};
@@ -441,13 +441,11 @@ impl<R: Read> FastaBatchReader<R> {
         if let Some(problem) = header_problem(text) {
             return Err(self.invalid_here(problem));
         }
-        // Splitting at ASCII bytes keeps both halves valid UTF-8.
-        let id_end = memchr2(b' ', b'\t', text).unwrap_or(text.len());
-        if id_end == 0 {
+        let (id, description) = split_header(text);
+        if id.is_empty() {
             return Err(self.invalid_here(FastaProblem::EmptyName));
         }
-        let (id, rest_of_header) = text.split_at(id_end);
-        self.batch.open_record(id, rest_of_header.trim_ascii())?;
+        self.batch.open_record(id, description)?;
         self.block.pos += consumed;
         self.cursor.line += 1;
         self.cursor.at_line_start = true;

@@ -9,8 +9,17 @@ use memchr::memchr;
 use super::LineCursor;
 use crate::fasta::FastaProblem;
 
+/// A header's text (without `>`/`@` and line ending) split into the id, up to the first space
+/// or tab, and the description, the rest without surrounding whitespace. Splitting at ASCII
+/// bytes keeps both halves valid UTF-8.
+pub(crate) fn split_header(text: &[u8]) -> (&[u8], &[u8]) {
+    let id_end = memchr::memchr2(b' ', b'\t', text).unwrap_or(text.len());
+    let (id, rest) = text.split_at(id_end);
+    (id, rest.trim_ascii())
+}
+
 /// Checks a header's text (without `>` and line ending): no control bytes except tab, valid UTF-8.
-pub(super) fn header_problem(text: &[u8]) -> Option<FastaProblem> {
+pub(crate) fn header_problem(text: &[u8]) -> Option<FastaProblem> {
     // One pass that compiles to SIMD: flag control bytes and note any non-ASCII byte.
     #[inline(always)]
     fn scan(bytes: &[u8], control: &mut u8, high: &mut u8) {
