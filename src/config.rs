@@ -91,6 +91,8 @@ pub struct Config {
     /// PEM CA certificates that sign client certificates; when set, clients must present one
     /// (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// Settings of `s3://` locations (on top of the `AWS_*` environment variables).
+    pub s3: crate::catalog::remote::S3Config,
 }
 
 /// Default number of client-created tables and views.
@@ -150,6 +152,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            s3: Default::default(),
         }
     }
 }

@@ -227,12 +227,13 @@ struct ServeArgs {
         value_parser = resolve_socket_addr
     )]
     metrics_bind: Option<SocketAddr>,
-    /// A directory whose files clients may register as tables (CREATE EXTERNAL TABLE);
-    /// repeat for several. Without one, clients cannot register files [default: none].
+    /// A directory whose files clients may register as tables (CREATE EXTERNAL TABLE), or
+    /// an s3:// or http(s):// URL prefix whose objects they may; repeat for several. Without
+    /// one, clients cannot register files [default: none].
     #[arg(
         long = "data-root",
         env = "FLIGHTBEAR_DATA_ROOTS",
-        value_name = "DIR",
+        value_name = "DIR|URL",
         value_delimiter = ','
     )]
     data_roots: Vec<PathBuf>,

@@ -8,9 +8,11 @@
 use std::path::PathBuf;
 
 use datafusion::logical_expr::CreateExternalTable;
+use datafusion::prelude::SessionContext;
 
 use super::data_roots::{DataRoots, RootError};
 use super::location::{self, LocationError};
+use super::remote;
 use crate::config::TableFormat;
 
 /// Why a client's table cannot be registered.
@@ -25,13 +27,25 @@ pub enum ConfineError {
 }
 
 /// Replaces the locations of `cmd` by the canonical files they name, each checked to be
-/// inside a data root.
-pub fn confine(cmd: &mut CreateExternalTable, roots: &DataRoots) -> Result<(), ConfineError> {
-    let mut files: Vec<PathBuf> = Vec::new();
+/// inside a data root; remote locations (`s3://`, `http(s)://`) by the URLs of the objects
+/// they name, listed through the session's stores.
+pub async fn confine(
+    cmd: &mut CreateExternalTable,
+    roots: &DataRoots,
+    ctx: &SessionContext,
+) -> Result<(), ConfineError> {
+    let mut files: Vec<String> = Vec::new();
     for location in &cmd.locations {
-        let local = roots.locate(location)?;
-        let named = files_of(&local, &cmd.file_type)?;
-        files.extend(roots.check_files(location, &named)?);
+        let checked = roots.locate(location)?;
+        if remote::is_remote(&checked) {
+            let urls = remote_files_of(&checked, &cmd.file_type, ctx).await?;
+            roots.check_urls(location, &urls)?;
+            files.extend(urls);
+            continue;
+        }
+        let named = files_of(&checked, &cmd.file_type)?;
+        let canonical = roots.check_files(location, &named)?;
+        files.extend(canonical.iter().map(|f| f.to_string_lossy().into_owned()));
     }
     files.sort();
     files.dedup();
@@ -40,11 +54,30 @@ pub fn confine(cmd: &mut CreateExternalTable, roots: &DataRoots) -> Result<(), C
             cmd.locations.join(", "),
         )));
     }
-    cmd.locations = files
-        .into_iter()
-        .map(|file| file.to_string_lossy().into_owned())
-        .collect();
+    cmd.locations = files;
     Ok(())
+}
+
+/// The objects a remote location names, for a table stored as `file_type`.
+async fn remote_files_of(
+    location: &str,
+    file_type: &str,
+    ctx: &SessionContext,
+) -> Result<Vec<String>, LocationError> {
+    let (url, _) = remote::parse(location)?;
+    let store = remote::store_of(&ctx.runtime_env(), &url).map_err(|e| LocationError::BadUrl {
+        location: location.to_string(),
+        message: e.strip_backtrace(),
+    })?;
+    match file_type.parse::<TableFormat>().ok() {
+        Some(format) => remote::resolve(store.as_ref(), location, Some(format))
+            .await
+            .map(|(urls, _)| urls),
+        None => {
+            let extension = format!(".{}", file_type.to_ascii_lowercase());
+            remote::resolve_ending_in(store.as_ref(), location, &extension).await
+        }
+    }
 }
 
 /// The files a local location names, for a table stored as `file_type`.
@@ -75,8 +108,8 @@ mod tests {
         cmd
     }
 
-    #[test]
-    fn a_directory_becomes_its_files_and_a_link_out_is_refused() {
+    #[tokio::test]
+    async fn a_directory_becomes_its_files_and_a_link_out_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("sub")).unwrap();
@@ -85,7 +118,9 @@ mod tests {
         std::fs::write(data.join("notes.txt"), "hi").unwrap();
         let roots = DataRoots::new(std::slice::from_ref(&data)).unwrap();
         let mut cmd = command(&[data.display().to_string()], "CSV");
-        confine(&mut cmd, &roots).unwrap();
+        confine(&mut cmd, &roots, &SessionContext::new())
+            .await
+            .unwrap();
         let canonical = data.canonicalize().unwrap();
         assert_eq!(
             cmd.locations,
@@ -99,17 +134,20 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret.csv"), data.join("c.csv")).unwrap();
         let mut cmd = command(&[data.display().to_string()], "CSV");
         assert!(matches!(
-            confine(&mut cmd, &roots),
+            confine(&mut cmd, &roots, &SessionContext::new()).await,
             Err(ConfineError::Root(RootError::Outside(_)))
         ));
     }
 
-    #[test]
-    fn a_missing_file_outside_the_roots_is_refused_without_saying_it_is_missing() {
+    #[tokio::test]
+    async fn a_missing_file_outside_the_roots_is_refused_without_saying_it_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let roots = DataRoots::new(&[dir.path().to_path_buf()]).unwrap();
         let mut cmd = command(&["/no/such/file.csv".to_string()], "CSV");
-        let error = confine(&mut cmd, &roots).unwrap_err().to_string();
+        let error = confine(&mut cmd, &roots, &SessionContext::new())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not inside a data root"), "{error}");
         assert!(!error.contains("does not exist"), "{error}");
     }

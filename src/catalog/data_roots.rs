@@ -6,11 +6,19 @@
 //! cannot point outside it). Relative locations are taken relative to the roots, in order.
 //! With no root configured, clients cannot register files at all. Tables the operator
 //! configures at start (`--table`, TOML) need no root.
+//!
+//! A root can also be a URL prefix (`s3://bucket/prefix`, `https://host/path`): a remote
+//! location is inside it when it has the same scheme, bucket or host and port, and its path
+//! (with `..` resolved, and `.`/`..` segments in any spelling refused) continues the root's
+//! path at a `/`. Objects listed under such a location are checked again.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
+use url::Url;
+
 use super::location::has_glob_chars;
+use super::remote;
 
 /// Why a client may not register a location.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +34,15 @@ pub enum RootError {
          data roots (--data-root), after resolving '..', symbolic links and globs"
     )]
     Outside(String),
-    /// A location with a URL scheme other than `file://`.
-    #[error("'{0}': only local files under a data root can be registered")]
+    /// A location with a URL scheme other than `file://`, `s3://`, `http(s)://`.
+    #[error(
+        "'{0}': only local files, s3:// and http(s):// locations under a data root can be \
+         registered"
+    )]
     NotLocal(String),
+    /// A remote location that is not a plain URL.
+    #[error("{0}")]
+    BadUrl(String),
 }
 
 /// The configured data roots, canonical.
@@ -36,13 +50,29 @@ pub enum RootError {
 pub struct DataRoots {
     /// Each root as configured (made absolute, `..` resolved) and canonical (symlinks resolved).
     roots: Vec<(PathBuf, PathBuf)>,
+    /// URL prefixes, each ending in `/`.
+    remote: Vec<Url>,
 }
 
 impl DataRoots {
     /// The roots at `paths`; each must be an existing directory.
     pub fn new(paths: &[PathBuf]) -> Result<Self, String> {
         let mut roots = Vec::new();
+        let mut remote = Vec::new();
         for path in paths {
+            let text = path.to_string_lossy();
+            if remote::is_remote(&text) {
+                let (mut url, glob) = remote::parse(&text)
+                    .map_err(|e| format!("data root '{text}' cannot be used: {e}"))?;
+                if glob.is_some() {
+                    return Err(format!("data root '{text}' cannot be a glob"));
+                }
+                if !url.path().ends_with('/') {
+                    url.set_path(&format!("{}/", url.path()));
+                }
+                remote.push(url);
+                continue;
+            }
             let canonical = path
                 .canonicalize()
                 .map_err(|e| format!("data root '{}' cannot be used: {e}", path.display()))?;
@@ -54,12 +84,40 @@ impl DataRoots {
                 .unwrap_or_else(|_| canonical.clone());
             roots.push((absolute, canonical));
         }
-        Ok(Self { roots })
+        Ok(Self { roots, remote })
     }
 
     /// True when no root is configured.
     pub fn is_empty(&self) -> bool {
-        self.roots.is_empty()
+        self.roots.is_empty() && self.remote.is_empty()
+    }
+
+    /// Checks that a remote location lies under a URL root.
+    fn locate_remote(&self, location: &str) -> Result<String, RootError> {
+        let (url, _) = remote::parse(location).map_err(|e| RootError::BadUrl(e.to_string()))?;
+        if self.remote_root_of(url.as_str()).is_none() {
+            return Err(RootError::Outside(location.to_string()));
+        }
+        Ok(location.to_string())
+    }
+
+    /// The URL root a (parsed, normalised) URL lies under.
+    fn remote_root_of(&self, url: &str) -> Option<&Url> {
+        self.remote.iter().find(|root| {
+            let root = root.as_str();
+            url.starts_with(root) || Some(url) == root.strip_suffix('/')
+        })
+    }
+
+    /// Checks that every listed object URL lies under a URL root.
+    pub fn check_urls(&self, location: &str, urls: &[String]) -> Result<(), RootError> {
+        for url in urls {
+            let parsed = Url::parse(url).map_err(|_| RootError::Outside(location.to_string()))?;
+            if self.remote_root_of(parsed.as_str()).is_none() {
+                return Err(RootError::Outside(location.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// The canonical roots.
@@ -71,8 +129,11 @@ impl DataRoots {
     /// without touching the file system outside them: `file://` stripped, relative paths
     /// taken from the first root under which they exist, `..` resolved.
     pub fn locate(&self, location: &str) -> Result<String, RootError> {
-        if self.roots.is_empty() {
+        if self.is_empty() {
             return Err(RootError::NoRoots);
+        }
+        if remote::is_remote(location) {
+            return self.locate_remote(location);
         }
         let path = match location.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => {
@@ -209,11 +270,14 @@ mod tests {
                 "{location}"
             );
         }
-        for location in [
-            "s3://bucket/a.fa",
-            "http://example.com/a.fa",
-            "file://host/a.fa",
-        ] {
+        // Remote locations need a URL root; other schemes are never accepted.
+        for location in ["s3://bucket/a.fa", "http://example.com/a.fa"] {
+            assert_eq!(
+                roots.locate(location),
+                Err(RootError::Outside(location.to_string()))
+            );
+        }
+        for location in ["file://host/a.fa", "gs://bucket/a.fa"] {
             assert!(matches!(
                 roots.locate(location),
                 Err(RootError::NotLocal(_))
@@ -239,6 +303,64 @@ mod tests {
                 .unwrap(),
             [inside.canonicalize().unwrap()]
         );
+    }
+
+    #[test]
+    fn url_roots_admit_what_continues_their_path_and_nothing_else() {
+        let roots = DataRoots::new(&[
+            PathBuf::from("s3://lab/shared"),
+            PathBuf::from("https://files.example.org/pub/"),
+        ])
+        .unwrap();
+        for location in [
+            "s3://lab/shared",
+            "s3://lab/shared/",
+            "s3://lab/shared/a.fa",
+            "s3://lab/shared/runs/*.fq.gz",
+            "https://files.example.org/pub/genome.fa",
+            "HTTPS://FILES.example.org:443/pub/genome.fa",
+        ] {
+            assert!(roots.locate(location).is_ok(), "{location}");
+        }
+        for location in [
+            "s3://lab/shared-secret/a.fa",
+            "s3://lab/other/a.fa",
+            "s3://lab/*/a.fa",
+            "s3://other/shared/a.fa",
+            "https://files.example.org/private/a.fa",
+            "https://files.example.org:8443/pub/a.fa",
+            "http://files.example.org/pub/a.fa",
+            "https://evil.example.org/pub/a.fa",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
+            assert_eq!(
+                roots.locate(location),
+                Err(RootError::Outside(location.to_string())),
+                "{location}"
+            );
+        }
+        for location in [
+            "s3://lab/shared/../other/a.fa",
+            "s3://lab/shared/%2e%2e/other/a.fa",
+            "s3://lab/shared/x%2F..%2F..%2Fother/a.fa",
+            "https://user:pw@files.example.org/pub/a.fa",
+            "https://files.example.org/pub/a.fa?x=../../private",
+        ] {
+            assert!(
+                matches!(roots.locate(location), Err(RootError::BadUrl(_))),
+                "{location}"
+            );
+        }
+        assert!(matches!(
+            roots.locate("gs://lab/shared/a.fa"),
+            Err(RootError::NotLocal(_))
+        ));
+        let listed = ["s3://lab/shared/a.fa".to_string()];
+        assert!(roots.check_urls("s3://lab/shared/", &listed).is_ok());
+        let escaped = ["s3://lab/shared-x/a.fa".to_string()];
+        assert!(roots.check_urls("s3://lab/shared", &escaped).is_err());
+        // Local files still need a directory root.
+        assert!(roots.locate("/etc/passwd").is_err());
     }
 
     #[test]

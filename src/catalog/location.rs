@@ -44,6 +44,22 @@ pub enum LocationError {
     /// Files of one CSV table must share one compression.
     #[error("'{0}' mixes compressed and uncompressed files; give them as separate tables")]
     MixedCompression(String),
+    /// A remote location that is not a usable URL.
+    #[error("'{location}': {message}")]
+    BadUrl {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A remote store refused or failed a request.
+    #[error("'{location}': {source}")]
+    Remote {
+        /// The location as given.
+        location: String,
+        /// The store's error.
+        source: Box<object_store::Error>,
+    },
     /// A file system error while listing.
     #[error("cannot read '{path}': {source}")]
     Io {
@@ -139,14 +155,14 @@ pub fn resolve(
         return Err(LocationError::GlobMatchesNothing(location.to_string()));
     }
     // Every file a glob names was asked for by name pattern: keep them all.
-    let format = match format {
-        Some(f) => f,
-        None => files
-            .iter()
-            .find_map(|f| format_of(f))
-            .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
-    };
-    finish(location, &files, format)
+    let (files, format) = select_listed(location, files, format, true)?;
+    Ok((
+        ResolvedLocation {
+            files,
+            explicit_file: false,
+        },
+        format,
+    ))
 }
 
 /// Lists the files of a location of a format flightbear does not know by name (Parquet, JSON,
@@ -173,6 +189,29 @@ pub fn files_ending_in(location: &str, extension: &str) -> Result<Vec<PathBuf>, 
     }
     // Any format will do for listing a file or a glob: every file they name is kept.
     resolve(location, Some(TableFormat::Csv)).map(|(resolved, _)| resolved.files)
+}
+
+/// Chooses among listed files (absolute paths; for remote stores, `/` and the key) as for a
+/// local directory, or as for a glob when `from_glob` (every file kept); returns them sorted.
+pub fn select_listed(
+    location: &str,
+    files: Vec<PathBuf>,
+    format: Option<TableFormat>,
+    from_glob: bool,
+) -> Result<(Vec<PathBuf>, TableFormat), LocationError> {
+    let (resolved, format) = if from_glob {
+        let format = match format {
+            Some(f) => f,
+            None => files
+                .iter()
+                .find_map(|f| format_of(f))
+                .ok_or_else(|| LocationError::UnknownFormat(location.to_string()))?,
+        };
+        finish(location, &files, format)?
+    } else {
+        select(location, files, format)?
+    };
+    Ok((resolved.files, format))
 }
 
 /// Keeps the files of a directory that have the format's extensions.

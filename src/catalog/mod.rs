@@ -6,6 +6,7 @@ pub mod data_roots;
 pub mod functions;
 pub mod location;
 pub mod memory_table;
+pub mod remote;
 pub mod runtime;
 pub mod table_factory;
 pub mod yield_points;
@@ -67,7 +68,11 @@ pub fn fasta_options(config: &Config) -> FastaOptions {
 /// the server's memory limit and spill directory in force, functions whose results can dwarf
 /// their inputs guarded by that limit.
 pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionError> {
-    let runtime = runtime::runtime_env(config.memory_limit(), config.spill_dir.clone())?;
+    let runtime = runtime::runtime_env_with_stores(
+        config.memory_limit(),
+        config.spill_dir.clone(),
+        remote::RemoteStores::new(config.s3.clone()),
+    )?;
     let mut session = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_information_schema(true)
@@ -175,19 +180,54 @@ pub async fn build_table(
     format: Option<TableFormat>,
     sequence: FastaOptions,
 ) -> Result<Arc<dyn TableProvider>, BuildError> {
-    let mut files = Vec::new();
+    let mut files: Vec<String> = Vec::new();
     let mut format = format;
     for location in locations {
-        let (resolved, found) =
-            location::resolve(location, format).map_err(BuildError::Location)?;
+        let (named, found) = if remote::is_remote(location) {
+            let (url, _) = remote::parse(location).map_err(BuildError::Location)?;
+            let store =
+                remote::store_of(state.runtime_env(), &url).map_err(BuildError::DataFusion)?;
+            remote::resolve(store.as_ref(), location, format)
+                .await
+                .map_err(BuildError::Location)?
+        } else {
+            let (resolved, found) =
+                location::resolve(location, format).map_err(BuildError::Location)?;
+            let named = resolved
+                .files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned());
+            (named.collect(), found)
+        };
         format = Some(found);
-        files.extend(resolved.files);
+        files.extend(named);
     }
     let (Some(format), Some(first)) = (format, files.first()) else {
         return Err(BuildError::DataFusion(DataFusionError::Plan(
             "a table needs at least one location".into(),
         )));
     };
+    let urls = files
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BuildError::DataFusion)?;
+    if urls
+        .iter()
+        .any(|url| url.object_store() != urls[0].object_store())
+    {
+        return Err(BuildError::DataFusion(DataFusionError::Plan(format!(
+            "the files of one table must be in one store (one bucket, one host, or local \
+             files): '{}' and '{}' are not",
+            urls[0].object_store(),
+            urls.iter()
+                .map(ListingTableUrl::object_store)
+                .find(|store| *store != urls[0].object_store())
+                .map(|store| store.to_string())
+                .unwrap_or_default()
+        ))));
+    }
+    let first = std::path::Path::new(first);
     let file_format: Arc<dyn FileFormat> = match format {
         TableFormat::Fasta => Arc::new(FastaFormat::new(FastaOptions {
             format: SequenceFormat::Fasta,
@@ -212,11 +252,6 @@ pub async fn build_table(
             )
         }
     };
-    let urls = files
-        .iter()
-        .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(BuildError::DataFusion)?;
     // Files were selected by `resolve`; an empty extension keeps ListingTable from dropping any.
     let options = ListingOptions::new(file_format).with_file_extension("");
     let config = ListingTableConfig::new_with_multi_paths(urls)

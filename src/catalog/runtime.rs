@@ -18,14 +18,24 @@ use datafusion::execution::memory_pool::{
 };
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
+use super::remote::{RemoteStores, S3Config};
 use crate::bytesize::ByteSize;
 
 /// How many of the largest consumers an out-of-memory error names.
 const TOP_CONSUMERS: usize = 3;
 
 /// The runtime environment queries run in: `limit` bytes of memory, spills to `spill_dir`
-/// (a temporary directory when `None`).
+/// (a temporary directory when `None`), remote stores set up from the environment alone.
 pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
+    runtime_env_with_stores(limit, spill_dir, RemoteStores::new(S3Config::default()))
+}
+
+/// [`runtime_env`] with the given object stores (local files and remote locations).
+pub fn runtime_env_with_stores(
+    limit: ByteSize,
+    spill_dir: Option<PathBuf>,
+    stores: RemoteStores,
+) -> Result<Arc<RuntimeEnv>> {
     let pool = MemoryLimitPool::new(limit);
     let disk = DiskManagerBuilder::default().with_mode(match spill_dir {
         Some(dir) => {
@@ -47,6 +57,7 @@ pub fn runtime_env(limit: ByteSize, spill_dir: Option<PathBuf>) -> Result<Arc<Ru
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(disk)
         .with_cache_manager(caches)
+        .with_object_store_registry(Arc::new(stores))
         .build_arc()
 }
 

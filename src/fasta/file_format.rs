@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,22 +20,21 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::{ObjectMeta, ObjectStore};
 
-use super::indexed::Located;
+use super::indexed::{IndexedSource, Located};
 use super::options::FastaOptions;
 use super::source::FastaSource;
 
-/// The number of records of the local FASTA file at `path`, when it has an index that
-/// describes it; the index is read (once per version of the files) with its memory reserved
-/// in `pool`.
-fn indexed_records(path: &Path, pool: &Arc<dyn MemoryPool>) -> Result<Option<u64>> {
-    let Some(located) = Located::find(path) else {
+/// The number of records of the FASTA file `source`, when it has an index that describes it;
+/// the index is read (once per version of the files) with its memory reserved in `pool`.
+fn indexed_records(source: &IndexedSource, pool: &Arc<dyn MemoryPool>) -> Result<Option<u64>> {
+    let Some(located) = Located::find(source) else {
         return Ok(None);
     };
     if let Some(records) = located.known_records() {
         return Ok(Some(records));
     }
     let reservation =
-        MemoryConsumer::new(format!("FASTA index of {}", path.display())).register(pool);
+        MemoryConsumer::new(format!("FASTA index of {}", source.display())).register(pool);
     reservation.try_grow(located.memory())?;
     // A file that cannot be read has no statistics; its scan reports why.
     Ok(located
@@ -132,7 +131,7 @@ impl FileFormat for FastaFormat {
         Ok(self.options.format.schema())
     }
 
-    /// The row count of a local FASTA file with an index that describes it (see
+    /// The row count of a FASTA file with an index that describes it (see
     /// [`super::indexed`]), which answers `COUNT(*)` without reading the file; unknown otherwise.
     async fn infer_stats(
         &self,
@@ -142,13 +141,20 @@ impl FileFormat for FastaFormat {
         object: &ObjectMeta,
     ) -> Result<Statistics> {
         let mut statistics = Statistics::new_unknown(&table_schema);
-        let local = store.to_string().starts_with("LocalFileSystem");
-        if self.options.format != super::SequenceFormat::Fasta || !local {
+        if self.options.format != super::SequenceFormat::Fasta {
             return Ok(statistics);
         }
-        let path = PathBuf::from(format!("/{}", object.location));
+        let source = if store.to_string().starts_with("LocalFileSystem") {
+            IndexedSource::Local(PathBuf::from(format!("/{}", object.location)))
+        } else {
+            IndexedSource::Remote {
+                store: Arc::clone(store),
+                key: object.location.clone(),
+                url: format!("{store}/{}", object.location),
+            }
+        };
         let pool = Arc::clone(&state.runtime_env().memory_pool);
-        let records = tokio::task::spawn_blocking(move || indexed_records(&path, &pool))
+        let records = tokio::task::spawn_blocking(move || indexed_records(&source, &pool))
             .await
             .map_err(|error| DataFusionError::External(Box::new(error)))??;
         if let Some(records) = records.and_then(|n| usize::try_from(n).ok()) {

@@ -27,8 +27,12 @@ use memchr::memchr;
 use noodles_bgzf as bgzf;
 use noodles_fasta::fai;
 
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
 use super::reader::validate::{header_problem, split_header};
 use super::region::beside;
+use crate::catalog::remote::{self, RangeReader};
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// Largest `.fai` used for queries (about 400,000 records); it is parsed per query.
@@ -120,11 +124,188 @@ fn text_literal(expr: &dyn PhysicalExpr) -> Option<String> {
     }
 }
 
-/// One version of a FASTA file and its index files: sizes and modification times.
+/// One version of a FASTA file and its index files: sizes, modification times and (remote
+/// objects) entity tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Version {
-    path: PathBuf,
-    files: Vec<(u64, Option<SystemTime>)>,
+    path: String,
+    files: Vec<Stamp>,
+}
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Stamp {
+    size: u64,
+    modified: Option<SystemTime>,
+    tag: Option<String>,
+}
+
+/// A file for [`IndexedFile`] to read: local, or remote by range requests.
+pub trait ReadSeek: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// A FASTA file whose index may serve queries: a local file, or an object of a remote store
+/// (its index files beside it in the store, read by range requests).
+#[derive(Debug, Clone)]
+pub enum IndexedSource {
+    /// A local file.
+    Local(PathBuf),
+    /// An object of a remote store.
+    Remote {
+        /// The store.
+        store: Arc<dyn ObjectStore>,
+        /// The object's key.
+        key: ObjectPath,
+        /// The object's URL, for messages.
+        url: String,
+    },
+}
+
+impl IndexedSource {
+    /// The file's path or URL, for messages.
+    pub fn display(&self) -> String {
+        match self {
+            IndexedSource::Local(path) => path.display().to_string(),
+            IndexedSource::Remote { url, .. } => url.clone(),
+        }
+    }
+
+    /// The local file, if it is one.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            IndexedSource::Local(path) => Some(path),
+            IndexedSource::Remote { .. } => None,
+        }
+    }
+
+    fn remote_key(key: &ObjectPath, extension: Option<&str>) -> ObjectPath {
+        match extension {
+            Some(extension) => ObjectPath::from(format!("{key}.{extension}")),
+            None => key.clone(),
+        }
+    }
+
+    /// The stamp of the file (`extension` `None`) or of its index file with that extension;
+    /// `None` when there is no such file. A local index file must lie beside the file.
+    fn stamp(&self, extension: Option<&str>) -> io::Result<Option<Stamp>> {
+        match self {
+            IndexedSource::Local(path) => {
+                let file = match extension {
+                    Some(extension) => match beside(path, extension) {
+                        Ok(file) => file,
+                        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+                        Err(error) => return Err(error),
+                    },
+                    None => path.clone(),
+                };
+                let meta = match std::fs::metadata(&file) {
+                    Ok(meta) if meta.is_file() => meta,
+                    Ok(_) => return Ok(None),
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(error) => return Err(error),
+                };
+                Ok(Some(Stamp {
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                    tag: None,
+                }))
+            }
+            IndexedSource::Remote { store, key, .. } => {
+                let (store, key) = (Arc::clone(store), Self::remote_key(key, extension));
+                let head = remote::block_on(async move {
+                    match store.head(&key).await {
+                        Ok(meta) => Ok(Some(meta)),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(error) => Err(error),
+                    }
+                })
+                .map_err(io::Error::other)?;
+                Ok(head.map(|meta| Stamp {
+                    size: meta.size,
+                    modified: Some(meta.last_modified.into()),
+                    tag: meta.e_tag,
+                }))
+            }
+        }
+    }
+
+    /// The whole of an index file (at most `limit` bytes).
+    pub fn read_index_file(&self, extension: &str, limit: u64) -> io::Result<Vec<u8>> {
+        match self {
+            IndexedSource::Local(path) => {
+                let file = File::open(beside(path, extension)?)?;
+                let mut bytes = Vec::new();
+                file.take(limit + 1).read_to_end(&mut bytes)?;
+                if bytes.len() as u64 > limit {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the .{extension} file is larger than {limit} bytes"),
+                    ));
+                }
+                Ok(bytes)
+            }
+            IndexedSource::Remote { store, key, .. } => {
+                let key = Self::remote_key(key, Some(extension));
+                match remote::read_small(store, &key, limit).map_err(io::Error::other)? {
+                    Some((bytes, _)) => Ok(bytes.to_vec()),
+                    None => Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{key} not found"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The first `n` bytes of the file (fewer when it is shorter) of `size` bytes.
+    fn first_bytes(&self, n: usize, size: u64) -> io::Result<Vec<u8>> {
+        let mut head = vec![0; n];
+        let read = match self {
+            IndexedSource::Local(path) => {
+                super::bgzf::read_up_to(&mut File::open(path)?, &mut head)?
+            }
+            IndexedSource::Remote { store, key, .. } => {
+                let (store, key) = (Arc::clone(store), key.clone());
+                let end = size.min(n as u64);
+                if end == 0 {
+                    return Ok(Vec::new());
+                }
+                let bytes = remote::block_on(async move { store.get_range(&key, 0..end).await })
+                    .map_err(io::Error::other)?;
+                head[..bytes.len()].copy_from_slice(&bytes);
+                bytes.len()
+            }
+        };
+        head.truncate(read);
+        Ok(head)
+    }
+
+    /// The file opened for reading anywhere.
+    pub fn open(&self) -> io::Result<Box<dyn ReadSeek>> {
+        match self {
+            IndexedSource::Local(path) => Ok(Box::new(File::open(path)?)),
+            IndexedSource::Remote { store, key, .. } => {
+                let size = self
+                    .stamp(None)?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key}")))?
+                    .size;
+                Ok(Box::new(RangeReader::new(
+                    Arc::clone(store),
+                    key.clone(),
+                    size,
+                )))
+            }
+        }
+    }
+
+    /// Bytes a reader of this file holds besides its index (reserve them while reading).
+    pub fn read_memory(&self) -> usize {
+        match self {
+            IndexedSource::Local(_) => 0,
+            IndexedSource::Remote { .. } => RangeReader::MAX_BUFFER,
+        }
+    }
 }
 
 /// Record counts of the file versions whose index passed the check; `None` for those that failed.
@@ -150,56 +331,50 @@ fn remember(version: Version, records: Option<u64>) {
 /// The index files of a FASTA file, found fresh and not yet read: [`Located::load`] reads them.
 #[derive(Debug)]
 pub struct Located {
-    path: PathBuf,
-    fai: PathBuf,
-    /// The `.gzi` of a BGZF file.
-    gzi: Option<PathBuf>,
+    source: IndexedSource,
+    /// The file is BGZF, with a `.gzi`.
+    gzi: bool,
     version: Version,
 }
 
 impl Located {
-    /// The index files of the local FASTA file at `path` when they can serve queries: `None`
+    /// The index files of the FASTA file `source` when they can serve queries: `None`
     /// without a `.fai` beside it, with one older than the file or larger than
     /// [`MAX_FAI_BYTES`], for compressed files other than BGZF with a fresh `.gzi`, and for
     /// versions that failed the check before.
-    pub fn find(path: &Path) -> Option<Located> {
-        let stamp = |meta: &std::fs::Metadata| (meta.len(), meta.modified().ok());
-        let data = std::fs::metadata(path).ok()?;
-        let fai = beside(path, "fai").ok()?;
-        let fai_meta = std::fs::metadata(&fai).ok()?;
-        let fresh = |meta: &std::fs::Metadata| match (meta.modified(), data.modified()) {
-            (Ok(index), Ok(data)) => index >= data,
+    pub fn find(source: &IndexedSource) -> Option<Located> {
+        let data = source.stamp(None).ok()??;
+        let fai = source.stamp(Some("fai")).ok()??;
+        let fresh = |index: &Stamp| match (index.modified, data.modified) {
+            (Some(index), Some(data)) => index >= data,
             _ => false,
         };
-        if !fai_meta.is_file() || fai_meta.len() > MAX_FAI_BYTES || !fresh(&fai_meta) {
+        if fai.size > MAX_FAI_BYTES || !fresh(&fai) {
             return None;
         }
-        let mut files = vec![stamp(&data), stamp(&fai_meta)];
-        let mut head = [0u8; MAGIC_LEN];
-        let read = super::bgzf::read_up_to(&mut File::open(path).ok()?, &mut head).ok()?;
-        let gzi = match Compression::sniff(&head[..read]) {
-            Compression::None => None,
+        let head = source.first_bytes(MAGIC_LEN, data.size).ok()?;
+        let mut files = vec![data.clone(), fai];
+        let gzi = match Compression::sniff(&head) {
+            Compression::None => false,
             Compression::Gzip => {
-                let gzi = beside(path, "gzi").ok()?;
-                let gzi_meta = std::fs::metadata(&gzi).ok()?;
-                if !fresh(&gzi_meta) {
+                let gzi = source.stamp(Some("gzi")).ok()??;
+                if gzi.size > MAX_FAI_BYTES || !fresh(&gzi) {
                     return None;
                 }
-                files.push(stamp(&gzi_meta));
-                Some(gzi)
+                files.push(gzi);
+                true
             }
             _ => return None,
         };
         let version = Version {
-            path: path.to_path_buf(),
+            path: source.display(),
             files,
         };
         if remembered(&version) == Some(None) {
             return None;
         }
         Some(Located {
-            path: path.to_path_buf(),
-            fai,
+            source: source.clone(),
             gzi,
             version,
         })
@@ -207,7 +382,9 @@ impl Located {
 
     /// Bytes to reserve before [`Located::load`]: the parsed index takes about three times its text.
     pub fn memory(&self) -> usize {
-        usize::try_from(self.version.files[1].0.saturating_mul(3)).unwrap_or(usize::MAX)
+        usize::try_from(self.version.files[1].size.saturating_mul(3))
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.source.read_memory())
     }
 
     /// The number of records, when a check of this version found the index complete before.
@@ -218,7 +395,8 @@ impl Located {
     /// Reads the index and checks it against the file (once per version of the files);
     /// `None` when it does not describe the file. Errors are failures to read the files.
     pub fn load(self) -> io::Result<Option<IndexedFile>> {
-        let mut records: Vec<fai::Record> = match fai::fs::read(&self.fai) {
+        let text = self.source.read_index_file("fai", MAX_FAI_BYTES)?;
+        let mut records: Vec<fai::Record> = match fai::io::Reader::new(&text[..]).read_index() {
             Ok(index) => index.into(),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                 remember(self.version, None);
@@ -227,8 +405,13 @@ impl Located {
             Err(error) => return Err(error),
         };
         records.sort_by_key(fai::Record::position);
-        let gzi = match &self.gzi {
-            Some(path) => match bgzf::gzi::fs::read(path) {
+        drop(text);
+        let gzi = match self.gzi {
+            true => match self
+                .source
+                .read_index_file("gzi", MAX_FAI_BYTES)
+                .and_then(|bytes| bgzf::gzi::io::Reader::new(&bytes[..]).read_index())
+            {
                 Ok(gzi) => Some(gzi),
                 Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                     remember(self.version, None);
@@ -236,10 +419,10 @@ impl Located {
                 }
                 Err(error) => return Err(error),
             },
-            None => None,
+            false => None,
         };
         let file = IndexedFile {
-            path: self.path,
+            source: self.source,
             records,
             gzi,
         };
@@ -270,7 +453,7 @@ impl Located {
 /// A FASTA file with an index that describes it (see the module documentation).
 #[derive(Debug)]
 pub struct IndexedFile {
-    path: PathBuf,
+    source: IndexedSource,
     /// In file order.
     records: Vec<fai::Record>,
     gzi: Option<bgzf::gzi::Index>,
@@ -288,7 +471,7 @@ pub struct Span {
 impl IndexedFile {
     /// Opens the file for reading at uncompressed positions.
     pub fn open(&self) -> io::Result<Positioned> {
-        let file = File::open(&self.path)?;
+        let file = self.source.open()?;
         let inner = match &self.gzi {
             None => Inner::Plain(BufReader::with_capacity(READ_BUFFER, file)),
             Some(gzi) => Inner::Bgzf(Box::new(bgzf::io::IndexedReader::new(file, gzi.clone()))),
@@ -544,8 +727,8 @@ fn end_of(record: &fai::Record) -> Option<u64> {
 }
 
 enum Inner {
-    Plain(BufReader<File>),
-    Bgzf(Box<bgzf::io::IndexedReader<File>>),
+    Plain(BufReader<Box<dyn ReadSeek>>),
+    Bgzf(Box<bgzf::io::IndexedReader<Box<dyn ReadSeek>>>),
 }
 
 /// A file read at uncompressed positions: plain, or BGZF through its `.gzi`.

@@ -10,11 +10,14 @@
 //! Each region is read on a blocking thread with its bytes reserved in the memory pool.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
+use super::FastaFormat;
+use super::indexed::{IndexedSource, MAX_FAI_BYTES, ReadSeek};
+use crate::catalog::remote;
+use crate::compression::{Compression, MAGIC_LEN};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -33,9 +36,6 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use noodles_bgzf as bgzf;
 use noodles_core::{Position, Region};
 use noodles_fasta as fasta;
-
-use super::FastaFormat;
-use crate::compression::{Compression, MAGIC_LEN};
 
 /// The most regions one call may ask for.
 pub const MAX_REGIONS: usize = 10_000;
@@ -91,8 +91,8 @@ impl TableFunctionImpl for FastaRegionFunction {
         let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
             return plan_err!("fasta_region(): no session");
         };
-        let path = indexed_file(state, &table)?;
-        let index = read_fai(&path, &table)?;
+        let source = indexed_file(state, &table)?;
+        let index = read_fai(&source, &table)?;
         let names = Names::new(&index);
         let wanted = regions
             .iter()
@@ -103,7 +103,7 @@ impl TableFunctionImpl for FastaRegionFunction {
             })
             .collect::<Result<Vec<_>>>()?;
         let stream = RegionStream {
-            path,
+            source,
             index: Arc::new(index),
             wanted: Arc::new(wanted),
         };
@@ -114,8 +114,8 @@ impl TableFunctionImpl for FastaRegionFunction {
     }
 }
 
-/// The one local FASTA file behind `table`.
-fn indexed_file(state: &SessionState, table: &str) -> Result<PathBuf> {
+/// The one FASTA file behind `table`, local or remote.
+fn indexed_file(state: &SessionState, table: &str) -> Result<IndexedSource> {
     let reference = TableReference::from(table);
     let schema = state.schema_for_ref(reference.clone())?;
     let provider = futures::executor::block_on(schema.table(reference.table()))?;
@@ -140,18 +140,31 @@ fn indexed_file(state: &SessionState, table: &str) -> Result<PathBuf> {
             paths.len()
         );
     };
+    if url.is_collection() {
+        return plan_err!(
+            "fasta_region(): '{table}' is a directory; regions are read from a table of one indexed file"
+        );
+    }
+    if remote::is_remote(url.as_str()) {
+        let store = remote::store_of(state.runtime_env(), url.get_url())?;
+        return Ok(IndexedSource::Remote {
+            store,
+            key: url.prefix().clone(),
+            url: url.to_string(),
+        });
+    }
     let Ok(path) = url::Url::parse(url.as_str()).and_then(|u| {
         u.to_file_path()
             .map_err(|()| url::ParseError::RelativeUrlWithoutBase)
     }) else {
         return plan_err!("fasta_region(): '{table}' is not a local file ({url})");
     };
-    if path.is_dir() || url.is_collection() {
+    if path.is_dir() {
         return plan_err!(
             "fasta_region(): '{table}' is a directory; regions are read from a table of one indexed file"
         );
     }
-    Ok(path)
+    Ok(IndexedSource::Local(path))
 }
 
 /// An index file beside `path`: it must resolve to the same directory as the FASTA file, so
@@ -172,7 +185,30 @@ pub(crate) fn beside(path: &Path, extension: &str) -> io::Result<PathBuf> {
     Ok(index)
 }
 
-fn read_fai(path: &Path, table: &str) -> Result<fasta::fai::Index> {
+fn read_fai(source: &IndexedSource, table: &str) -> Result<fasta::fai::Index> {
+    let path = match source {
+        IndexedSource::Local(path) => path,
+        IndexedSource::Remote { url, .. } => {
+            let text = source
+                .read_index_file("fai", MAX_FAI_BYTES)
+                .map_err(|error| match error.kind() {
+                    io::ErrorKind::NotFound => DataFusionError::Plan(format!(
+                        "fasta_region(): table '{table}' has no index ({url}.fai not found): \
+                         index a copy with `flightbear index` and put the .fai beside the file"
+                    )),
+                    _ => DataFusionError::Plan(format!(
+                        "fasta_region(): cannot read the index {url}.fai: {error}"
+                    )),
+                })?;
+            return fasta::fai::io::Reader::new(&text[..])
+                .read_index()
+                .map_err(|error| {
+                    DataFusionError::Plan(format!(
+                        "fasta_region(): cannot read the index {url}.fai: {error}"
+                    ))
+                });
+        }
+    };
     let fai = path.with_added_extension("fai");
     let fai = match beside(path, "fai") {
         Ok(fai) => fai,
@@ -281,7 +317,7 @@ fn unknown(name: &str, index: &fasta::fai::Index) -> String {
 /// The regions of one call, read one by one.
 #[derive(Debug)]
 struct RegionStream {
-    path: PathBuf,
+    source: IndexedSource,
     index: Arc<fasta::fai::Index>,
     wanted: Arc<Vec<Wanted>>,
 }
@@ -296,7 +332,7 @@ impl PartitionStream for RegionStream {
             next: 0,
             reader: None,
             reservation: MemoryConsumer::new("fasta_region").register(ctx.memory_pool()),
-            path: self.path.clone(),
+            source: self.source.clone(),
             index: Arc::clone(&self.index),
             wanted: Arc::clone(&self.wanted),
         };
@@ -307,7 +343,11 @@ impl PartitionStream for RegionStream {
             state.reservation.free();
             let outcome = tokio::task::spawn_blocking(move || {
                 if state.reader.is_none() {
-                    state.reader = Some(Reader::open(&state.path, &state.index)?);
+                    state.reader = Some(Reader::open(
+                        &state.source,
+                        &state.index,
+                        &mut state.reservation,
+                    )?);
                 }
                 let reader = state.reader.as_mut().expect("opened above");
                 let batch = reader.read(&region, &mut state.reservation)?;
@@ -330,50 +370,64 @@ struct Progress {
     next: usize,
     reader: Option<Reader>,
     reservation: MemoryReservation,
-    path: PathBuf,
+    source: IndexedSource,
     index: Arc<fasta::fai::Index>,
     wanted: Arc<Vec<Wanted>>,
 }
 
 /// An indexed reader of one file, plain or BGZF.
 struct Reader {
-    inner: fasta::io::IndexedReader<fasta::io::BufReader<File>>,
-    path: PathBuf,
+    inner: fasta::io::IndexedReader<fasta::io::BufReader<Box<dyn ReadSeek>>>,
+    path: String,
+    /// The buffer of a remote reader, reserved while it lives.
+    _buffer: Option<MemoryReservation>,
 }
 
 impl Reader {
-    fn open(path: &Path, index: &fasta::fai::Index) -> Result<Reader> {
+    fn open(
+        source: &IndexedSource,
+        index: &fasta::fai::Index,
+        reservation: &mut MemoryReservation,
+    ) -> Result<Reader> {
+        let path = source.display();
         let io_error = |error: io::Error| {
-            DataFusionError::Execution(format!("fasta_region(): {}: {error}", path.display()))
+            DataFusionError::Execution(format!("fasta_region(): {path}: {error}"))
         };
-        let mut file = File::open(path).map_err(io_error)?;
+        let buffer = match source.read_memory() {
+            0 => None,
+            bytes => {
+                reservation.try_grow(bytes)?;
+                Some(reservation.split(bytes))
+            }
+        };
+        let mut file = source.open().map_err(io_error)?;
         let mut head = [0u8; MAGIC_LEN];
-        let read = file.read(&mut head).map_err(io_error)?;
-        let file = File::open(path).map_err(io_error)?;
+        let read = super::bgzf::read_up_to(&mut file, &mut head).map_err(io_error)?;
+        file.seek(io::SeekFrom::Start(0)).map_err(io_error)?;
         let inner = match Compression::sniff(&head[..read]) {
             Compression::None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
             Compression::Gzip => {
-                let gzi_path = path.with_added_extension("gzi");
-                let gzi = beside(path, "gzi").and_then(bgzf::gzi::fs::read).map_err(|error| {
-                    DataFusionError::Execution(format!(
-                        "fasta_region(): {} is compressed and its block index {} cannot be read \
-                         ({error}): it must be BGZF, indexed by `flightbear index`",
-                        path.display(),
-                        gzi_path.display()
-                    ))
-                })?;
+                let gzi = source
+                    .read_index_file("gzi", MAX_FAI_BYTES)
+                    .and_then(|bytes| bgzf::gzi::io::Reader::new(&bytes[..]).read_index())
+                    .map_err(|error| {
+                        DataFusionError::Execution(format!(
+                            "fasta_region(): {path} is compressed and its block index {path}.gzi \
+                         cannot be read ({error}): it must be BGZF, indexed by `flightbear index`"
+                        ))
+                    })?;
                 fasta::io::BufReader::Bgzf(bgzf::io::IndexedReader::new(file, gzi))
             }
             _ => {
                 return Err(DataFusionError::Execution(format!(
-                    "fasta_region(): {} is compressed without random access; recompress it with bgzip",
-                    path.display()
+                    "fasta_region(): {path} is compressed without random access; recompress it with bgzip"
                 )));
             }
         };
         Ok(Reader {
             inner: fasta::io::IndexedReader::new(inner, index.clone()),
-            path: path.to_path_buf(),
+            path,
+            _buffer: buffer,
         })
     }
 
@@ -412,7 +466,7 @@ impl Reader {
         let record = self.inner.query(&region).map_err(|error| {
             DataFusionError::Execution(format!(
                 "fasta_region(): reading {region} from {}: {error}",
-                self.path.display()
+                self.path
             ))
         })?;
         let bases = record.sequence().as_ref();
@@ -420,14 +474,14 @@ impl Reader {
             return Err(DataFusionError::Execution(format!(
                 "fasta_region(): {} gave {} bases for {region}, not {length}: the index does not \
                  match the file (index it again)",
-                self.path.display(),
+                self.path,
                 bases.len()
             )));
         }
         let Ok(text) = std::str::from_utf8(bases) else {
             return Err(DataFusionError::Execution(format!(
                 "fasta_region(): {region} of {} holds bytes that are not text",
-                self.path.display()
+                self.path
             )));
         };
         let sequence = StringArray::from(vec![text]);

@@ -34,7 +34,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::bgzf;
 use super::error::{FastaError, FastaErrorLocation};
-use super::indexed::{self, IndexRow, IndexRows, IndexedFile, Located, Positioned, SpansRead};
+use super::indexed::{
+    self, IndexRow, IndexRows, IndexedFile, IndexedSource, Located, Positioned, SpansRead,
+};
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
 use super::reader::{
@@ -331,16 +333,24 @@ impl FileOpener for FastaOpener {
             range_end: None,
         };
         let format = self.format;
-        let local = self.store_url == "file:///";
-        let ids = self.ids.clone().filter(|_| local);
-        let lengths = (self.lengths && local).then(|| self.indices.clone());
+        let ids = self.ids.clone();
+        let lengths = self.lengths.then(|| self.indices.clone());
+        let source = if self.store_url == "file:///" {
+            IndexedSource::Local(PathBuf::from(&config.path))
+        } else {
+            IndexedSource::Remote {
+                store: Arc::clone(&store),
+                key: location.clone(),
+                url: config.path.clone(),
+            }
+        };
         Ok(async move {
             if let Some(indices) = lengths {
-                let path = PathBuf::from(&config.path);
+                let source = source.clone();
                 let lookup = config.clone();
                 let ids = ids.clone();
                 let rows = tokio::task::spawn_blocking(move || {
-                    index_rows(&path, ids, &indices, &lookup).map(|rows| (rows, lookup))
+                    index_rows(&source, ids, &indices, &lookup).map(|rows| (rows, lookup))
                 })
                 .await
                 .map_err(|error| DataFusionError::External(Box::new(error)))??;
@@ -352,16 +362,16 @@ impl FileOpener for FastaOpener {
                 }
             }
             if let Some(ids) = ids {
-                let path = PathBuf::from(&config.path);
                 let lookup = config.clone();
                 let indexed = tokio::task::spawn_blocking(move || {
-                    indexed_read(&path, &ids, &lookup).map(|input| (input, path, lookup))
+                    indexed_read(&source, &ids, &lookup).map(|input| (input, source, lookup))
                 })
                 .await
                 .map_err(|error| DataFusionError::External(Box::new(error)))??;
-                if let (Some(input), path, config) = indexed {
+                if let (Some((input, held)), source, config) = indexed {
                     return Ok(spawn_reader(format, move |sender| {
-                        read_spans_to_channel(input, &path, config, sender)
+                        read_spans_to_channel(input, source.local_path(), config, sender);
+                        drop(held);
                     }));
                 }
             }
@@ -424,14 +434,14 @@ fn spawn_reader(
         .boxed()
 }
 
-/// The index of the local file at `path` when it describes the file (see [`super::indexed`]),
-/// its memory held in the scan's reservation by the returned guard, and the file opened for
-/// reading through it; `None` when the file is to be scanned.
+/// The index of the file `source` when it describes the file (see [`super::indexed`]), its
+/// memory (and a remote reader's buffer) held in the scan's reservation by the returned guard,
+/// and the file opened for reading through it; `None` when the file is to be scanned.
 fn load_index(
-    path: &Path,
+    source: &IndexedSource,
     config: &ReaderConfig,
 ) -> Result<Option<(IndexedFile, Positioned, MemoryReservation)>, FastaError> {
-    let Some(located) = Located::find(path) else {
+    let Some(located) = Located::find(source) else {
         return Ok(None);
     };
     let held = config.memory.hold(located.memory())?;
@@ -454,31 +464,32 @@ fn owned_range(bounds: ScanBounds) -> Option<(u64, u64)> {
 /// The text of the records named in `ids` that this scan owns, read through the file's
 /// index; `None` when the file has no index that describes it (it is then scanned).
 fn indexed_read(
-    path: &Path,
+    source: &IndexedSource,
     ids: &BTreeSet<String>,
     config: &ReaderConfig,
-) -> Result<Option<SpansRead>, FastaError> {
-    let Some((file, mut input, held)) = load_index(path, config)? else {
+) -> Result<Option<(SpansRead, MemoryReservation)>, FastaError> {
+    let Some((file, mut input, held)) = load_index(source, config)? else {
         return Ok(None);
     };
     let spans = file
         .spans(ids, &mut input, owned_range(config.bounds))
-        .map_err(|source| config.io_error(source))?;
+        .map_err(|error| config.io_error(error))?;
     drop(file);
-    drop(held);
-    Ok(Some(SpansRead::new(input, spans)))
+    // The reader's buffer stays while the spans are read; the index is gone.
+    held.resize(source.read_memory());
+    Ok(Some((SpansRead::new(input, spans), held)))
 }
 
 /// The records of a scan that asks for sequence lengths only, read from the file's index
 /// (held in memory, and its reservation with it, as long as the rows are read); `None` when
 /// the file has no index that describes it (it is then scanned).
 fn index_rows(
-    path: &Path,
+    source: &IndexedSource,
     ids: Option<Arc<BTreeSet<String>>>,
     indices: &[usize],
     config: &ReaderConfig,
 ) -> Result<Option<(IndexRows, MemoryReservation)>, FastaError> {
-    let Some((file, input, held)) = load_index(path, config)? else {
+    let Some((file, input, held)) = load_index(source, config)? else {
         return Ok(None);
     };
     let describe = indices.contains(&1);
@@ -490,7 +501,8 @@ fn index_rows(
 /// `Int32` lengths in the sequence column's place (`SequenceLength` takes them as they are).
 fn send_index_rows(mut rows: IndexRows, config: ReaderConfig, sender: &BatchSender) {
     let schema = lengths_schema(&config.schema);
-    let path = PathBuf::from(&config.path);
+    // Local paths are absolute; a remote file (a URL) is not re-read for its first error.
+    let path = Some(PathBuf::from(&config.path)).filter(|path| path.is_absolute());
     let mut batch = Vec::new();
     let mut bytes = 0;
     loop {
@@ -501,7 +513,8 @@ fn send_index_rows(mut rows: IndexRows, config: ReaderConfig, sender: &BatchSend
             Ok(row) => row,
             Err(error) => {
                 let error = if error.kind() == io::ErrorKind::InvalidData {
-                    first_error_of(&path, whole_file_config(&config), sender)
+                    path.as_deref()
+                        .and_then(|path| first_error_of(path, whole_file_config(&config), sender))
                         .unwrap_or_else(|| config.io_error(error))
                 } else {
                     config.io_error(error)
@@ -645,10 +658,11 @@ fn read_to_channel(
 
 /// Reads the records of an index lookup (a FASTA text of just those records) and sends their
 /// batches. Malformed text is reported as a scan from the start of the file finds it first
-/// (its lines are not the lines of the lookup's text).
+/// (its lines are not the lines of the lookup's text); a remote file (`path` `None`) is not
+/// re-read, its error says the file does not match its index.
 fn read_spans_to_channel(
     input: SpansRead,
-    path: &Path,
+    path: Option<&Path>,
     config: ReaderConfig,
     sender: &BatchSender,
 ) {
@@ -667,7 +681,8 @@ fn read_spans_to_channel(
         },
     );
     send_batches(reader, sender, |error| match error {
-        FastaError::Invalid { .. } => first_error_of(path, whole_file.clone(), sender)
+        FastaError::Invalid { .. } => path
+            .and_then(|path| first_error_of(path, whole_file.clone(), sender))
             .unwrap_or_else(|| whole_file.io_error(indexed::mismatch())),
         error => error,
     });

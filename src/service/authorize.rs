@@ -82,7 +82,7 @@ impl CatalogGuard {
         let ddl = match ddl {
             DdlStatement::CreateExternalTable(mut cmd) => {
                 self.may_create(&cmd.name, ctx)?;
-                client_tables::confine(&mut cmd, &self.roots)?;
+                client_tables::confine(&mut cmd, &self.roots, ctx).await?;
                 DdlStatement::CreateExternalTable(cmd)
             }
             DdlStatement::CreateMemoryTable(cmd) => {

@@ -188,12 +188,23 @@ fn datafusion_code(error: &DataFusionError) -> Code {
         DataFusionError::ResourcesExhausted(..) => Code::ResourceExhausted,
         DataFusionError::ArrowError(arrow, _) => arrow_code(arrow),
         DataFusionError::IoError(io) => io_code(io),
-        DataFusionError::ObjectStore(store)
-            if matches!(**store, object_store::Error::NotFound { .. }) =>
-        {
-            Code::NotFound
-        }
+        DataFusionError::ObjectStore(store) => object_store_code(store),
         DataFusionError::External(inner) => external_code(inner.as_ref()),
+        _ => Code::Internal,
+    }
+}
+
+/// A remote store's error: what is missing is NOT_FOUND, what the server's credentials may
+/// not read PERMISSION_DENIED, a store that cannot be reached UNAVAILABLE.
+fn object_store_code(error: &object_store::Error) -> Code {
+    match error {
+        object_store::Error::NotFound { .. } => Code::NotFound,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Code::PermissionDenied,
+        object_store::Error::InvalidPath { .. } => Code::InvalidArgument,
+        object_store::Error::Generic { store, .. } if *store != "LocalFileSystem" => {
+            Code::Unavailable
+        }
         _ => Code::Internal,
     }
 }
@@ -204,6 +215,7 @@ fn external_code(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> Cod
         match location {
             LocationError::Missing(_) => Code::NotFound,
             LocationError::Io { .. } => Code::Internal,
+            LocationError::Remote { source, .. } => object_store_code(source),
             _ => Code::InvalidArgument,
         }
     } else if let Some(fasta) = inner.downcast_ref::<FastaError>() {
