@@ -68,6 +68,13 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.requests.append(("GET", self.path, self.headers.get("Range")))
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self.requests.append(("HEAD", self.path, None))
+        self._answer(body=False)
+
+    def _answer(self, body: bool) -> None:
         if self.path.endswith("/moved.fa"):
             self.send_response(302)
             self.send_header("Location", self.server.redirect_to)  # type: ignore[attr-defined]
@@ -80,7 +87,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             return
         size = path.stat().st_size
         start, end = 0, size
-        wanted = self.headers.get("Range")
+        wanted = self.headers.get("Range") if body else None
         if wanted:
             first, _, last = wanted.removeprefix("bytes=").partition("-")
             start = int(first)
@@ -92,6 +99,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start))
         self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
         self.end_headers()
+        if not body:
+            return
         try:
             with path.open("rb") as source:
                 source.seek(start)
@@ -104,22 +113,6 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
                     left -= len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass
-
-    def do_HEAD(self) -> None:
-        self.requests.append(("HEAD", self.path, None))
-        if self.path.endswith("/moved.fa"):
-            self.send_response(302)
-            self.send_header("Location", self.server.redirect_to)  # type: ignore[attr-defined]
-            self.end_headers()
-            return
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
-        self.end_headers()
 
 
 @pytest.fixture(scope="module")
