@@ -15,6 +15,7 @@ help:
 	@echo "make fmt     format the code"
 	@echo "make bench-client   Python client streaming benchmark (vs ADBC)"
 	@echo "make bench-load     many clients and one heavy query: latency, health, wrong answers"
+	@echo "make bench-remote   one FASTA file scanned from disk and over HTTP (loopback)"
 
 build:
 	$(CARGO) build --release --locked
@@ -112,3 +113,12 @@ bench-load: build
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
 	$(CLIENT_PY) tests/bench/load_bench.py $(LOAD_ARGS)
+
+# --- Remote scan benchmark (issue 11) ------------------------------------------------------------
+.PHONY: bench-remote
+
+# A FASTA file scanned from disk and through http:// in the same run (tests/bench/remote_bench.py).
+bench-remote: build
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_PY) tests/bench/remote_bench.py $(REMOTE_ARGS)
