@@ -394,6 +394,8 @@ pub struct RangeReader {
     buffer: Bytes,
     buffer_start: u64,
     next_fetch: usize,
+    /// Where the caller expects to stop: fetches do not grow past it.
+    soft_end: u64,
 }
 
 impl RangeReader {
@@ -411,7 +413,15 @@ impl RangeReader {
             buffer: Bytes::new(),
             buffer_start: 0,
             next_fetch: Self::MIN_FETCH,
+            soft_end: size,
         }
+    }
+
+    /// Expects reads to end near `end`: fetches stop growing there (later reads still work,
+    /// a small fetch at a time), so a scan of part of a file fetches little beyond it.
+    pub fn with_soft_end(mut self, end: u64) -> Self {
+        self.soft_end = end.min(self.size);
+        self
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -422,7 +432,12 @@ impl RangeReader {
         } else {
             Self::MIN_FETCH
         };
-        let end = self.size.min(self.position + self.next_fetch as u64);
+        let wanted = match self.soft_end.checked_sub(self.position) {
+            Some(left) if left > 0 => (self.next_fetch as u64).min(left),
+            _ => Self::MIN_FETCH as u64,
+        }
+        .max(Self::MIN_FETCH as u64);
+        let end = self.size.min(self.position + wanted);
         let (store, key, range) = (
             Arc::clone(&self.store),
             self.key.clone(),

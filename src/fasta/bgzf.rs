@@ -10,17 +10,18 @@
 //! decoder to the parser. Records are therefore split between ranges exactly as in a plain
 //! file, by the position of their `>`, and every record is read by exactly one range.
 
-use std::fs::File;
-use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, Read, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use noodles_bgzf as bgzf;
 
+use super::indexed::ReadSeek;
+
 /// Bytes of a BGZF block header (the gzip header with the `BC` extra field).
 pub(crate) const HEADER_LEN: usize = 18;
 /// The largest BGZF block.
-const MAX_BLOCK: u64 = 1 << 16;
+pub(crate) const MAX_BLOCK: u64 = 1 << 16;
 /// The most empty blocks (end-of-file markers of concatenated files) looked past backwards.
 const MAX_EMPTY_BLOCKS: usize = 64;
 
@@ -86,7 +87,12 @@ pub(crate) struct Planned {
 
 /// Plans the reading of the compressed bytes `[start, end)` of a BGZF file of `size` bytes;
 /// `None` when no block starts in the range (it owns no record).
-pub(crate) fn plan(mut file: File, size: u64, start: u64, end: u64) -> io::Result<Option<Planned>> {
+pub(crate) fn plan(
+    mut file: Box<dyn ReadSeek>,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> io::Result<Option<Planned>> {
     let first = if start == 0 {
         0
     } else {
@@ -125,13 +131,16 @@ pub(crate) fn plan(mut file: File, size: u64, start: u64, end: u64) -> io::Resul
 }
 
 /// Reads up to `buffer.len()` bytes at `offset`; fewer only at the end of the file.
-fn read_at(file: &mut File, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+fn read_at(file: &mut dyn ReadSeek, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
     file.seek(SeekFrom::Start(offset))?;
     read_up_to(file, buffer)
 }
 
 /// Reads until `buffer` is full or the input ends; returns the bytes read.
-pub(crate) fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(
+    reader: &mut (impl Read + ?Sized),
+    buffer: &mut [u8],
+) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match reader.read(&mut buffer[filled..]) {
@@ -146,7 +155,7 @@ pub(crate) fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> io::Resul
 
 /// True when a valid block header is at `offset` and the block after it is another one or the
 /// end of the file (two headers in a row do not happen by chance in deflate data).
-fn is_block_at(file: &mut File, offset: u64, size: u64) -> io::Result<Option<u64>> {
+fn is_block_at(file: &mut dyn ReadSeek, offset: u64, size: u64) -> io::Result<Option<u64>> {
     let mut header = [0u8; HEADER_LEN];
     if read_at(file, offset, &mut header)? < HEADER_LEN {
         return Ok(None);
@@ -165,7 +174,7 @@ fn is_block_at(file: &mut File, offset: u64, size: u64) -> io::Result<Option<u64
 }
 
 /// The first block starting at or after `at`, if any before the end of the file.
-fn block_at_or_after(file: &mut File, at: u64, size: u64) -> io::Result<Option<u64>> {
+fn block_at_or_after(file: &mut dyn ReadSeek, at: u64, size: u64) -> io::Result<Option<u64>> {
     // Blocks are at most 64 KiB: one starts within 64 KiB of any offset inside the data.
     let window_end = (at + MAX_BLOCK + HEADER_LEN as u64).min(size);
     let mut window = vec![0u8; usize::try_from(window_end.saturating_sub(at)).unwrap_or(0)];
@@ -183,7 +192,10 @@ fn block_at_or_after(file: &mut File, at: u64, size: u64) -> io::Result<Option<u
 
 /// The block ending exactly at `block`, with its uncompressed length, skipping back over
 /// empty blocks; `None` when every block before `block` is empty.
-fn previous_nonempty_block(file: &mut File, mut block: u64) -> io::Result<Option<(u64, u16)>> {
+fn previous_nonempty_block(
+    file: &mut dyn ReadSeek,
+    mut block: u64,
+) -> io::Result<Option<(u64, u16)>> {
     for _ in 0..MAX_EMPTY_BLOCKS {
         let from = block.saturating_sub(MAX_BLOCK);
         let mut window = vec![0u8; usize::try_from(block - from).unwrap_or(0)];
@@ -230,7 +242,7 @@ fn previous_nonempty_block(file: &mut File, mut block: u64) -> io::Result<Option
 /// The decompressed bytes of a BGZF range, telling [`RangeEnd`] where the first block at or
 /// after the range's end begins.
 pub(crate) struct BlockRange {
-    inner: bgzf::io::Reader<File>,
+    inner: bgzf::io::Reader<Box<dyn ReadSeek>>,
     /// Compressed offset where the range ends.
     end: u64,
     /// Decompressed bytes handed out so far.

@@ -35,7 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::bgzf;
 use super::error::{FastaError, FastaErrorLocation};
 use super::indexed::{
-    self, IndexRow, IndexRows, IndexedFile, IndexedSource, Located, Positioned, SpansRead,
+    self, IndexRow, IndexRows, IndexedFile, IndexedSource, Located, Positioned, ReadSeek, SpansRead,
 };
 use super::input::{DECODED_MEMORY, Decoded, StreamRead, decoder_memory, decompressed};
 use super::options::{DEFAULT_BATCH_ROWS, FastaOptions};
@@ -44,6 +44,7 @@ use super::reader::{
 };
 use super::sequence_length::with_sequence_lengths;
 use super::{SEQUENCE_COLUMN, SequenceFormat};
+use crate::catalog::remote::RangeReader;
 use crate::compression::Compression;
 use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -242,8 +243,12 @@ impl FileSource for FastaSource {
             .flat_map(|group| group.files())
             .any(|file| {
                 let location = file.object_meta.location.as_ref();
-                Compression::of_path(location).is_compressed()
+                let compression = Compression::of_path(location);
+                // Remote gzip may be BGZF: the opener finds out (a plain gzip's later ranges
+                // then read nothing, its range at 0 reads it all).
+                compression.is_compressed()
                     && !(local && is_local_bgzf(&format!("/{location}")))
+                    && (local || compression != Compression::Gzip)
             });
         if unsplittable || config.file_compression_type.is_compressed() {
             return Ok(None);
@@ -335,7 +340,8 @@ impl FileOpener for FastaOpener {
         let format = self.format;
         let ids = self.ids.clone();
         let lengths = self.lengths.then(|| self.indices.clone());
-        let source = if self.store_url == "file:///" {
+        let remote = self.store_url != "file:///";
+        let source = if !remote {
             IndexedSource::Local(PathBuf::from(&config.path))
         } else {
             IndexedSource::Remote {
@@ -373,6 +379,27 @@ impl FileOpener for FastaOpener {
                         read_spans_to_channel(input, source.local_path(), config, sender);
                         drop(held);
                     }));
+                }
+            }
+            if let ScanBounds::Range { start, end } = bounds
+                && remote
+                && Compression::of_path(location.as_ref()) == Compression::Gzip
+            {
+                // A remote file named as gzip, split by `repartitioned`: BGZF is read by
+                // range requests from the blocks this range owns; plain gzip by the range at 0.
+                let size = file.object_meta.size;
+                let head_end = (bgzf::HEADER_LEN as u64).min(size);
+                let head = store.get_range(&location, 0..head_end).await?;
+                if bgzf::block_size(&head).is_some() {
+                    // Past its end a range reads on to the next block start (and the block).
+                    let reader = RangeReader::new(Arc::clone(&store), location.clone(), size)
+                        .with_soft_end(end.saturating_add(2 * bgzf::MAX_BLOCK));
+                    return Ok(spawn_reader(format, move |sender| {
+                        read_remote_bgzf(reader, (size, start, end), config, sender)
+                    }));
+                }
+                if start > 0 && Compression::sniff(&head).is_compressed() {
+                    return Ok(futures::stream::empty().boxed());
                 }
             }
             let get = match bounds {
@@ -768,7 +795,7 @@ fn open_input(
                     || (start == 0
                         && is_bgzf(&mut file).map_err(|source| config.io_error(source))?))
             {
-                return bgzf_range(file, size, start, end, config);
+                return bgzf_range(Box::new(file), size, start, end, config);
             }
             file.seek(SeekFrom::Start(range_start))
                 .map_err(|source| config.io_error(source))?;
@@ -816,8 +843,40 @@ fn is_bgzf(file: &mut std::fs::File) -> io::Result<bool> {
 
 /// The input of the compressed range `[start, end)` of a BGZF file: the records starting in
 /// the blocks that start in it, decompressed on a thread of their own.
+/// Reads the records a range of a remote BGZF file owns (`(size, start, end)`: the file's
+/// size and the range), by range requests through `reader`, and sends their batches.
+fn read_remote_bgzf(
+    reader: RangeReader,
+    (size, start, end): (u64, u64, u64),
+    mut config: ReaderConfig,
+    sender: &BatchSender,
+) {
+    let opened = config
+        .memory
+        .hold(RangeReader::MAX_BUFFER)
+        .map_err(FastaError::from)
+        .and_then(|buffer| {
+            bgzf_range(Box::new(reader), size, start, end, &mut config)
+                .map(|(input, decoder)| (input, decoder, buffer))
+        });
+    let (input, decoder_memory, buffer) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = sender.blocking_send(Err(error.into()));
+            return;
+        }
+    };
+    let input = StopWhenClosed {
+        inner: input,
+        sender: sender.clone(),
+        _decoder_memory: decoder_memory,
+    };
+    send_batches(SequenceReader::new(input, config), sender, |error| error);
+    drop(buffer);
+}
+
 fn bgzf_range(
-    file: std::fs::File,
+    file: Box<dyn ReadSeek>,
     size: u64,
     start: u64,
     end: u64,

@@ -446,6 +446,48 @@ def test_remote_indexes_serve_regions_and_lookups_with_range_reads(
     assert 0 < bytes_read < size // 4, (bytes_read, size, handler.requests[before:])
 
 
+def test_remote_bgzf_is_split_by_block_and_read_by_ranges(
+    launch: Any, tmp_path: Path, web: tuple[str, Any], files: dict[str, Any]
+) -> None:
+    """A remote BGZF FASTQ larger than DataFusion's 10 MiB split size is scanned by several
+    partitions, each fetching its blocks by range requests; answers match Biopython."""
+    base, handler = web
+    rng = random.Random(7)
+    text = "".join(
+        f"@b{n} x\n{random_bases(rng, 150)}\n+\n"
+        + "".join(chr(rng.randrange(33, 75)) for _ in range(150)) + "\n"
+        for n in range(90_000)
+    )  # fmt: skip
+    plain = tmp_path / "big.fq"
+    plain.write_text(text)
+    bgzf = files["root"] / "pub" / "big.fq.gz"
+    pysam.tabix_compress(str(plain), str(bgzf), force=True)
+    size = bgzf.stat().st_size
+    assert size > 11 << 20, "over DataFusion's repartition_file_min_size (10 MiB)"
+    reads = list(FastqGeneralIterator(io.StringIO(text)))
+    server = launch(
+        "--table", f"big={base}/pub/big.fq.gz", "--target-partitions", "4",
+        "--memory-limit", "128MiB", tables=False,
+    )  # fmt: skip
+    before = len(handler.requests)
+    got = adbc_rows(
+        server.uri,
+        "SELECT count(*), count(DISTINCT id), sum(length(sequence)), sum(length(quality)), "
+        "min(id), max(id) FROM big",
+    )
+    ids = sorted(title.split()[0] for title, _, _ in reads)
+    total = sum(len(seq) for _, seq, _ in reads)
+    assert got == [(len(reads), len(reads), total, total, ids[0], ids[-1])]
+    # No range reads the whole file (4 partitions would fetch 4 sizes).
+    assert fetched(handler.requests[before:], "/pub/big.fq.gz", size) < 1.5 * size
+    picked = [reads[0], reads[44_444], reads[-1]]
+    listed = ", ".join(f"'{title.split()[0]}'" for title, _, _ in picked)
+    got = adbc_rows(server.uri, f"SELECT id, sequence, quality FROM big WHERE id IN ({listed})")
+    assert sorted(got) == sorted((t.split()[0], s, q) for t, s, q in picked)
+    plan = " ".join(str(row) for row in adbc_rows(server.uri, "EXPLAIN SELECT count(*) FROM big"))
+    assert plan.count("big.fq.gz:") >= 2, f"split into byte ranges: {plan}"
+
+
 def grpc_status_of(uri: str, sql: str) -> GrpcStatus:
     """The status ``sql`` fails with through ADBC (``OK`` when it succeeds)."""
     try:
