@@ -342,6 +342,8 @@ async fn run_once(
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    // The server's allocator settings, so the figures are the server's.
+    flightbear::allocator::limit_arenas();
     let args = parse_args()?;
     let mut files = args.files.clone();
     if files.is_empty() {

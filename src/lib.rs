@@ -20,6 +20,7 @@
 //! | [`proto`] | flightbear's own protobuf messages (stateless statement handles) |
 //! | [`flight_session`] | the Flight session messages (SetSessionOptions, …) |
 
+pub mod allocator;
 pub mod auth;
 pub mod bytesize;
 pub mod catalog;

@@ -706,6 +706,7 @@ impl HealthArgs {
 }
 
 fn main() -> ExitCode {
+    flightbear::allocator::limit_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

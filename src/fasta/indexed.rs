@@ -281,21 +281,28 @@ impl IndexedSource {
         Ok(head)
     }
 
-    /// The file opened for reading anywhere.
+    /// The file opened for reading anywhere (a remote file's size asked of its store first).
     pub fn open(&self) -> io::Result<Box<dyn ReadSeek>> {
+        let size = match self {
+            IndexedSource::Local(_) => 0,
+            IndexedSource::Remote { key, .. } => {
+                self.stamp(None)?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key}")))?
+                    .size
+            }
+        };
+        self.open_sized(size, size)
+    }
+
+    /// The file of `size` bytes opened for reading anywhere; reads are expected to end near
+    /// `soft_end` (a remote reader's fetches stop growing there, see
+    /// [`RangeReader::with_soft_end`]). Both are ignored for local files.
+    pub fn open_sized(&self, size: u64, soft_end: u64) -> io::Result<Box<dyn ReadSeek>> {
         match self {
             IndexedSource::Local(path) => Ok(Box::new(File::open(path)?)),
-            IndexedSource::Remote { store, key, .. } => {
-                let size = self
-                    .stamp(None)?
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key}")))?
-                    .size;
-                Ok(Box::new(RangeReader::new(
-                    Arc::clone(store),
-                    key.clone(),
-                    size,
-                )))
-            }
+            IndexedSource::Remote { store, key, .. } => Ok(Box::new(
+                RangeReader::new(Arc::clone(store), key.clone(), size).with_soft_end(soft_end),
+            )),
         }
     }
 
@@ -423,6 +430,7 @@ impl Located {
         };
         let file = IndexedFile {
             source: self.source,
+            size: self.version.files[0].size,
             records,
             gzi,
         };
@@ -454,6 +462,8 @@ impl Located {
 #[derive(Debug)]
 pub struct IndexedFile {
     source: IndexedSource,
+    /// The file's size when its index was found fresh.
+    size: u64,
     /// In file order.
     records: Vec<fai::Record>,
     gzi: Option<bgzf::gzi::Index>,
@@ -471,7 +481,7 @@ pub struct Span {
 impl IndexedFile {
     /// Opens the file for reading at uncompressed positions.
     pub fn open(&self) -> io::Result<Positioned> {
-        let file = self.source.open()?;
+        let file = self.source.open_sized(self.size, self.size)?;
         let inner = match &self.gzi {
             None => Inner::Plain(BufReader::with_capacity(READ_BUFFER, file)),
             Some(gzi) => Inner::Bgzf(Box::new(bgzf::io::IndexedReader::new(file, gzi.clone()))),

@@ -44,7 +44,6 @@ use super::reader::{
 };
 use super::sequence_length::with_sequence_lengths;
 use super::{SEQUENCE_COLUMN, SequenceFormat};
-use crate::catalog::remote::RangeReader;
 use crate::compression::Compression;
 use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -368,67 +367,46 @@ impl FileOpener for FastaOpener {
                 }
             }
             if let Some(ids) = ids {
-                let lookup = config.clone();
+                let (lookup, lookup_source) = (config.clone(), source.clone());
                 let indexed = tokio::task::spawn_blocking(move || {
-                    indexed_read(&source, &ids, &lookup).map(|input| (input, source, lookup))
+                    indexed_read(&lookup_source, &ids, &lookup).map(|input| (input, lookup))
                 })
                 .await
                 .map_err(|error| DataFusionError::External(Box::new(error)))??;
-                if let (Some((input, held)), source, config) = indexed {
+                if let (Some((input, held)), config) = indexed {
                     return Ok(spawn_reader(format, move |sender| {
                         read_spans_to_channel(input, source.local_path(), config, sender);
                         drop(held);
                     }));
                 }
             }
+            let size = file.object_meta.size;
             if let ScanBounds::Range { start, end } = bounds
-                && remote
-                && Compression::of_path(location.as_ref()) == Compression::Gzip
+                && size > 0
             {
-                // A remote file named as gzip, split by `repartitioned`: BGZF is read by
-                // range requests from the blocks this range owns; plain gzip by the range at 0.
-                let size = file.object_meta.size;
+                // A split file. Its head tells BGZF (each range reads the records starting in
+                // its own blocks), other compression (the range at 0 decompresses the whole
+                // file) and plain text (each range reads from its start).
                 let head_end = (bgzf::HEADER_LEN as u64).min(size);
                 let head = store.get_range(&location, 0..head_end).await?;
                 if bgzf::block_size(&head).is_some() {
-                    // Past its end a range reads on to the next block start (and the block).
-                    let reader = RangeReader::new(Arc::clone(&store), location.clone(), size)
-                        .with_soft_end(end.saturating_add(2 * bgzf::MAX_BLOCK));
                     return Ok(spawn_reader(format, move |sender| {
-                        read_remote_bgzf(reader, (size, start, end), config, sender)
+                        read_bgzf_range(&source, (size, start, end), config, sender)
                     }));
                 }
                 if start > 0 && Compression::sniff(&head).is_compressed() {
                     return Ok(futures::stream::empty().boxed());
                 }
             }
-            let get = match bounds {
-                ScanBounds::Range { start, .. } if start > 0 => {
-                    // A range in the middle of a compressed file holds no records of its own:
-                    // the range that starts at 0 decompresses the whole file.
-                    let head_end = (bgzf::HEADER_LEN as u64).min(file.object_meta.size);
-                    let head = store.get_range(&location, 0..head_end).await?;
-                    if bgzf::block_size(&head).is_some() {
-                        // BGZF: the range owns the records starting in its blocks.
-                        (
-                            store.get_opts(&location, GetOptions::default()).await?,
-                            true,
-                        )
-                    } else if Compression::sniff(&head).is_compressed() {
-                        return Ok(futures::stream::empty().boxed());
-                    } else {
-                        let options = GetOptions {
-                            range: Some(GetRange::Offset(start - 1)),
-                            ..GetOptions::default()
-                        };
-                        (store.get_opts(&location, options).await?, false)
-                    }
-                }
-                _ => (
-                    store.get_opts(&location, GetOptions::default()).await?,
-                    false,
-                ),
+            let options = match bounds {
+                // One byte before the range: the reader sees whether the range starts a line.
+                ScanBounds::Range { start, .. } if start > 0 => GetOptions {
+                    range: Some(GetRange::Offset(start - 1)),
+                    ..GetOptions::default()
+                },
+                _ => GetOptions::default(),
             };
+            let get = store.get_opts(&location, options).await?;
             let runtime = tokio::runtime::Handle::current();
             Ok(spawn_reader(format, move |sender| {
                 read_to_channel(get, config, runtime, sender)
@@ -644,7 +622,7 @@ type BatchSender = mpsc::Sender<Result<(RecordBatch, Arc<Handoff>)>>;
 /// Runs on a blocking thread: parses the object and sends batches until the end, the first
 /// error, or the consumer going away (a failed send or a closed channel stops the loop).
 fn read_to_channel(
-    (get, bgzf_later_range): (GetResult, bool),
+    get: GetResult,
     mut config: ReaderConfig,
     runtime: tokio::runtime::Handle,
     sender: &BatchSender,
@@ -655,8 +633,22 @@ fn read_to_channel(
     };
     // What reading the whole file takes, should this range find malformed text (see below).
     let whole_file = whole_file_config(&config);
-    let (input, decoder_memory) = match open_input(get, bgzf_later_range, &mut config, runtime) {
-        Ok(input) => input,
+    let opened = open_input(get, &mut config, runtime);
+    send_input(opened, config, sender, |error| {
+        range_error(error, local.as_deref(), whole_file, sender)
+    });
+}
+
+/// Sends the batches of an opened input (or the error opening it), as [`send_batches`] does;
+/// the reservation (the decoder's memory) is held while the input lives.
+fn send_input(
+    opened: Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError>,
+    config: ReaderConfig,
+    sender: &BatchSender,
+    on_error: impl FnOnce(FastaError) -> FastaError,
+) {
+    let (input, held) = match opened {
+        Ok(opened) => opened,
         Err(error) => {
             let _ = sender.blocking_send(Err(error.into()));
             return;
@@ -665,22 +657,30 @@ fn read_to_channel(
     let input = StopWhenClosed {
         inner: input,
         sender: sender.clone(),
-        _decoder_memory: decoder_memory,
+        _held: held,
     };
-    let reader = SequenceReader::new(input, config);
-    send_batches(reader, sender, |error| match error {
-        // A range that starts mid-file knows byte offsets, not lines, and which of several
-        // malformed records it meets depends on how the file was split. The file's first
-        // error, found by reading it from the start, is the same however it was split.
+    send_batches(SequenceReader::new(input, config), sender, on_error);
+}
+
+/// The error to report for `error`, met reading a range of a file. A range that starts
+/// mid-file knows byte offsets, not lines, and which of several malformed records it meets
+/// depends on how the file was split: the file's first error, found by reading a local file
+/// (`local`) from the start, is the same however it was split.
+fn range_error(
+    error: FastaError,
+    local: Option<&Path>,
+    whole_file: ReaderConfig,
+    sender: &BatchSender,
+) -> FastaError {
+    match error {
         FastaError::Invalid {
             location: FastaErrorLocation::Byte(_),
             ..
         } => local
-            .as_deref()
             .and_then(|path| first_error_of(path, whole_file, sender))
             .unwrap_or(error),
         error => error,
-    });
+    }
 }
 
 /// Reads the records of an index lookup (a FASTA text of just those records) and sends their
@@ -697,7 +697,7 @@ fn read_spans_to_channel(
     let input = StopWhenClosed {
         inner: input,
         sender: sender.clone(),
-        _decoder_memory: None,
+        _held: None,
     };
     let reader = SequenceReader::new(
         input,
@@ -763,7 +763,7 @@ fn first_error_of(
     let input = StopWhenClosed {
         inner: input,
         sender: sender.clone(),
-        _decoder_memory: None,
+        _held: None,
     };
     let mut reader = SequenceReader::new(input, config);
     loop {
@@ -777,33 +777,19 @@ fn first_error_of(
 }
 
 /// Positions the object at the first byte the reader needs and decompresses it if needed;
-/// the reservation holds the decoder's memory.
-/// `bgzf_later_range`: `get` is the whole of a BGZF file for a range that starts past 0.
+/// the reservation holds the decoder's memory. (BGZF ranges are read by [`read_bgzf_range`].)
 fn open_input(
     get: GetResult,
-    bgzf_later_range: bool,
     config: &mut ReaderConfig,
     runtime: tokio::runtime::Handle,
 ) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
     let range_start = get.range.start;
-    let size = get.meta.size;
     let raw: Box<dyn Read + Send> = match get.payload {
         GetResultPayload::File(mut file, path) => {
             config.path = path.display().to_string();
-            if let ScanBounds::Range { start, end } = config.bounds
-                && (bgzf_later_range
-                    || (start == 0
-                        && is_bgzf(&mut file).map_err(|source| config.io_error(source))?))
-            {
-                return bgzf_range(Box::new(file), size, start, end, config);
-            }
             file.seek(SeekFrom::Start(range_start))
                 .map_err(|source| config.io_error(source))?;
             Box::new(file)
-        }
-        GetResultPayload::Stream(_) if bgzf_later_range => {
-            // A later range of a remote BGZF file: the range at 0 reads the whole file.
-            return Ok((Box::new(io::empty()), None));
         }
         GetResultPayload::Stream(stream) => Box::new(StreamRead::new(stream, runtime)),
     };
@@ -828,60 +814,43 @@ fn open_input(
 /// True when the local file at `path` starts with a BGZF block (read at planning time: one
 /// small read per compressed file of a scan).
 fn is_local_bgzf(path: &str) -> bool {
-    std::fs::File::open(path)
-        .and_then(|mut file| is_bgzf(&mut file))
-        .unwrap_or(false)
-}
-
-/// True when `file` starts with a BGZF block; leaves it at its start.
-fn is_bgzf(file: &mut std::fs::File) -> io::Result<bool> {
     let mut head = [0u8; bgzf::HEADER_LEN];
-    let filled = bgzf::read_up_to(file, &mut head)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok(bgzf::block_size(&head[..filled]).is_some())
+    std::fs::File::open(path)
+        .and_then(|mut file| bgzf::read_up_to(&mut file, &mut head))
+        .is_ok_and(|filled| bgzf::block_size(&head[..filled]).is_some())
 }
 
-/// The input of the compressed range `[start, end)` of a BGZF file: the records starting in
-/// the blocks that start in it, decompressed on a thread of their own.
-/// Reads the records a range of a remote BGZF file owns (`(size, start, end)`: the file's
-/// size and the range), by range requests through `reader`, and sends their batches.
-fn read_remote_bgzf(
-    reader: RangeReader,
+/// Runs on a blocking thread: reads the records starting in the blocks that start in the
+/// compressed range `[start, end)` of the BGZF file `source` of `size` bytes (a remote one by
+/// range requests, which stop growing two blocks past the range) and sends their batches.
+fn read_bgzf_range(
+    source: &IndexedSource,
     (size, start, end): (u64, u64, u64),
     mut config: ReaderConfig,
     sender: &BatchSender,
 ) {
-    let opened = config
-        .memory
-        .hold(RangeReader::MAX_BUFFER)
-        .map_err(FastaError::from)
-        .and_then(|buffer| {
-            bgzf_range(Box::new(reader), size, start, end, &mut config)
-                .map(|(input, decoder)| (input, decoder, buffer))
-        });
-    let (input, decoder_memory, buffer) = match opened {
-        Ok(opened) => opened,
-        Err(error) => {
-            let _ = sender.blocking_send(Err(error.into()));
-            return;
-        }
-    };
-    let input = StopWhenClosed {
-        inner: input,
-        sender: sender.clone(),
-        _decoder_memory: decoder_memory,
-    };
-    send_batches(SequenceReader::new(input, config), sender, |error| error);
-    drop(buffer);
+    let whole_file = whole_file_config(&config);
+    let opened = source
+        .open_sized(size, end.saturating_add(2 * bgzf::MAX_BLOCK))
+        .map_err(|error| config.io_error(error))
+        .and_then(|file| bgzf_range(file, source.read_memory(), (size, start, end), &mut config));
+    send_input(opened, config, sender, |error| {
+        range_error(error, source.local_path(), whole_file, sender)
+    });
 }
 
+/// The input of the compressed range `[start, end)` of a BGZF file: the records starting in
+/// the blocks that start in it, decompressed on a thread of their own. The reservation holds
+/// the decoder's memory and `file_memory` (what reading `file` holds).
 fn bgzf_range(
     file: Box<dyn ReadSeek>,
-    size: u64,
-    start: u64,
-    end: u64,
+    file_memory: usize,
+    (size, start, end): (u64, u64, u64),
     config: &mut ReaderConfig,
 ) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
+    let held = config
+        .memory
+        .hold(decoder_memory(Compression::Gzip) + DECODED_MEMORY + file_memory)?;
     let Some(planned) =
         bgzf::plan(file, size, start, end).map_err(|source| config.io_error(source))?
     else {
@@ -892,9 +861,6 @@ fn bgzf_range(
         end: u64::MAX,
     };
     config.range_end = Some(planned.end);
-    let held = config
-        .memory
-        .hold(decoder_memory(Compression::Gzip) + DECODED_MEMORY)?;
     let decoded =
         Decoded::spawn(Box::new(planned.reader)).map_err(|source| config.io_error(source))?;
     Ok((Box::new(decoded), Some(held)))
@@ -905,8 +871,8 @@ fn bgzf_range(
 struct StopWhenClosed<R> {
     inner: R,
     sender: BatchSender,
-    /// Reserves the decoder's memory while `inner` lives.
-    _decoder_memory: Option<MemoryReservation>,
+    /// Memory reserved while `inner` lives (its decoder's, its buffers').
+    _held: Option<MemoryReservation>,
 }
 
 impl<R: Read> Read for StopWhenClosed<R> {
