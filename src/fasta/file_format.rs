@@ -38,7 +38,7 @@ fn indexed_records(source: &IndexedSource, pool: &Arc<dyn MemoryPool>) -> Result
     reservation.try_grow(located.memory())?;
     // A file that cannot be read has no statistics; its scan reports why.
     Ok(located
-        .load()
+        .load_complete()
         .ok()
         .flatten()
         .map(|file| file.records() as u64))

@@ -46,6 +46,11 @@ const MAX_GAP: u64 = 1 << 20;
 const SKIP_BY_READING: u64 = 1 << 20;
 /// File versions whose check result is remembered; the memory of a full cache is forgotten.
 const MAX_REMEMBERED: usize = 1024;
+/// Records of a BGZF file the check reaches by seeking through its `.gzi`.
+const SEEK_SAMPLES: usize = 16;
+/// Most bytes one compressed byte of a BGZF block decompresses to (deflate's limit is 1032:1;
+/// a BGZF block holds at most 64 KiB, and takes at least 28 bytes).
+const MAX_INFLATION: u64 = 65_536 / 28 + 1;
 /// Buffer of the plain file reader.
 const READ_BUFFER: usize = 64 << 10;
 
@@ -281,19 +286,6 @@ impl IndexedSource {
         Ok(head)
     }
 
-    /// The file opened for reading anywhere (a remote file's size asked of its store first).
-    pub fn open(&self) -> io::Result<Box<dyn ReadSeek>> {
-        let size = match self {
-            IndexedSource::Local(_) => 0,
-            IndexedSource::Remote { key, .. } => {
-                self.stamp(None)?
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key}")))?
-                    .size
-            }
-        };
-        self.open_sized(size, size)
-    }
-
     /// The file of `size` bytes opened for reading anywhere; reads are expected to end near
     /// `soft_end` (a remote reader's fetches stop growing there, see
     /// [`RangeReader::with_soft_end`]). Both are ignored for local files.
@@ -315,11 +307,24 @@ impl IndexedSource {
     }
 }
 
-/// Record counts of the file versions whose index passed the check; `None` for those that failed.
-static CHECKED: LazyLock<Mutex<HashMap<Version, Option<u64>>>> =
+/// What the check found, per file version.
+static CHECKED: LazyLock<Mutex<HashMap<Version, Checked>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn remembered(version: &Version) -> Option<Option<u64>> {
+/// What the check of an index against its file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Every record of the file is indexed, where and as the index says (this many).
+    Complete(u64),
+    /// Every indexed record is where and as the index says, but the file has records the
+    /// index leaves out (samtools leaves out records without bases and repeated names):
+    /// regions can be read, scans cannot use it.
+    RecordsOnly,
+    /// The index does not describe the file.
+    Mismatch,
+}
+
+fn remembered(version: &Version) -> Option<Checked> {
     CHECKED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -327,12 +332,12 @@ fn remembered(version: &Version) -> Option<Option<u64>> {
         .copied()
 }
 
-fn remember(version: Version, records: Option<u64>) {
-    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
-    if checked.len() >= MAX_REMEMBERED {
-        checked.clear();
+fn remember(version: Version, checked: Checked) {
+    let mut remembered = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if remembered.len() >= MAX_REMEMBERED {
+        remembered.clear();
     }
-    checked.insert(version, records);
+    remembered.insert(version, checked);
 }
 
 /// The index files of a FASTA file, found fresh and not yet read: [`Located::load`] reads them.
@@ -350,37 +355,71 @@ impl Located {
     /// [`MAX_FAI_BYTES`], for compressed files other than BGZF with a fresh `.gzi`, and for
     /// versions that failed the check before.
     pub fn find(source: &IndexedSource) -> Option<Located> {
-        let data = source.stamp(None).ok()??;
-        let fai = source.stamp(Some("fai")).ok()??;
-        let fresh = |index: &Stamp| match (index.modified, data.modified) {
-            (Some(index), Some(data)) => index >= data,
-            _ => false,
+        Self::locate(source)
+            .ok()
+            .filter(|located| remembered(&located.version) != Some(Checked::RecordsOnly))
+    }
+
+    /// As [`Located::find`], with the reason when the index cannot serve (for messages).
+    pub fn locate(source: &IndexedSource) -> Result<Located, String> {
+        let path = source.display();
+        let stamp = |extension: Option<&str>| {
+            let name = extension.map_or(path.clone(), |extension| format!("{path}.{extension}"));
+            source
+                .stamp(extension)
+                .map_err(|error| format!("cannot read {name}: {error}"))
         };
-        if fai.size > MAX_FAI_BYTES || !fresh(&fai) {
-            return None;
-        }
-        let head = source.first_bytes(MAGIC_LEN, data.size).ok()?;
+        let data = stamp(None)?.ok_or_else(|| format!("{path} not found"))?;
+        let fresh = |index: &Stamp, extension: &str| {
+            let fresh = match (index.modified, data.modified) {
+                (Some(index), Some(data)) => index >= data,
+                _ => false,
+            };
+            if index.size > MAX_FAI_BYTES {
+                Err(format!(
+                    "{path}.{extension} is larger than {MAX_FAI_BYTES} bytes"
+                ))
+            } else if !fresh {
+                Err(format!(
+                    "{path}.{extension} is older than {path}: index the file again \
+                     (`flightbear index`)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let fai = stamp(Some("fai"))?.ok_or_else(|| {
+            format!("there is no index {path}.fai (`flightbear index` writes one)")
+        })?;
+        fresh(&fai, "fai")?;
+        let head = source
+            .first_bytes(MAGIC_LEN, data.size)
+            .map_err(|error| format!("cannot read {path}: {error}"))?;
         let mut files = vec![data.clone(), fai];
         let gzi = match Compression::sniff(&head) {
             Compression::None => false,
             Compression::Gzip => {
-                let gzi = source.stamp(Some("gzi")).ok()??;
-                if gzi.size > MAX_FAI_BYTES || !fresh(&gzi) {
-                    return None;
-                }
+                let gzi = stamp(Some("gzi"))?.ok_or_else(|| {
+                    format!(
+                        "{path} is compressed and has no block index {path}.gzi: it must be \
+                         BGZF, indexed by `flightbear index`"
+                    )
+                })?;
+                fresh(&gzi, "gzi")?;
                 files.push(gzi);
                 true
             }
-            _ => return None,
+            _ => {
+                return Err(format!(
+                    "{path} is compressed without random access; recompress it with bgzip"
+                ));
+            }
         };
-        let version = Version {
-            path: source.display(),
-            files,
-        };
-        if remembered(&version) == Some(None) {
-            return None;
+        let version = Version { path, files };
+        if remembered(&version) == Some(Checked::Mismatch) {
+            return Err(not_describing(&version.path));
         }
-        Some(Located {
+        Ok(Located {
             source: source.clone(),
             gzi,
             version,
@@ -396,36 +435,35 @@ impl Located {
 
     /// The number of records, when a check of this version found the index complete before.
     pub fn known_records(&self) -> Option<u64> {
-        remembered(&self.version).flatten()
+        match remembered(&self.version) {
+            Some(Checked::Complete(records)) => Some(records),
+            _ => None,
+        }
     }
 
     /// Reads the index and checks it against the file (once per version of the files);
     /// `None` when it does not describe the file. Errors are failures to read the files.
     pub fn load(self) -> io::Result<Option<IndexedFile>> {
         let text = self.source.read_index_file("fai", MAX_FAI_BYTES)?;
-        let mut records: Vec<fai::Record> = match fai::io::Reader::new(&text[..]).read_index() {
-            Ok(index) => index.into(),
-            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                remember(self.version, None);
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
+        // Index files are parsed from memory: any error is in their text.
+        let Ok(index) = fai::io::Reader::new(&text[..]).read_index() else {
+            remember(self.version, Checked::Mismatch);
+            return Ok(None);
         };
+        let mut records: Vec<fai::Record> = index.into();
         records.sort_by_key(fai::Record::position);
         drop(text);
         let gzi = match self.gzi {
-            true => match self
-                .source
-                .read_index_file("gzi", MAX_FAI_BYTES)
-                .and_then(|bytes| bgzf::gzi::io::Reader::new(&bytes[..]).read_index())
-            {
-                Ok(gzi) => Some(gzi),
-                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                    remember(self.version, None);
-                    return Ok(None);
+            true => {
+                let bytes = self.source.read_index_file("gzi", MAX_FAI_BYTES)?;
+                match bgzf::gzi::io::Reader::new(&bytes[..]).read_index() {
+                    Ok(gzi) if gzi_plausible(&gzi, self.version.files[0].size) => Some(gzi),
+                    _ => {
+                        remember(self.version, Checked::Mismatch);
+                        return Ok(None);
+                    }
                 }
-                Err(error) => return Err(error),
-            },
+            }
             false => None,
         };
         let file = IndexedFile {
@@ -433,28 +471,44 @@ impl Located {
             size: self.version.files[0].size,
             records,
             gzi,
+            complete: true,
         };
-        if remembered(&self.version).is_none() {
-            let complete = match file.check() {
-                Ok(complete) => complete,
-                // A short or undecodable file does not match its index.
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
-                    ) =>
-                {
-                    false
-                }
-                Err(error) => return Err(error),
-            };
-            let count = complete.then_some(file.records.len() as u64);
-            remember(self.version, count);
-            if !complete {
-                return Ok(None);
+        let checked = match remembered(&self.version) {
+            Some(checked) => checked,
+            None => {
+                let checked = match file.check() {
+                    Ok(checked) => checked,
+                    // A short or undecodable file does not match its index.
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            io::ErrorKind::UnexpectedEof
+                                | io::ErrorKind::InvalidData
+                                | io::ErrorKind::InvalidInput
+                        ) =>
+                    {
+                        Checked::Mismatch
+                    }
+                    Err(error) => return Err(error),
+                };
+                remember(self.version, checked);
+                checked
             }
-        }
-        Ok(Some(file))
+        };
+        Ok(match checked {
+            Checked::Complete(_) => Some(file),
+            Checked::RecordsOnly => Some(IndexedFile {
+                complete: false,
+                ..file
+            }),
+            Checked::Mismatch => None,
+        })
+    }
+
+    /// As [`Located::load`], for scans: `None` too when the file has records the index
+    /// leaves out.
+    pub fn load_complete(self) -> io::Result<Option<IndexedFile>> {
+        Ok(self.load()?.filter(|file| file.complete))
     }
 }
 
@@ -467,6 +521,8 @@ pub struct IndexedFile {
     /// In file order.
     records: Vec<fai::Record>,
     gzi: Option<bgzf::gzi::Index>,
+    /// Every record of the file is indexed (see [`Checked`]).
+    complete: bool,
 }
 
 /// The bytes `[start, end)` of the file holding one record, header line first.
@@ -489,33 +545,97 @@ impl IndexedFile {
         Ok(Positioned { inner, position: 0 })
     }
 
+    /// The file's size, its records in file order and its `.gzi` (BGZF files).
+    pub fn into_parts(
+        self,
+    ) -> (
+        IndexedSource,
+        u64,
+        Vec<fai::Record>,
+        Option<bgzf::gzi::Index>,
+    ) {
+        (self.source, self.size, self.records, self.gzi)
+    }
+
     /// The number of records.
     pub fn records(&self) -> usize {
         self.records.len()
     }
 
-    /// True when the index describes the file: see the module documentation.
-    fn check(&self) -> io::Result<bool> {
+    /// Whether the index describes the file: see the module documentation.
+    fn check(&self) -> io::Result<Checked> {
         let mut input = self.open()?;
         let mut end = 0;
         let mut gap = Vec::new();
+        let mut terminator = 0;
+        let mut complete = true;
         for record in &self.records {
-            if read_gap(&mut input, end, record, &mut gap)?.is_none() {
-                return Ok(false);
+            // The previous record's last end of line, then the gap to this record's bases.
+            input.goto(end - terminator)?;
+            if !line_end(&mut input, terminator)? {
+                return Ok(Checked::Mismatch);
+            }
+            gap.clear();
+            match read_gap(&mut input, end, record, &mut gap)? {
+                Some(_) => {}
+                // Records the index leaves out, then this record's header.
+                None if gap_ends_with_header(&gap, record) => complete = false,
+                None => return Ok(Checked::Mismatch),
+            }
+            if !first_line_ends(&mut input, record)? {
+                return Ok(Checked::Mismatch);
             }
             let Some(record_end) = end_of(record) else {
-                return Ok(false);
+                return Ok(Checked::Mismatch);
             };
             end = record_end;
+            terminator = record.line_width().get() - record.line_base_count().get();
         }
         // The last line's end of line (a file may end without it), then only blank lines.
-        let terminator = self.records.last().map_or(0, |record| {
-            record.line_width().get() - record.line_base_count().get()
-        });
         input.goto(end - terminator)?;
         let mut rest = Vec::new();
         (&mut input).take(MAX_GAP + 1).read_to_end(&mut rest)?;
-        Ok(rest.len() as u64 <= MAX_GAP && rest.iter().all(|&b| b == b'\n' || b == b'\r'))
+        let (ending, after) = rest.split_at(rest.len().min(terminator as usize));
+        if !ending.is_empty() && !ending_matches(ending, terminator) {
+            return Ok(Checked::Mismatch);
+        }
+        if after.len() as u64 > MAX_GAP || !after.iter().all(|&b| b == b'\n' || b == b'\r') {
+            complete = false;
+        }
+        if !self.check_seeks()? {
+            return Ok(Checked::Mismatch);
+        }
+        Ok(match complete {
+            true => Checked::Complete(self.records.len() as u64),
+            false => Checked::RecordsOnly,
+        })
+    }
+
+    /// Reading forward seldom uses a `.gzi`; lookups do. Reaches the headers of up to
+    /// [`SEEK_SAMPLES`] records spread over a BGZF file through its `.gzi`, from afar.
+    fn check_seeks(&self) -> io::Result<bool> {
+        if self.gzi.is_none() || self.records.is_empty() {
+            return Ok(true);
+        }
+        let mut gap = Vec::new();
+        let count = self.records.len();
+        let mut previous_end = 0;
+        let mut ends = Vec::with_capacity(count.min(SEEK_SAMPLES));
+        for (i, record) in self.records.iter().enumerate() {
+            if i % count.div_ceil(SEEK_SAMPLES) == 0 {
+                ends.push((previous_end, record));
+            }
+            previous_end = end_of(record).ok_or_else(mismatch)?;
+        }
+        for (end, record) in ends.into_iter().rev() {
+            // A fresh reader seeks rather than reading through.
+            let mut input = self.open()?;
+            input.seek_to(end)?;
+            if read_gap(&mut input, end, record, &mut gap)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The spans of the records named in `ids`, in file order, whose header lies in the
@@ -710,6 +830,73 @@ fn read_gap(
     Ok(header_at(gap, record.name()))
 }
 
+/// True when the next `terminator` bytes are an end of line (`\n`, or `\r\n` for two).
+fn line_end(input: &mut Positioned, terminator: u64) -> io::Result<bool> {
+    let mut bytes = [0u8; 2];
+    if terminator > 2 {
+        return Ok(false);
+    }
+    let bytes = &mut bytes[..terminator as usize];
+    input.read_exact(bytes)?;
+    Ok(ending_matches(bytes, terminator))
+}
+
+/// True when `bytes` are an end of line of `terminator` bytes (none, `\n` or `\r\n`).
+fn ending_matches(bytes: &[u8], terminator: u64) -> bool {
+    match terminator {
+        0 => bytes.is_empty(),
+        1 => bytes == b"\n",
+        2 => bytes == b"\r\n",
+        _ => false,
+    }
+}
+
+/// True when the last line of `gap` is the header of `record` (records the index leaves out
+/// may come before it).
+fn gap_ends_with_header(gap: &[u8], record: &fai::Record) -> bool {
+    let Some(body) = gap.strip_suffix(b"\n") else {
+        return false;
+    };
+    let line_start = memchr::memrchr(b'\n', body).map_or(0, |at| at + 1);
+    header_at(&gap[line_start..], record.name()).is_some()
+}
+
+/// True when the first line of bases of `record` (the input stands at its start) ends where
+/// its line layout says; a record of one line ends as the next gap's check reads.
+fn first_line_ends(input: &mut Positioned, record: &fai::Record) -> io::Result<bool> {
+    let bases = record.line_base_count().get();
+    if record.length() <= bases {
+        return Ok(true);
+    }
+    let mut chunk = [0u8; 4096];
+    let mut left = bases;
+    while left > 0 {
+        let part = &mut chunk[..usize::try_from(left.min(4096)).unwrap_or(4096)];
+        input.read_exact(part)?;
+        if memchr::memchr2(b'\n', b'\r', part).is_some() {
+            return Ok(false);
+        }
+        left -= part.len() as u64;
+    }
+    line_end(input, record.line_width().get() - bases)
+}
+
+/// A `.gzi` that could describe a BGZF file of `size` bytes: blocks in order (empty ones, such
+/// as end-of-file markers, add nothing), inside the file, none decompressing to more than a
+/// block can hold.
+fn gzi_plausible(gzi: &bgzf::gzi::Index, size: u64) -> bool {
+    let mut previous = (0u64, 0u64);
+    gzi.as_ref().iter().all(|&(compressed, uncompressed)| {
+        let (last_compressed, last_uncompressed) = previous;
+        previous = (compressed, uncompressed);
+        compressed > last_compressed
+            && compressed < size
+            && uncompressed >= last_uncompressed
+            && uncompressed - last_uncompressed
+                <= (compressed - last_compressed).saturating_mul(MAX_INFLATION)
+    })
+}
+
 /// Where the header line of the record named `name` starts in `gap`, when `gap` is blank
 /// lines and then that header line, ending with its end of line.
 fn header_at(gap: &[u8], name: &[u8]) -> Option<usize> {
@@ -720,6 +907,13 @@ fn header_at(gap: &[u8], name: &[u8]) -> Option<usize> {
         return None;
     }
     (split_header(text).0 == name).then_some(start)
+}
+
+/// Why an index that failed the check is not used (for messages).
+pub(crate) fn not_describing(path: &str) -> String {
+    format!(
+        "the index {path}.fai does not describe {path}: index the file again (`flightbear index`)"
+    )
 }
 
 /// Where `record` ends: after the end of line of its last line of bases.
@@ -748,6 +942,16 @@ pub struct Positioned {
 }
 
 impl Positioned {
+    /// Moves to uncompressed position `to` by seeking (through the `.gzi` in BGZF).
+    pub fn seek_to(&mut self, to: u64) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Plain(reader) => reader.seek(SeekFrom::Start(to))?,
+            Inner::Bgzf(reader) => reader.seek(SeekFrom::Start(to))?,
+        };
+        self.position = to;
+        Ok(())
+    }
+
     /// Moves to uncompressed position `to`.
     pub fn goto(&mut self, to: u64) -> io::Result<()> {
         if let Inner::Plain(reader) = &mut self.inner {
@@ -765,12 +969,7 @@ impl Positioned {
             }
             return Ok(());
         }
-        match &mut self.inner {
-            Inner::Plain(reader) => reader.seek(SeekFrom::Start(to))?,
-            Inner::Bgzf(reader) => reader.seek(SeekFrom::Start(to))?,
-        };
-        self.position = to;
-        Ok(())
+        self.seek_to(to)
     }
 }
 

@@ -10,14 +10,13 @@
 //! Each region is read on a blocking thread with its bytes reserved in the memory pool.
 
 use std::collections::HashMap;
-use std::io::{self, Seek};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use super::FastaFormat;
-use super::indexed::{IndexedSource, MAX_FAI_BYTES, ReadSeek};
+use super::indexed::{IndexedFile, IndexedSource, Located, ReadSeek, not_describing};
 use crate::catalog::remote;
-use crate::compression::{Compression, MAGIC_LEN};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -92,7 +91,9 @@ impl TableFunctionImpl for FastaRegionFunction {
             return plan_err!("fasta_region(): no session");
         };
         let source = indexed_file(state, &table)?;
-        let index = read_fai(&source, &table)?;
+        let (file, index_memory) = load_index(state, &source, &table)?;
+        let (source, size, records, gzi) = file.into_parts();
+        let index = fasta::fai::Index::from(records);
         let names = Names::new(&index);
         let wanted = regions
             .iter()
@@ -104,8 +105,11 @@ impl TableFunctionImpl for FastaRegionFunction {
             .collect::<Result<Vec<_>>>()?;
         let stream = RegionStream {
             source,
+            size,
+            gzi,
             index: Arc::new(index),
             wanted: Arc::new(wanted),
+            _index_memory: Arc::new(index_memory),
         };
         Ok(Arc::new(StreamingTable::try_new(
             Arc::clone(&SCHEMA),
@@ -185,47 +189,33 @@ pub(crate) fn beside(path: &Path, extension: &str) -> io::Result<PathBuf> {
     Ok(index)
 }
 
-fn read_fai(source: &IndexedSource, table: &str) -> Result<fasta::fai::Index> {
-    let path = match source {
-        IndexedSource::Local(path) => path,
-        IndexedSource::Remote { url, .. } => {
-            let text = source
-                .read_index_file("fai", MAX_FAI_BYTES)
-                .map_err(|error| match error.kind() {
-                    io::ErrorKind::NotFound => DataFusionError::Plan(format!(
-                        "fasta_region(): table '{table}' has no index ({url}.fai not found): \
-                         index a copy with `flightbear index` and put the .fai beside the file"
-                    )),
-                    _ => DataFusionError::Plan(format!(
-                        "fasta_region(): cannot read the index {url}.fai: {error}"
-                    )),
-                })?;
-            return fasta::fai::io::Reader::new(&text[..])
-                .read_index()
-                .map_err(|error| {
-                    DataFusionError::Plan(format!(
-                        "fasta_region(): cannot read the index {url}.fai: {error}"
-                    ))
-                });
-        }
-    };
-    let fai = path.with_added_extension("fai");
-    let fai = match beside(path, "fai") {
-        Ok(fai) => fai,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => fai,
-        Err(error) => return plan_err!("fasta_region(): {error}"),
-    };
-    fasta::fai::fs::read(&fai).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => DataFusionError::Plan(format!(
-            "fasta_region(): table '{table}' has no index ({} not found): run `flightbear index {}`",
-            fai.display(),
-            path.display()
-        )),
-        _ => DataFusionError::Plan(format!(
-            "fasta_region(): cannot read the index {}: {error}",
-            fai.display()
-        )),
-    })
+/// The index of `source`, checked against the file as scans check it (see
+/// [`super::indexed`]), and the reservation of its memory.
+fn load_index(
+    state: &SessionState,
+    source: &IndexedSource,
+    table: &str,
+) -> Result<(IndexedFile, MemoryReservation)> {
+    let located = Located::locate(source).map_err(|why| {
+        DataFusionError::Plan(format!(
+            "fasta_region(): table '{table}' has no index to read regions by: {why}"
+        ))
+    })?;
+    let reservation =
+        MemoryConsumer::new("fasta_region index").register(&state.runtime_env().memory_pool);
+    reservation.try_grow(located.memory())?;
+    let path = source.display();
+    let file = located
+        .load()
+        .map_err(|error| {
+            DataFusionError::Execution(format!("fasta_region(): cannot read {path}: {error}"))
+        })?
+        .ok_or_else(|| {
+            DataFusionError::Plan(format!("fasta_region(): {}", not_describing(&path)))
+        })?;
+    // The check's reader is gone; the reader of the regions reserves its own buffer.
+    reservation.shrink(source.read_memory().min(reservation.size()));
+    Ok((file, reservation))
 }
 
 /// Parses one region in samtools' syntax against the index.
@@ -241,11 +231,13 @@ struct Names<'a> {
 
 impl<'a> Names<'a> {
     fn new(index: &'a fasta::fai::Index) -> Self {
-        let lengths = index
-            .as_ref()
-            .iter()
-            .map(|r| (r.name().as_ref(), r.length()))
-            .collect();
+        // A name indexed twice is the first record of that name, as for samtools.
+        let mut lengths = HashMap::new();
+        for record in index.as_ref() {
+            lengths
+                .entry(record.name().as_ref())
+                .or_insert(record.length());
+        }
         Self { lengths, index }
     }
 
@@ -318,8 +310,13 @@ fn unknown(name: &str, index: &fasta::fai::Index) -> String {
 #[derive(Debug)]
 struct RegionStream {
     source: IndexedSource,
+    /// The file's size when its index was checked.
+    size: u64,
+    gzi: Option<bgzf::gzi::Index>,
     index: Arc<fasta::fai::Index>,
     wanted: Arc<Vec<Wanted>>,
+    /// The index's memory, reserved while the table function's plan lives.
+    _index_memory: Arc<MemoryReservation>,
 }
 
 impl PartitionStream for RegionStream {
@@ -333,6 +330,8 @@ impl PartitionStream for RegionStream {
             reader: None,
             reservation: MemoryConsumer::new("fasta_region").register(ctx.memory_pool()),
             source: self.source.clone(),
+            size: self.size,
+            gzi: self.gzi.clone(),
             index: Arc::clone(&self.index),
             wanted: Arc::clone(&self.wanted),
         };
@@ -343,11 +342,7 @@ impl PartitionStream for RegionStream {
             state.reservation.free();
             let outcome = tokio::task::spawn_blocking(move || {
                 if state.reader.is_none() {
-                    state.reader = Some(Reader::open(
-                        &state.source,
-                        &state.index,
-                        &mut state.reservation,
-                    )?);
+                    state.reader = Some(Reader::open(&state)?);
                 }
                 let reader = state.reader.as_mut().expect("opened above");
                 let batch = reader.read(&region, &mut state.reservation)?;
@@ -371,6 +366,8 @@ struct Progress {
     reader: Option<Reader>,
     reservation: MemoryReservation,
     source: IndexedSource,
+    size: u64,
+    gzi: Option<bgzf::gzi::Index>,
     index: Arc<fasta::fai::Index>,
     wanted: Arc<Vec<Wanted>>,
 }
@@ -384,48 +381,32 @@ struct Reader {
 }
 
 impl Reader {
-    fn open(
-        source: &IndexedSource,
-        index: &fasta::fai::Index,
-        reservation: &mut MemoryReservation,
-    ) -> Result<Reader> {
-        let path = source.display();
-        let io_error = |error: io::Error| {
-            DataFusionError::Execution(format!("fasta_region(): {path}: {error}"))
-        };
-        let buffer = match source.read_memory() {
+    /// The reader of the file of `state`; a remote reader's buffer is reserved (split off the
+    /// progress's reservation).
+    fn open(state: &Progress) -> Result<Reader> {
+        let reservation = &state.reservation;
+        let path = state.source.display();
+        let buffer = match state.source.read_memory() {
             0 => None,
             bytes => {
                 reservation.try_grow(bytes)?;
                 Some(reservation.split(bytes))
             }
         };
-        let mut file = source.open().map_err(io_error)?;
-        let mut head = [0u8; MAGIC_LEN];
-        let read = super::bgzf::read_up_to(&mut file, &mut head).map_err(io_error)?;
-        file.seek(io::SeekFrom::Start(0)).map_err(io_error)?;
-        let inner = match Compression::sniff(&head[..read]) {
-            Compression::None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
-            Compression::Gzip => {
-                let gzi = source
-                    .read_index_file("gzi", MAX_FAI_BYTES)
-                    .and_then(|bytes| bgzf::gzi::io::Reader::new(&bytes[..]).read_index())
-                    .map_err(|error| {
-                        DataFusionError::Execution(format!(
-                            "fasta_region(): {path} is compressed and its block index {path}.gzi \
-                         cannot be read ({error}): it must be BGZF, indexed by `flightbear index`"
-                        ))
-                    })?;
-                fasta::io::BufReader::Bgzf(bgzf::io::IndexedReader::new(file, gzi))
-            }
-            _ => {
-                return Err(DataFusionError::Execution(format!(
-                    "fasta_region(): {path} is compressed without random access; recompress it with bgzip"
-                )));
+        let file = state
+            .source
+            .open_sized(state.size, state.size)
+            .map_err(|error| {
+                DataFusionError::Execution(format!("fasta_region(): {path}: {error}"))
+            })?;
+        let inner = match &state.gzi {
+            None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
+            Some(gzi) => {
+                fasta::io::BufReader::Bgzf(bgzf::io::IndexedReader::new(file, gzi.clone()))
             }
         };
         Ok(Reader {
-            inner: fasta::io::IndexedReader::new(inner, index.clone()),
+            inner: fasta::io::IndexedReader::new(inner, state.index.as_ref().clone()),
             path,
             _buffer: buffer,
         })

@@ -451,7 +451,7 @@ fn load_index(
     };
     let held = config.memory.hold(located.memory())?;
     let io_error = |source| config.io_error(source);
-    let Some(file) = located.load().map_err(io_error)? else {
+    let Some(file) = located.load_complete().map_err(io_error)? else {
         return Ok(None);
     };
     let input = file.open().map_err(io_error)?;
