@@ -2,15 +2,19 @@
 //! and `id IN (…)` read only the bytes of the records they name, and `COUNT(*)` is the number of
 //! records in the index.
 //!
-//! An index is used only where it provably describes its file. It must be no older than the
-//! file (a `.gzi` too), lie in the file's directory, and pass a check made once per version of
-//! the files: between the end of one indexed record (computed from its length and line layout)
-//! and the sequence of the next there is nothing but blank lines and the header of that next
-//! record, with the indexed name; after the last record, only blank lines. samtools leaves
-//! records without bases and repeated names out of a `.fai`, so such files fail the check and
-//! are scanned as if they had no index, as are files whose index is missing, stale or too
-//! large ([`MAX_FAI_BYTES`]). Either way a query gets the same rows; the filter stays in the
-//! plan above the scan, so the index only decides which bytes are read.
+//! An index is used only where it describes its file. It must be no older than the file (a
+//! `.gzi` too), lie in the file's directory, parse, and pass a check made once per version of
+//! the files: each indexed record's header line ends where its sequence starts, its first line
+//! of bases and its last end of line lie where its line layout puts them, and between the end of
+//! one indexed record and the sequence of the next there is nothing but blank lines and the
+//! header of that next record, with the indexed name; after the last record, only blank lines. A
+//! `.gzi` must list blocks in order inside the file, and [`SEEK_SAMPLES`] records spread over the
+//! file are reached through it. samtools leaves records without bases and repeated names out of
+//! a `.fai`: such files pass for region reads ([`Checked::RecordsOnly`]) and are scanned as if
+//! they had no index, as are files whose index is missing, stale or too large
+//! ([`MAX_FAI_BYTES`]). Either way a query gets the same rows; the filter stays in the plan above
+//! the scan, so the index only decides which bytes are read. The check does not read every line:
+//! an index crafted to agree with the headers and line ends it reads is believed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;

@@ -8,6 +8,7 @@ file, ``pysam.FastaFile`` reads regions through the index flightbear wrote and g
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import shutil
 import subprocess
@@ -342,3 +343,160 @@ def test_an_index_made_while_the_server_runs_is_used(launch: Any, tmp_path: Path
         assert sorted(cur.fetchall()) == [("r1", 1_000_000), ("r3", 1_000_000)]
         # A lookup reads the records it names (a filter keeps the sequence in the scan).
         assert bytes_read(server) - before < (3 << 20)
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexes that do not describe their file: scans answer as without them, fasta_region refuses
+# ---------------------------------------------------------------------------------------------
+
+HOSTILE_TEXT = ">a first\nACGTACGTAC\nGTACG\n>b\nTTTTCCCCAA\nGG\n>c\nAC\n"
+
+
+def hostile_indexes() -> dict[str, tuple[str, str]]:
+    """Name: (.fai text, what fasta_region's refusal says) for HOSTILE_TEXT."""
+    a, b, c = "a\t15\t9\t10\t11", "b\t12\t35\t10\t11", "c\t2\t53\t2\t3"
+    return {
+        # Built for another file: offsets land in the middle of lines.
+        "foreign": (f"a\t15\t3\t10\t11\n{b}\n{c}\n", "does not describe"),
+        # Lines of 9 bases + CRLF cover the same bytes as 10 bases + LF: line ends differ.
+        "layout": (f"a\t15\t9\t9\t11\n{b}\n{c}\n", "does not describe"),
+        # Width below the bases of a line.
+        "narrow": (f"a\t15\t9\t10\t9\n{b}\n{c}\n", "does not describe"),
+        # An absurd width.
+        "huge": (f"a\t15\t9\t10\t{2**63 - 1}\n{b}\n{c}\n", "does not describe"),
+        # Not an index at all.
+        "garbage": ("not an index\n", "does not describe"),
+        # An index file over the limit.
+        "big": (f"{a}\n{b}\n{c}\n" + "#" * (17 << 20), "larger than"),
+    }
+
+
+def test_indexes_that_do_not_describe_the_file_are_not_used(launch: Any, tmp_path: Path) -> None:
+    records = {"a": "ACGTACGTACGTACG", "b": "TTTTCCCCAAGG", "c": "AC"}
+    cases = hostile_indexes()
+    args = []
+    for name, (fai, _) in cases.items():
+        path = tmp_path / f"{name}.fa"
+        path.write_text(HOSTILE_TEXT)
+        Path(f"{path}.fai").write_text(fai)
+        args += ["--table", f"{name}={path}"]
+    server = launch(*args, "--memory-limit", "64MiB", tables=False)
+    client = flight.FlightClient(server.uri)
+    try:
+        for name, (_, refusal) in cases.items():
+            lengths = run_sql(client, f"SELECT id, length(sequence) AS n FROM {name} ORDER BY id")
+            assert lengths.to_pylist() == [{"id": k, "n": len(v)} for k, v in records.items()]
+            count = run_sql(client, f"SELECT COUNT(*) AS n FROM {name}").to_pylist()
+            assert count == [{"n": 3}], name
+            row = run_sql(client, f"SELECT sequence FROM {name} WHERE id = 'b'").to_pylist()
+            assert row == [{"sequence": records["b"]}], name
+            with pytest.raises(pa.ArrowException) as raised:
+                regions(server.uri, f"SELECT * FROM fasta_region('{name}', 'b:1-5')")
+            status = grpc_status(raised.value)
+            assert status.code == "INVALID_ARGUMENT", (name, status)
+            assert refusal in status.message, (name, status.message)
+    finally:
+        client.close()
+
+
+def test_fasta_region_refuses_an_index_older_than_its_file(launch: Any, tmp_path: Path) -> None:
+    path = tmp_path / "g.fa"
+    path.write_text(">a\nACGTACGTAC\n>b\nGGGGCCCCAA\n")
+    assert index(path).returncode == 0
+    before = Path(f"{path}.fai").stat().st_mtime
+    path.write_text(">a\nACGTACGTACGG\n>b\nTTTTCCCCAA\n")
+    os.utime(path, (before + 5, before + 5))
+    server = launch("--table", f"g={path}", tables=False)
+    with pytest.raises(pa.ArrowException) as raised:
+        regions(server.uri, "SELECT * FROM fasta_region('g', 'b')")
+    status = grpc_status(raised.value)
+    assert status.code == "INVALID_ARGUMENT" and "older than" in status.message, status
+    client = flight.FlightClient(server.uri)
+    try:
+        row = run_sql(client, "SELECT sequence FROM g WHERE id = 'b'").to_pylist()
+    finally:
+        client.close()
+    assert row == [{"sequence": "TTTTCCCCAA"}]
+
+
+def test_a_name_indexed_twice_is_its_first_record_as_in_samtools(
+    launch: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "dup.fa"
+    first, second = "ACGT" * 25, "TTGCA" * 10
+    path.write_text(f">a\n{first}\n>a\n{second}\n>b\nGGCC\n")
+    Path(f"{path}.fai").write_text("a\t100\t3\t100\t101\na\t50\t107\t50\t51\nb\t4\t161\t4\t5\n")
+    server = launch("--table", f"dup={path}", tables=False)
+    samtools = pysam.FastaFile(str(path))
+    try:
+        answer = regions(server.uri, "SELECT * FROM fasta_region('dup', 'a', 'a:91-100', 'b')")
+        assert answer == [
+            ("a", 1, 100, samtools.fetch("a")),
+            ("a", 91, 100, samtools.fetch("a", 90, 100)),
+            ("b", 1, 4, samtools.fetch("b")),
+        ]
+    finally:
+        samtools.close()
+    assert answer[0][3] == first
+
+
+def test_bad_block_indexes_fall_back_to_scans(launch: Any, tmp_path: Path) -> None:
+    """BGZF with a correct .fai and a .gzi that is empty, truncated, shifted or another file's:
+    lookups, lengths and counts give Biopython's answers."""
+    rng = random.Random(21)
+    parts = []
+    for n in range(40):
+        sequence = random_bases(rng, rng.choice([61, 30_000]))
+        lines = "".join(sequence[i : i + 60] + "\n" for i in range(0, len(sequence), 60))
+        parts.append(f">c{n}\n{lines}")
+    plain = tmp_path / "plain.fa"
+    plain.write_text("".join(parts))
+    good = tmp_path / "good.fa.gz"
+    pysam.tabix_compress(str(plain), str(good))
+    assert index(good).returncode == 0
+    gzi = Path(f"{good}.gzi").read_bytes()
+    count = int.from_bytes(gzi[:8], "little")
+    entries = [
+        (int.from_bytes(gzi[8 + 16 * i : 16 + 16 * i], "little"),
+         int.from_bytes(gzi[16 + 16 * i : 24 + 16 * i], "little"))
+        for i in range(count)
+    ]  # fmt: skip
+    assert count > 4
+
+    def encode(pairs: list[tuple[int, int]]) -> bytes:
+        out = len(pairs).to_bytes(8, "little")
+        for compressed, uncompressed in pairs:
+            out += compressed.to_bytes(8, "little") + uncompressed.to_bytes(8, "little")
+        return out
+
+    variants = {
+        "empty": b"",
+        "truncated": gzi[: len(gzi) // 2],
+        "shifted": encode([(c, u + 700) for c, u in entries]),
+        "reversed": encode(entries[::-1]),
+        "absurd": encode([(c, u * 1000) for c, u in entries]),
+        "other": encode([(c + 5000, u) for c, u in entries]),
+    }
+    args = []
+    for name, data in variants.items():
+        path = tmp_path / f"{name}.fa.gz"
+        shutil.copyfile(good, path)
+        shutil.copyfile(f"{good}.fai", f"{path}.fai")
+        Path(f"{path}.gzi").write_bytes(data)
+        args += ["--table", f"{name}={path}"]
+    server = launch(*args, "--memory-limit", "64MiB", tables=False)
+    expected = {name: sequence for name, _, sequence in biopython_rows(plain)}
+    client = flight.FlightClient(server.uri)
+    try:
+        for name in variants:
+            for wanted in ("c0", "c17", "c39"):
+                columns = "id, length(sequence) AS n, sequence"
+                sql = f"SELECT {columns} FROM {name} WHERE id = '{wanted}'"
+                rows = run_sql(client, sql).to_pylist()
+                assert rows == [
+                    {"id": wanted, "n": len(expected[wanted]), "sequence": expected[wanted]}
+                ], (name, wanted)
+            count = run_sql(client, f"SELECT COUNT(*) AS n FROM {name}").to_pylist()
+            assert count == [{"n": len(expected)}], name
+    finally:
+        client.close()
