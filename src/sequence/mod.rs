@@ -325,7 +325,7 @@ fn translate(args: &[ArrayRef]) -> Result<ArrayRef> {
 
 /// `kmers(seq, k)`: the list of overlapping k-mers of a sequence, in order (see
 /// [`nucleotides::kmers`]), so `unnest` and `GROUP BY` count them. The result is reserved in
-/// the memory pool before it is built.
+/// the memory pool before it is built, twice over (the copy `unnest` makes).
 #[derive(Debug)]
 struct Kmers {
     signature: Signature,
@@ -414,7 +414,10 @@ impl Kmers {
             )));
         }
         let total = bytes + 4 * count + 4 * (input.len() + 1);
-        let reservation = reserve_result(&self.pool, "kmers", total)?;
+        // Twice over: the list, and the copy of its k-mers `unnest` (its usual consumer) makes
+        // while the list still lives. Neither is in the pool once returned, so a list that
+        // fits once but not twice would take the server past its limit.
+        let reservation = reserve_result(&self.pool, "kmers", total.saturating_mul(2))?;
         let values = StringBuilder::with_capacity(count, bytes);
         let mut lists = ListBuilder::with_capacity(values, input.len());
         for row in rows {

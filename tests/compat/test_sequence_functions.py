@@ -162,3 +162,30 @@ def test_kmers_of_a_long_record_are_held_to_the_memory_limit(launch: Any, datase
         server.uri, "SELECT kmers(sequence, 50) AS k FROM big_record WHERE id = 'small000001'"
     )
     assert answer["k"] == [[small[i : i + 50] for i in range(len(small) - 49)]]
+
+
+def test_unnested_kmers_are_held_to_the_memory_limit(launch: Any, dataset: Dataset) -> None:
+    """k=15 on the 5 Mbp record: a 95 MB list, and `unnest` copies it. The list fits a 128 MiB
+    pool once but not twice over: refused, where it took the server to about 300 MiB before."""
+    server: Server = launch("--memory-limit", "128MiB")
+    longest = max(len(r.sequence) for r in dataset.fasta["big_record"])
+    assert longest >= 5_000_000
+    sql = (
+        "SELECT count(*) AS n FROM (SELECT unnest(kmers(sequence, 15)) AS kmer FROM big_record "
+        f"WHERE length(sequence) = {longest})"
+    )
+    with MemoryWatch(server.process.pid, 1024 * MIB) as watch:
+        with pytest.raises(pa.ArrowException) as raised:
+            query(server.uri, sql)
+    watch.assert_peak_below(224 * MIB)
+    status = grpc_status(raised.value)
+    assert status.code == "RESOURCE_EXHAUSTED", status
+    assert "kmers()" in status.message
+    # Shorter records still unnest: counted against Python's own windows.
+    small = next(r.sequence for r in dataset.fasta["big_record"] if r.id == "small000001")
+    answer = query(
+        server.uri,
+        "SELECT count(*) AS n FROM (SELECT unnest(kmers(sequence, 15)) AS kmer FROM big_record "
+        "WHERE id = 'small000001')",
+    )
+    assert answer["n"] == [max(len(small) - 14, 0)]
