@@ -146,17 +146,23 @@ def test_bad_arguments_are_invalid_argument(uri: str, sql: str, named: str) -> N
     assert query(uri, "SELECT translate('ATG') AS p")["p"] == ["M"]
 
 
+def assert_kmers_refused(server: Server, sql: str, peak_bound: int) -> None:
+    """`sql` ends with RESOURCE_EXHAUSTED naming kmers(), the server's resident memory staying
+    below `peak_bound` meanwhile."""
+    with MemoryWatch(server.process.pid, 1024 * MIB) as watch:
+        with pytest.raises(pa.ArrowException) as raised:
+            query(server.uri, sql)
+    watch.assert_peak_below(peak_bound)
+    status = grpc_status(raised.value)
+    assert status.code == "RESOURCE_EXHAUSTED", status
+    assert "kmers()" in status.message
+
+
 def test_kmers_of_a_long_record_are_held_to_the_memory_limit(launch: Any, dataset: Dataset) -> None:
     """k-mers of a 5 Mbp record with k=1000 would be 5 GB: refused before they are built."""
     server: Server = launch("--memory-limit", "64MiB")
     sql = "SELECT count(*) AS n FROM big_record WHERE kmers(sequence, 1000) IS NOT NULL"
-    with MemoryWatch(server.process.pid, 1024 * MIB) as watch:
-        with pytest.raises(pa.ArrowException) as raised:
-            query(server.uri, sql)
-    watch.assert_peak_below(512 * MIB)
-    status = grpc_status(raised.value)
-    assert status.code == "RESOURCE_EXHAUSTED", status
-    assert "kmers()" in status.message
+    assert_kmers_refused(server, sql, peak_bound=512 * MIB)
     small = next(r.sequence for r in dataset.fasta["big_record"] if r.id == "small000001")
     answer = query(
         server.uri, "SELECT kmers(sequence, 50) AS k FROM big_record WHERE id = 'small000001'"
@@ -174,13 +180,7 @@ def test_unnested_kmers_are_held_to_the_memory_limit(launch: Any, dataset: Datas
         "SELECT count(*) AS n FROM (SELECT unnest(kmers(sequence, 15)) AS kmer FROM big_record "
         f"WHERE length(sequence) = {longest})"
     )
-    with MemoryWatch(server.process.pid, 1024 * MIB) as watch:
-        with pytest.raises(pa.ArrowException) as raised:
-            query(server.uri, sql)
-    watch.assert_peak_below(224 * MIB)
-    status = grpc_status(raised.value)
-    assert status.code == "RESOURCE_EXHAUSTED", status
-    assert "kmers()" in status.message
+    assert_kmers_refused(server, sql, peak_bound=224 * MIB)
     # Shorter records still unnest: counted against Python's own windows.
     small = next(r.sequence for r in dataset.fasta["big_record"] if r.id == "small000001")
     answer = query(
