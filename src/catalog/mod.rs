@@ -228,16 +228,12 @@ pub async fn build_table(
         ))));
     }
     let first = std::path::Path::new(first);
-    let file_format: Arc<dyn FileFormat> = match format {
-        TableFormat::Fasta => Arc::new(FastaFormat::new(FastaOptions {
-            format: SequenceFormat::Fasta,
+    let file_format: Arc<dyn FileFormat> = match SequenceFormat::of_table(format) {
+        Some(sequence_format) => Arc::new(FastaFormat::new(FastaOptions {
+            format: sequence_format,
             ..sequence
         })),
-        TableFormat::Fastq => Arc::new(FastaFormat::new(FastaOptions {
-            format: SequenceFormat::Fastq,
-            ..sequence
-        })),
-        TableFormat::Csv | TableFormat::Tsv => {
+        None => {
             let compression = Compression::of_path(first).file_compression_type();
             let delimiter = if format == TableFormat::Tsv {
                 b'\t'

@@ -56,10 +56,7 @@ impl TableProviderFactory for FastaTableFactory {
             .downcast_ref::<FastaFormat>()
             .ok_or_else(|| DataFusionError::Internal(format!("{format} has another format")))?
             .options();
-        let table_format = match format {
-            SequenceFormat::Fasta => TableFormat::Fasta,
-            SequenceFormat::Fastq => TableFormat::Fastq,
-        };
+        let table_format = TableFormat::from(format);
         let table = super::build_table(state, &cmd.locations, Some(table_format), options).await?;
         Ok(table)
     }

@@ -33,6 +33,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::compression::strip_compression_suffixes;
+use crate::config::TableFormat;
 
 pub use error::{FastaError, FastaErrorLocation, FastaProblem};
 pub use file_format::{FastaFormat, FastaFormatFactory};
@@ -56,7 +57,25 @@ pub enum SequenceFormat {
     Fastq,
 }
 
+impl From<SequenceFormat> for TableFormat {
+    fn from(format: SequenceFormat) -> Self {
+        match format {
+            SequenceFormat::Fasta => TableFormat::Fasta,
+            SequenceFormat::Fastq => TableFormat::Fastq,
+        }
+    }
+}
+
 impl SequenceFormat {
+    /// The sequence format of a table format (`None` for CSV and TSV).
+    pub fn of_table(format: TableFormat) -> Option<Self> {
+        match format {
+            TableFormat::Fasta => Some(Self::Fasta),
+            TableFormat::Fastq => Some(Self::Fastq),
+            TableFormat::Csv | TableFormat::Tsv => None,
+        }
+    }
+
     /// The upper-case name used in messages (`FASTA`, `FASTQ`).
     pub fn name(self) -> &'static str {
         match self {
