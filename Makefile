@@ -16,6 +16,7 @@ help:
 	@echo "make bench-client   Python client streaming benchmark (vs ADBC)"
 	@echo "make bench-load     many clients and one heavy query: latency, health, wrong answers"
 	@echo "make bench-remote   one FASTA file scanned from disk and over HTTP (loopback)"
+	@echo "make bench-cpu      wall and CPU time of a BGZF scan with 1 and 2 partitions"
 
 build:
 	$(CARGO) build --release --locked
@@ -115,10 +116,17 @@ bench-load: build
 	$(CLIENT_PY) tests/bench/load_bench.py $(LOAD_ARGS)
 
 # --- Remote scan benchmark (issue 11) ------------------------------------------------------------
-.PHONY: bench-remote
+.PHONY: bench-remote bench-cpu
 
 # A FASTA file scanned from disk and through http:// in the same run (tests/bench/remote_bench.py).
 bench-remote: build
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
 	$(CLIENT_PY) tests/bench/remote_bench.py $(REMOTE_ARGS)
+
+# How many cores one scan uses per partition count (tests/bench/partition_cpu.py; needs the
+# files `make bench` writes).
+bench-cpu: build
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_PY) tests/bench/partition_cpu.py $(CPU_ARGS)
