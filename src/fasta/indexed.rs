@@ -1108,4 +1108,46 @@ mod tests {
         assert_eq!(header_at(b"ACGT\n>a\n", b"a"), None);
         assert_eq!(header_at(b">a", b"a"), None);
     }
+
+    fn record(name: &str, length: u64, offset: u64, bases: u64, width: u64) -> fai::Record {
+        let text = format!("{name}\t{length}\t{offset}\t{bases}\t{width}\n");
+        let index = fai::io::Reader::new(text.as_bytes()).read_index().unwrap();
+        Vec::from(index).remove(0)
+    }
+
+    #[test]
+    fn a_gap_may_end_with_the_header_after_records_left_out() {
+        let a = record("a", 4, 10, 4, 5);
+        assert!(gap_ends_with_header(b">empty\n>a\n", &a));
+        assert!(gap_ends_with_header(b">a\nACGT\n>a two\n", &a));
+        assert!(gap_ends_with_header(b">a\n", &a));
+        assert!(!gap_ends_with_header(b">a\n>b\n", &a));
+        assert!(!gap_ends_with_header(b">a\nAC", &a));
+        assert!(!gap_ends_with_header(b"", &a));
+    }
+
+    #[test]
+    fn line_ends_are_lf_or_crlf_by_width() {
+        assert!(ending_matches(b"\n", 1));
+        assert!(ending_matches(b"\r\n", 2));
+        assert!(ending_matches(b"", 0));
+        assert!(!ending_matches(b"\r", 1));
+        assert!(!ending_matches(b"\nA", 2));
+        assert!(!ending_matches(b"\n\n\n", 3));
+    }
+
+    #[test]
+    fn plausible_block_indexes() {
+        let gzi = |pairs: &[(u64, u64)]| bgzf::gzi::Index::from(pairs.to_vec());
+        assert!(gzi_plausible(&gzi(&[]), 28));
+        assert!(gzi_plausible(&gzi(&[(100, 65_280), (200, 130_560)]), 300));
+        // An empty block (an end-of-file marker, or one between concatenated files) adds nothing.
+        assert!(gzi_plausible(&gzi(&[(100, 65_280), (128, 65_280)]), 200));
+        // Out of order, outside the file, or more than blocks can hold.
+        assert!(!gzi_plausible(&gzi(&[(200, 65_280), (100, 130_560)]), 300));
+        assert!(!gzi_plausible(&gzi(&[(100, 65_280), (90, 65_290)]), 300));
+        assert!(!gzi_plausible(&gzi(&[(100, 65_280), (200, 60_000)]), 300));
+        assert!(!gzi_plausible(&gzi(&[(100, 65_280)]), 100));
+        assert!(!gzi_plausible(&gzi(&[(28, 65_280_000)]), 300));
+    }
 }
