@@ -444,8 +444,18 @@ impl RangeReader {
             self.position..end,
         );
         self.buffer = Bytes::new();
-        self.buffer = block_on(async move { store.get_range(&key, range).await })
+        let asked = end - self.position;
+        let bytes = block_on(async move { store.get_range(&key, range).await })
             .map_err(std::io::Error::other)?;
+        if bytes.len() as u64 != asked {
+            return Err(std::io::Error::other(format!(
+                "{} gave {} bytes for a range of {asked}: it changed while being read, or its \
+                 store sent a broken response",
+                self.key,
+                bytes.len()
+            )));
+        }
+        self.buffer = bytes;
         self.buffer_start = self.position;
         Ok(())
     }

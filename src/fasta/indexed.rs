@@ -282,8 +282,9 @@ impl IndexedSource {
                 }
                 let bytes = remote::block_on(async move { store.get_range(&key, 0..end).await })
                     .map_err(io::Error::other)?;
-                head[..bytes.len()].copy_from_slice(&bytes);
-                bytes.len()
+                let read = bytes.len().min(head.len());
+                head[..read].copy_from_slice(&bytes[..read]);
+                read
             }
         };
         head.truncate(read);

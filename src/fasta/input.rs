@@ -162,18 +162,25 @@ pub(crate) struct StreamRead {
     stream: BoxStream<'static, object_store::Result<Bytes>>,
     runtime: tokio::runtime::Handle,
     current: Bytes,
+    /// Bytes the response must hold, and bytes received so far.
+    expected: u64,
+    received: u64,
 }
 
 impl StreamRead {
-    /// Wraps `stream`; `runtime` drives it while a read waits.
+    /// Wraps `stream`, which must hold `expected` bytes (a shorter or longer body is an
+    /// error, not a shorter file); `runtime` drives it while a read waits.
     pub(crate) fn new(
         stream: BoxStream<'static, object_store::Result<Bytes>>,
+        expected: u64,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             stream,
             runtime,
             current: Bytes::new(),
+            expected,
+            received: 0,
         }
     }
 }
@@ -182,15 +189,38 @@ impl Read for StreamRead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
             match self.runtime.block_on(self.stream.next()) {
-                Some(Ok(bytes)) => self.current = bytes,
+                Some(Ok(bytes)) => {
+                    self.received += bytes.len() as u64;
+                    self.current = bytes;
+                }
                 Some(Err(e)) => return Err(io::Error::other(e)),
-                None => return Ok(0),
+                None => return self.ended(),
             }
+        }
+        if self.received > self.expected {
+            return Err(self.body_error());
         }
         let n = out.len().min(self.current.len());
         out[..n].copy_from_slice(&self.current[..n]);
         self.current.advance(n);
         Ok(n)
+    }
+}
+
+impl StreamRead {
+    fn ended(&self) -> io::Result<usize> {
+        match self.received == self.expected {
+            true => Ok(0),
+            false => Err(self.body_error()),
+        }
+    }
+
+    fn body_error(&self) -> io::Error {
+        io::Error::other(format!(
+            "the response held {} bytes where {} were due: the object changed while being read, \
+             or its store sent a broken response",
+            self.received, self.expected
+        ))
     }
 }
 

@@ -27,7 +27,7 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -90,26 +90,14 @@ impl TableFunctionImpl for FastaRegionFunction {
         let Some(state) = args.session().as_any().downcast_ref::<SessionState>() else {
             return plan_err!("fasta_region(): no session");
         };
+        // The index is read when the query runs (on a blocking thread, under the query's
+        // deadline and cancellation), not while planning: a slow store must not hold a
+        // planning thread.
         let source = indexed_file(state, &table)?;
-        let (file, index_memory) = load_index(state, &source, &table)?;
-        let (source, size, records, gzi) = file.into_parts();
-        let index = fasta::fai::Index::from(records);
-        let names = Names::new(&index);
-        let wanted = regions
-            .iter()
-            .map(|region| {
-                names
-                    .resolve(region)
-                    .map_err(|e| DataFusionError::Plan(format!("fasta_region(): {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let stream = RegionStream {
             source,
-            size,
-            gzi,
-            index: Arc::new(index),
-            wanted: Arc::new(wanted),
-            _index_memory: Arc::new(index_memory),
+            table,
+            regions: Arc::new(regions),
         };
         Ok(Arc::new(StreamingTable::try_new(
             Arc::clone(&SCHEMA),
@@ -192,7 +180,7 @@ pub(crate) fn beside(path: &Path, extension: &str) -> io::Result<PathBuf> {
 /// The index of `source`, checked against the file as scans check it (see
 /// [`super::indexed`]), and the reservation of its memory.
 fn load_index(
-    state: &SessionState,
+    pool: &Arc<dyn MemoryPool>,
     source: &IndexedSource,
     table: &str,
 ) -> Result<(IndexedFile, MemoryReservation)> {
@@ -201,8 +189,7 @@ fn load_index(
             "fasta_region(): table '{table}' has no index to read regions by: {why}"
         ))
     })?;
-    let reservation =
-        MemoryConsumer::new("fasta_region index").register(&state.runtime_env().memory_pool);
+    let reservation = MemoryConsumer::new("fasta_region index").register(pool);
     reservation.try_grow(located.memory())?;
     let path = source.display();
     let file = located
@@ -310,13 +297,8 @@ fn unknown(name: &str, index: &fasta::fai::Index) -> String {
 #[derive(Debug)]
 struct RegionStream {
     source: IndexedSource,
-    /// The file's size when its index was checked.
-    size: u64,
-    gzi: Option<bgzf::gzi::Index>,
-    index: Arc<fasta::fai::Index>,
-    wanted: Arc<Vec<Wanted>>,
-    /// The index's memory, reserved while the table function's plan lives.
-    _index_memory: Arc<MemoryReservation>,
+    table: String,
+    regions: Arc<Vec<String>>,
 }
 
 impl PartitionStream for RegionStream {
@@ -329,23 +311,29 @@ impl PartitionStream for RegionStream {
             next: 0,
             reader: None,
             reservation: MemoryConsumer::new("fasta_region").register(ctx.memory_pool()),
+            pool: Arc::clone(ctx.memory_pool()),
             source: self.source.clone(),
-            size: self.size,
-            gzi: self.gzi.clone(),
-            index: Arc::clone(&self.index),
-            wanted: Arc::clone(&self.wanted),
+            table: self.table.clone(),
+            regions: Arc::clone(&self.regions),
+            loaded: None,
         };
         let stream = futures::stream::unfold(Some(state), |state| async move {
             let mut state = state?;
-            let region = state.wanted.get(state.next)?.clone();
+            if state.next >= state.regions.len() {
+                return None;
+            }
             // The previous batch has left this stream: its bytes are its consumer's now.
             state.reservation.free();
             let outcome = tokio::task::spawn_blocking(move || {
+                if state.loaded.is_none() {
+                    state.loaded = Some(Loaded::new(&state)?);
+                }
                 if state.reader.is_none() {
                     state.reader = Some(Reader::open(&state)?);
                 }
+                let wanted = &state.loaded.as_ref().expect("loaded above").wanted[state.next];
                 let reader = state.reader.as_mut().expect("opened above");
-                let batch = reader.read(&region, &mut state.reservation)?;
+                let batch = reader.read(wanted, &mut state.reservation)?;
                 state.next += 1;
                 Ok::<_, DataFusionError>((batch, state))
             })
@@ -365,11 +353,47 @@ struct Progress {
     next: usize,
     reader: Option<Reader>,
     reservation: MemoryReservation,
+    pool: Arc<dyn MemoryPool>,
     source: IndexedSource,
+    table: String,
+    regions: Arc<Vec<String>>,
+    loaded: Option<Loaded>,
+}
+
+/// The checked index of a region stream's file and the regions resolved against it.
+struct Loaded {
+    /// The file's size when its index was checked.
     size: u64,
     gzi: Option<bgzf::gzi::Index>,
-    index: Arc<fasta::fai::Index>,
-    wanted: Arc<Vec<Wanted>>,
+    index: fasta::fai::Index,
+    wanted: Vec<Wanted>,
+    /// The index's memory, reserved while the stream lives.
+    _index_memory: MemoryReservation,
+}
+
+impl Loaded {
+    fn new(state: &Progress) -> Result<Self> {
+        let (file, index_memory) = load_index(&state.pool, &state.source, &state.table)?;
+        let (_, size, records, gzi) = file.into_parts();
+        let index = fasta::fai::Index::from(records);
+        let names = Names::new(&index);
+        let wanted = state
+            .regions
+            .iter()
+            .map(|region| {
+                names
+                    .resolve(region)
+                    .map_err(|e| DataFusionError::Plan(format!("fasta_region(): {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            size,
+            gzi,
+            index,
+            wanted,
+            _index_memory: index_memory,
+        })
+    }
 }
 
 /// An indexed reader of one file, plain or BGZF.
@@ -385,6 +409,10 @@ impl Reader {
     /// progress's reservation).
     fn open(state: &Progress) -> Result<Reader> {
         let reservation = &state.reservation;
+        let loaded = state
+            .loaded
+            .as_ref()
+            .ok_or_else(|| DataFusionError::Internal("fasta_region(): no index".into()))?;
         let path = state.source.display();
         let buffer = match state.source.read_memory() {
             0 => None,
@@ -395,18 +423,18 @@ impl Reader {
         };
         let file = state
             .source
-            .open_sized(state.size, state.size)
+            .open_sized(loaded.size, loaded.size)
             .map_err(|error| {
                 DataFusionError::Execution(format!("fasta_region(): {path}: {error}"))
             })?;
-        let inner = match &state.gzi {
+        let inner = match &loaded.gzi {
             None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
             Some(gzi) => {
                 fasta::io::BufReader::Bgzf(bgzf::io::IndexedReader::new(file, gzi.clone()))
             }
         };
         Ok(Reader {
-            inner: fasta::io::IndexedReader::new(inner, state.index.as_ref().clone()),
+            inner: fasta::io::IndexedReader::new(inner, loaded.index.clone()),
             path,
             _buffer: buffer,
         })

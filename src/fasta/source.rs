@@ -407,6 +407,20 @@ impl FileOpener for FastaOpener {
                 _ => GetOptions::default(),
             };
             let get = store.get_opts(&location, options).await?;
+            if get.meta.size != size {
+                // Read as it is now, the file would give other rows than the plan counted on.
+                return Err(DataFusionError::ObjectStore(Box::new(
+                    object_store::Error::Generic {
+                        store: "flightbear",
+                        source: format!(
+                            "{} changed while being read (its size went from {size} to {} \
+                             bytes): run the query again",
+                            config.path, get.meta.size
+                        )
+                        .into(),
+                    },
+                )));
+            }
             let runtime = tokio::runtime::Handle::current();
             Ok(spawn_reader(format, move |sender| {
                 read_to_channel(get, config, runtime, sender)
@@ -784,6 +798,7 @@ fn open_input(
     runtime: tokio::runtime::Handle,
 ) -> Result<(Box<dyn Read + Send>, Option<MemoryReservation>), FastaError> {
     let range_start = get.range.start;
+    let expected = get.range.end - get.range.start;
     let raw: Box<dyn Read + Send> = match get.payload {
         GetResultPayload::File(mut file, path) => {
             config.path = path.display().to_string();
@@ -791,7 +806,7 @@ fn open_input(
                 .map_err(|source| config.io_error(source))?;
             Box::new(file)
         }
-        GetResultPayload::Stream(stream) => Box::new(StreamRead::new(stream, runtime)),
+        GetResultPayload::Stream(stream) => Box::new(StreamRead::new(stream, expected, runtime)),
     };
     if range_start > 0 {
         // Only uncompressed files are read from the middle (checked by the opener).
