@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import boto3
+import pyarrow as pa
+import pyarrow.flight as flight
 import pysam
 import pytest
 from Bio.SeqIO.FastaIO import SimpleFastaParser
@@ -37,7 +39,7 @@ from flightbear_testing import (
     random_bases,
     split_header,
 )
-from server_probes import GrpcStatus, grpc_status, rss_bytes
+from server_probes import GrpcStatus, grpc_status, rss_bytes, run_sql
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 
@@ -81,11 +83,14 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        path = Path(self.translate_path(self.path))
+        # Under /grown/, HEAD reports 1000 bytes more than GET serves: a file that shrank
+        # between the listing of a scan and its reading.
+        grown = self.path.startswith("/grown/") and not body
+        path = Path(self.translate_path(self.path.removeprefix("/grown")))
         if not path.is_file():
             self.send_error(404)
             return
-        size = path.stat().st_size
+        size = path.stat().st_size + (1000 if grown else 0)
         start, end = 0, size
         wanted = self.headers.get("Range") if body else None
         if wanted:
@@ -267,6 +272,24 @@ def test_missing_objects_and_unreachable_stores_are_clear_errors(
     )
     assert status.code == "UNAVAILABLE", status
     assert "127.0.0.1" in status.message, status
+
+
+def test_a_file_that_changes_while_read_is_an_error_not_fewer_rows(
+    launch: Any, web: tuple[str, type[RangeHandler]]
+) -> None:
+    base, _ = web
+    server = launch("--table", f"g={base}/grown/pub/genome.fa", tables=False)
+    client = flight.FlightClient(server.uri)
+    try:
+        for sql in ("SELECT COUNT(*) FROM g", "SELECT id, sequence FROM g"):
+            with pytest.raises(pa.ArrowException) as raised:
+                run_sql(client, sql)
+            status = grpc_status(raised.value)
+            assert status.code == "UNAVAILABLE", (sql, status)
+            assert "changed while being read" in status.message, status
+        assert run_sql(client, "SELECT 1 AS one").to_pylist() == [{"one": 1}]
+    finally:
+        client.close()
 
 
 def test_client_tables_stay_under_url_data_roots(
