@@ -448,12 +448,16 @@ impl RangeReader {
         let bytes = block_on(async move { store.get_range(&key, range).await })
             .map_err(std::io::Error::other)?;
         if bytes.len() as u64 != asked {
-            return Err(std::io::Error::other(format!(
-                "{} gave {} bytes for a range of {asked}: it changed while being read, or its \
-                 store sent a broken response",
-                self.key,
-                bytes.len()
-            )));
+            return Err(std::io::Error::other(object_store::Error::Generic {
+                store: "remote",
+                source: format!(
+                    "{} gave {} bytes for a range of {asked}: it changed while being read, or \
+                     its store sent a broken response",
+                    self.key,
+                    bytes.len()
+                )
+                .into(),
+            }));
         }
         self.buffer = bytes;
         self.buffer_start = self.position;
@@ -526,8 +530,21 @@ pub fn read_small(
         if meta.size == 0 {
             return Ok(Some((Bytes::new(), meta)));
         }
-        let bytes = store.get_range(&key, 0..meta.size).await?;
-        Ok(Some((bytes, meta)))
+        // A plain GET: some HTTP servers answer no range requests, and the whole object is
+        // wanted anyway. Its body may not run past the limit whatever the store says.
+        let mut body = store.get(&key).await?.into_stream();
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if (bytes.len() + chunk.len()) as u64 > limit.min(meta.size) {
+                return Err(object_store::Error::Generic {
+                    store: "remote",
+                    source: format!("{key} sent more than the {} bytes it has", meta.size).into(),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((Bytes::from(bytes), meta)))
     })
 }
 

@@ -165,6 +165,16 @@ impl FastaError {
     /// and bzip2 say `InvalidInput` for a corrupt stream, xz says `InvalidData`), and a corrupt
     /// `.gz` file is a malformed file, not a server fault. Every other I/O error (the file
     /// cannot be read, the store fails) and [`Internal`](Self::Internal) are the server's.
+    /// The remote store's error behind a failed read, if that is what failed.
+    pub fn store_error(&self) -> Option<&object_store::Error> {
+        match self {
+            Self::Io { source, .. } => source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<object_store::Error>()),
+            _ => None,
+        }
+    }
+
     pub fn is_client_fault(&self) -> bool {
         match self {
             Self::Invalid { .. } | Self::UnknownOption { .. } | Self::InvalidOption { .. } => true,

@@ -216,11 +216,15 @@ impl StreamRead {
     }
 
     fn body_error(&self) -> io::Error {
-        io::Error::other(format!(
-            "the response held {} bytes where {} were due: the object changed while being read, \
-             or its store sent a broken response",
-            self.received, self.expected
-        ))
+        io::Error::other(object_store::Error::Generic {
+            store: "remote",
+            source: format!(
+                "the response held {} bytes where {} were due: the object changed while being \
+                 read, or its store sent a broken response",
+                self.received, self.expected
+            )
+            .into(),
+        })
     }
 }
 

@@ -202,6 +202,8 @@ fn object_store_code(error: &object_store::Error) -> Code {
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => Code::PermissionDenied,
         object_store::Error::InvalidPath { .. } => Code::InvalidArgument,
+        // A store that cannot do what reading needs (an HTTP server ignoring ranges).
+        object_store::Error::NotSupported { .. } => Code::Unavailable,
         object_store::Error::Generic { store, .. } if *store != "LocalFileSystem" => {
             Code::Unavailable
         }
@@ -219,7 +221,9 @@ fn external_code(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> Cod
             _ => Code::InvalidArgument,
         }
     } else if let Some(fasta) = inner.downcast_ref::<FastaError>() {
-        if fasta.is_client_fault() {
+        if let Some(store) = fasta.store_error() {
+            object_store_code(store)
+        } else if fasta.is_client_fault() {
             Code::InvalidArgument
         } else {
             Code::Internal
@@ -317,6 +321,38 @@ mod tests {
     fn resource_exhaustion_maps_to_resource_exhausted() {
         let status = status(DataFusionError::ResourcesExhausted("memory".into()));
         assert_eq!(status.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn remote_reads_that_fail_keep_the_stores_code() {
+        let read = |store: object_store::Error| {
+            let fasta = crate::fasta::FastaError::Io {
+                format: crate::fasta::SequenceFormat::Fasta,
+                path: "s3://lab/g.fa".into(),
+                source: std::io::Error::other(store),
+            };
+            status(DataFusionError::External(Box::new(fasta))).code()
+        };
+        let generic = |store: &'static str| object_store::Error::Generic {
+            store,
+            source: "the response ended early".into(),
+        };
+        assert_eq!(read(generic("remote")), Code::Unavailable);
+        assert_eq!(
+            read(object_store::Error::NotFound {
+                path: "g.fa".into(),
+                source: "gone".into()
+            }),
+            Code::NotFound
+        );
+        assert_eq!(
+            read(object_store::Error::NotSupported {
+                source: "Range request not supported".into()
+            }),
+            Code::Unavailable
+        );
+        // A local file's read error stays the server's.
+        assert_eq!(read(generic("LocalFileSystem")), Code::Internal);
     }
 
     #[test]
