@@ -1,6 +1,6 @@
 //! Turning an object-store object into decompressed bytes: a decoder picked by magic bytes, and a blocking bridge for async streams.
 
-use std::io::{self, BufReader, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::sync::mpsc;
 
 use bytes::{Buf, Bytes};
@@ -47,15 +47,80 @@ pub(crate) fn decompressed(
         Compression::None => whole,
         // Always multi-member: BGZF and `cat a.gz b.gz` are several gzip members in a row,
         // and stopping after the first one would silently drop records.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
-            BufReader::with_capacity(GZIP_BUFFER, whole),
-        )),
+        Compression::Gzip => Box::new(GzipMembers::new(BufReader::with_capacity(
+            GZIP_BUFFER,
+            whole,
+        ))),
         Compression::Bzip2 | Compression::Xz | Compression::Zstd => compression
             .file_compression_type()
             .convert_read(whole)
             .map_err(io::Error::other)?,
     };
     Ok((compression, decoded))
+}
+
+/// Every gzip member of the input, one after the other, as `gzip -d` reads them: zero bytes
+/// after the last member (tape or block padding) are ignored; anything else after a member
+/// must be another member (an error otherwise, never a silent end).
+struct GzipMembers<R: BufRead> {
+    /// The member being decoded; `None` at the end.
+    member: Option<flate2::bufread::GzDecoder<R>>,
+}
+
+impl<R: BufRead> GzipMembers<R> {
+    fn new(input: R) -> Self {
+        Self {
+            member: Some(flate2::bufread::GzDecoder::new(input)),
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while let Some(member) = &mut self.member {
+            let n = member.read(out)?;
+            if n > 0 || out.is_empty() {
+                return Ok(n);
+            }
+            let mut input = self.member.take().map(|member| member.into_inner());
+            if let Some(rest) = &mut input
+                && more_members(rest)?
+            {
+                self.member = input.map(flate2::bufread::GzDecoder::new);
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// True when another gzip member follows; false at the end of the input, or when only zero
+/// bytes are left. Zeros followed by anything else are an error.
+fn more_members(input: &mut impl BufRead) -> io::Result<bool> {
+    let mut zeros = 0u64;
+    loop {
+        let data = input.fill_buf()?;
+        if data.is_empty() {
+            return Ok(false);
+        }
+        match data.iter().position(|&byte| byte != 0) {
+            Some(0) if zeros == 0 => return Ok(true),
+            Some(at) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} zero bytes after a gzip member, then more data: the file is \
+                         corrupt",
+                        zeros + at as u64
+                    ),
+                ));
+            }
+            None => {
+                zeros += data.len() as u64;
+                let all = data.len();
+                input.consume(all);
+            }
+        }
+    }
 }
 
 /// Decompressed bytes travel from the decoding thread to the parser in chunks of this size.
@@ -239,6 +304,44 @@ mod tests {
         reader.read_to_string(&mut text).unwrap();
         assert_eq!(compression, Compression::None);
         assert_eq!(text, ">a\nAC\n");
+    }
+
+    fn gunzip(bytes: Vec<u8>) -> io::Result<String> {
+        let (compression, mut reader) = decompressed(Box::new(Cursor::new(bytes)))?;
+        assert_eq!(compression, Compression::Gzip);
+        let mut text = String::new();
+        reader.read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut encoder, text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn every_gzip_member_is_read_and_zero_padding_after_the_last_ignored() {
+        let two = [gzip(">a\nAC\n"), gzip(">b\nGT\n")].concat();
+        assert_eq!(gunzip(two.clone()).unwrap(), ">a\nAC\n>b\nGT\n");
+        // Padded to a block size, as tape and some uploaders do: gzip ignores the zeros.
+        let padded = [two.clone(), vec![0; 300_000]].concat();
+        assert_eq!(gunzip(padded).unwrap(), ">a\nAC\n>b\nGT\n");
+        // Zeros then data, or data that is no gzip member, are errors: never fewer records.
+        for tail in [[vec![0; 10], gzip(">c\nA\n")].concat(), b"garbage".to_vec()] {
+            let error = gunzip([two.clone(), tail].concat()).unwrap_err();
+            // The kinds decoders give a corrupt stream: the client's fault (INVALID_ARGUMENT).
+            let kind = error.kind();
+            assert!(
+                matches!(
+                    kind,
+                    io::ErrorKind::InvalidData
+                        | io::ErrorKind::InvalidInput
+                        | io::ErrorKind::UnexpectedEof
+                ),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -117,6 +117,40 @@ def test_create_external_table_stored_as_fastq(reads: Any) -> None:
     assert got == want
 
 
+def test_zero_padding_after_gzip_members_is_ignored_and_other_tails_refused(
+    reads: Any,
+) -> None:
+    """As ``gzip -d`` (and Python's gzip, the oracle here): zeros padding the end of a gzip
+    file are not data; zeros followed by more bytes, or a tail that is no gzip member, are an
+    error rather than a silent end."""
+    server, _, tmp_path = reads
+    members = (tmp_path / "members.fastq.gz").read_bytes()
+    tails = {
+        "padded": b"\0" * 70_000,
+        "zeros_then_member": b"\0" * 16 + gzip.compress(b"@late\nA\n+\nI\n"),
+        "garbage": b"not gzip",
+    }
+    with flightsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        for name, tail in tails.items():
+            path = tmp_path / f"{name}.fq.gz"
+            path.write_bytes(members + tail)
+            cur.execute(f"CREATE EXTERNAL TABLE {name} STORED AS FASTQ LOCATION '{path}'")
+    padded = tmp_path / "padded.fq.gz"
+    expected = biopython_rows(gzip.decompress(padded.read_bytes()).decode())
+    got = adbc_rows(server.uri, "SELECT id, description, sequence, quality FROM padded")
+    assert sorted(got) == sorted(expected) and len(got) == 600
+    client = flight.FlightClient(server.uri)
+    try:
+        for name in ("zeros_then_member", "garbage"):
+            with pytest.raises(pa.ArrowException) as info:
+                run_sql(client, f"SELECT count(*) FROM {name}")
+            status = grpc_status(info.value)
+            assert status.code == "INVALID_ARGUMENT", (name, status)
+            assert f"{name}.fq.gz" in status.message, status
+    finally:
+        client.close()
+
+
 def test_malformed_fastq_is_invalid_argument_naming_file_and_line(
     launch: Any, tmp_path: Path
 ) -> None:
