@@ -155,16 +155,6 @@ pub enum FastaError {
 }
 
 impl FastaError {
-    /// True when the error is the client's to fix (INVALID_ARGUMENT at the gRPC edge), false
-    /// when it is the server's (INTERNAL).
-    ///
-    /// The rule: malformed FASTA ([`Invalid`](Self::Invalid)) and bad table options
-    /// ([`UnknownOption`](Self::UnknownOption), [`InvalidOption`](Self::InvalidOption)) are
-    /// the client's. So is an [`Io`](Self::Io) error of kind `InvalidData`, `InvalidInput` or
-    /// `UnexpectedEof`: decompressors report a corrupt or truncated stream that way (flate2
-    /// and bzip2 say `InvalidInput` for a corrupt stream, xz says `InvalidData`), and a corrupt
-    /// `.gz` file is a malformed file, not a server fault. Every other I/O error (the file
-    /// cannot be read, the store fails) and [`Internal`](Self::Internal) are the server's.
     /// The remote store's error behind a failed read, if that is what failed.
     pub fn store_error(&self) -> Option<&object_store::Error> {
         match self {
@@ -175,6 +165,21 @@ impl FastaError {
         }
     }
 
+    /// True when the file (or an index file) is not there.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == ErrorKind::NotFound)
+    }
+
+    /// True when the error is the client's to fix (INVALID_ARGUMENT at the gRPC edge), false
+    /// when it is the server's (INTERNAL).
+    ///
+    /// The rule: malformed FASTA ([`Invalid`](Self::Invalid)) and bad table options
+    /// ([`UnknownOption`](Self::UnknownOption), [`InvalidOption`](Self::InvalidOption)) are
+    /// the client's. So is an [`Io`](Self::Io) error of kind `InvalidData`, `InvalidInput` or
+    /// `UnexpectedEof`: decompressors report a corrupt or truncated stream that way (flate2
+    /// and bzip2 say `InvalidInput` for a corrupt stream, xz says `InvalidData`), and a corrupt
+    /// `.gz` file is a malformed file, not a server fault. Every other I/O error (the file
+    /// cannot be read, the store fails) and [`Internal`](Self::Internal) are the server's.
     pub fn is_client_fault(&self) -> bool {
         match self {
             Self::Invalid { .. } | Self::UnknownOption { .. } | Self::InvalidOption { .. } => true,

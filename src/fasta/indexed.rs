@@ -354,6 +354,45 @@ pub struct Located {
     version: Version,
 }
 
+/// Why a file's index cannot serve.
+#[derive(Debug)]
+pub enum NoIndex {
+    /// There is no usable index: the reason, as a sentence.
+    Unusable(String),
+    /// The file or one of its index files could not be read (the store's error kept, so the
+    /// client learns whether it is missing, forbidden or unreachable).
+    Unreadable {
+        /// The file that could not be read.
+        path: String,
+        /// The failure.
+        source: io::Error,
+    },
+}
+
+impl NoIndex {
+    /// A failure to read `path`: a remote store's error is kept (its code tells the client
+    /// what happened), a local one becomes the reason there is no index (a file the server may
+    /// not read, an index linked from another directory).
+    fn unreadable(path: String, error: io::Error) -> Self {
+        let store = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<object_store::Error>());
+        match store {
+            Some(_) => Self::Unreadable {
+                path,
+                source: error,
+            },
+            None => Self::Unusable(format!("cannot read {path}: {error}")),
+        }
+    }
+}
+
+impl From<String> for NoIndex {
+    fn from(reason: String) -> Self {
+        Self::Unusable(reason)
+    }
+}
+
 impl Located {
     /// The index files of the FASTA file `source` when they can serve queries: `None`
     /// without a `.fai` beside it, with one older than the file or larger than
@@ -366,15 +405,18 @@ impl Located {
     }
 
     /// As [`Located::find`], with the reason when the index cannot serve (for messages).
-    pub fn locate(source: &IndexedSource) -> Result<Located, String> {
+    pub fn locate(source: &IndexedSource) -> Result<Located, NoIndex> {
         let path = source.display();
         let stamp = |extension: Option<&str>| {
             let name = extension.map_or(path.clone(), |extension| format!("{path}.{extension}"));
             source
                 .stamp(extension)
-                .map_err(|error| format!("cannot read {name}: {error}"))
+                .map_err(|error| NoIndex::unreadable(name, error))
         };
-        let data = stamp(None)?.ok_or_else(|| format!("{path} not found"))?;
+        let data = stamp(None)?.ok_or_else(|| NoIndex::Unreadable {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        })?;
         let fresh = |index: &Stamp, extension: &str| {
             let fresh = match (index.modified, data.modified) {
                 (Some(index), Some(data)) => index >= data,
@@ -399,7 +441,7 @@ impl Located {
         fresh(&fai, "fai")?;
         let head = source
             .first_bytes(MAGIC_LEN, data.size)
-            .map_err(|error| format!("cannot read {path}: {error}"))?;
+            .map_err(|error| NoIndex::unreadable(path.clone(), error))?;
         let mut files = vec![data.clone(), fai];
         let gzi = match Compression::sniff(&head) {
             Compression::None => false,
@@ -415,14 +457,14 @@ impl Located {
                 true
             }
             _ => {
-                return Err(format!(
+                return Err(NoIndex::Unusable(format!(
                     "{path} is compressed without random access; recompress it with bgzip"
-                ));
+                )));
             }
         };
         let version = Version { path, files };
         if remembered(&version) == Some(Checked::Mismatch) {
-            return Err(not_describing(&version.path));
+            return Err(NoIndex::Unusable(not_describing(&version.path)));
         }
         Ok(Located {
             source: source.clone(),
@@ -551,15 +593,8 @@ impl IndexedFile {
     }
 
     /// The file's size, its records in file order and its `.gzi` (BGZF files).
-    pub fn into_parts(
-        self,
-    ) -> (
-        IndexedSource,
-        u64,
-        Vec<fai::Record>,
-        Option<bgzf::gzi::Index>,
-    ) {
-        (self.source, self.size, self.records, self.gzi)
+    pub fn into_parts(self) -> (u64, Vec<fai::Record>, Option<bgzf::gzi::Index>) {
+        (self.size, self.records, self.gzi)
     }
 
     /// The number of records.
@@ -632,9 +667,9 @@ impl IndexedFile {
             }
             previous_end = end_of(record).ok_or_else(mismatch)?;
         }
+        let mut input = self.open()?;
         for (end, record) in ends.into_iter().rev() {
-            // A fresh reader seeks rather than reading through.
-            let mut input = self.open()?;
+            // Each sample is reached by seeking through the `.gzi`, never by reading through.
             input.seek_to(end)?;
             if read_gap(&mut input, end, record, &mut gap)?.is_none() {
                 return Ok(false);

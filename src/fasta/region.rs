@@ -14,8 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use super::FastaFormat;
-use super::indexed::{IndexedFile, IndexedSource, Located, ReadSeek, not_describing};
+use super::indexed::{IndexedFile, IndexedSource, Located, NoIndex, ReadSeek, not_describing};
+use super::{FastaError, FastaFormat, SequenceFormat};
 use crate::catalog::remote;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -184,25 +184,34 @@ fn load_index(
     source: &IndexedSource,
     table: &str,
 ) -> Result<(IndexedFile, MemoryReservation)> {
-    let located = Located::locate(source).map_err(|why| {
-        DataFusionError::Plan(format!(
+    let located = Located::locate(source).map_err(|why| match why {
+        NoIndex::Unusable(why) => DataFusionError::Plan(format!(
             "fasta_region(): table '{table}' has no index to read regions by: {why}"
-        ))
+        )),
+        NoIndex::Unreadable { path, source } => read_error(path, source),
     })?;
     let reservation = MemoryConsumer::new("fasta_region index").register(pool);
     reservation.try_grow(located.memory())?;
     let path = source.display();
     let file = located
         .load()
-        .map_err(|error| {
-            DataFusionError::Execution(format!("fasta_region(): cannot read {path}: {error}"))
-        })?
+        .map_err(|error| read_error(path.clone(), error))?
         .ok_or_else(|| {
             DataFusionError::Plan(format!("fasta_region(): {}", not_describing(&path)))
         })?;
     // The check's reader is gone; the reader of the regions reserves its own buffer.
     reservation.shrink(source.read_memory().min(reservation.size()));
     Ok((file, reservation))
+}
+
+/// A failed read of `path` (the file or an index file): a remote store's error keeps its gRPC
+/// code (NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE), a corrupt file is INVALID_ARGUMENT.
+fn read_error(path: String, source: io::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(FastaError::Io {
+        format: SequenceFormat::Fasta,
+        path,
+        source,
+    }))
 }
 
 /// Parses one region in samtools' syntax against the index.
@@ -374,7 +383,7 @@ struct Loaded {
 impl Loaded {
     fn new(state: &Progress) -> Result<Self> {
         let (file, index_memory) = load_index(&state.pool, &state.source, &state.table)?;
-        let (_, size, records, gzi) = file.into_parts();
+        let (size, records, gzi) = file.into_parts();
         let index = fasta::fai::Index::from(records);
         let names = Names::new(&index);
         let wanted = state
@@ -424,9 +433,7 @@ impl Reader {
         let file = state
             .source
             .open_sized(loaded.size, loaded.size)
-            .map_err(|error| {
-                DataFusionError::Execution(format!("fasta_region(): {path}: {error}"))
-            })?;
+            .map_err(|error| read_error(path.clone(), error))?;
         let inner = match &loaded.gzi {
             None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
             Some(gzi) => {
@@ -472,12 +479,10 @@ impl Reader {
             wanted.name.as_str(),
             position(wanted.start)?..=position(wanted.end)?,
         );
-        let record = self.inner.query(&region).map_err(|error| {
-            DataFusionError::Execution(format!(
-                "fasta_region(): reading {region} from {}: {error}",
-                self.path
-            ))
-        })?;
+        let record = self
+            .inner
+            .query(&region)
+            .map_err(|error| read_error(format!("{} at {region}", self.path), error))?;
         let bases = record.sequence().as_ref();
         if bases.len() != length {
             return Err(DataFusionError::Execution(format!(

@@ -190,7 +190,26 @@ fn datafusion_code(error: &DataFusionError) -> Code {
         DataFusionError::IoError(io) => io_code(io),
         DataFusionError::ObjectStore(store) => object_store_code(store),
         DataFusionError::External(inner) => external_code(inner.as_ref()),
+        DataFusionError::ParquetError(parquet) => parquet_code(parquet),
         _ => Code::Internal,
+    }
+}
+
+/// Parquet's errors are about the file read (not Parquet, corrupt, truncated: the client's
+/// table is wrong) unless reading or writing it failed underneath.
+fn parquet_code(error: &datafusion::parquet::errors::ParquetError) -> Code {
+    use datafusion::parquet::errors::ParquetError;
+    match error {
+        ParquetError::External(inner) => {
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                io_code(io)
+            } else if let Some(store) = inner.downcast_ref::<object_store::Error>() {
+                object_store_code(store)
+            } else {
+                external_code(inner.as_ref())
+            }
+        }
+        _ => Code::InvalidArgument,
     }
 }
 
@@ -223,6 +242,8 @@ fn external_code(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> Cod
     } else if let Some(fasta) = inner.downcast_ref::<FastaError>() {
         if let Some(store) = fasta.store_error() {
             object_store_code(store)
+        } else if fasta.is_missing() {
+            Code::NotFound
         } else if fasta.is_client_fault() {
             Code::InvalidArgument
         } else {
@@ -353,6 +374,46 @@ mod tests {
         );
         // A local file's read error stays the server's.
         assert_eq!(read(generic("LocalFileSystem")), Code::Internal);
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_the_clients_and_a_failed_read_is_not() {
+        use datafusion::parquet::errors::ParquetError;
+        let code = |error: ParquetError| status(DataFusionError::from(error)).code();
+        assert_eq!(
+            code(ParquetError::General(
+                "Invalid Parquet file. Corrupt footer".into()
+            )),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ParquetError::EOF("file too short".into())),
+            Code::InvalidArgument
+        );
+        let io = |kind| ParquetError::External(Box::new(std::io::Error::from(kind)));
+        assert_eq!(
+            code(io(std::io::ErrorKind::PermissionDenied)),
+            Code::Internal
+        );
+        assert_eq!(code(io(std::io::ErrorKind::NotFound)), Code::NotFound);
+        let gone = object_store::Error::NotFound {
+            path: "t/part-0.parquet".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(code(ParquetError::External(Box::new(gone))), Code::NotFound);
+    }
+
+    #[test]
+    fn a_missing_sequence_file_is_not_found() {
+        let fasta = crate::fasta::FastaError::Io {
+            format: crate::fasta::SequenceFormat::Fasta,
+            path: "/data/g.fa".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            status(DataFusionError::External(Box::new(fasta))).code(),
+            Code::NotFound
+        );
     }
 
     #[test]

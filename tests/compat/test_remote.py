@@ -83,10 +83,19 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        # Under /refuse/CODE/, index files (.fai, .gzi) are answered with that HTTP status:
+        # a store that fails, forbids or lost them while the data file reads fine.
+        served = self.path
+        if served.startswith("/refuse/"):
+            _, _, code, served = served.split("/", 3)
+            served = "/" + served
+            if served.endswith((".fai", ".gzi")):
+                self.send_error(int(code))
+                return
         # Under /grown/, HEAD reports 1000 bytes more than GET serves: a file that shrank
         # between the listing of a scan and its reading.
-        grown = self.path.startswith("/grown/") and not body
-        path = Path(self.translate_path(self.path.removeprefix("/grown")))
+        grown = served.startswith("/grown/") and not body
+        path = Path(self.translate_path(served.removeprefix("/grown")))
         if not path.is_file():
             self.send_error(404)
             return
@@ -292,6 +301,34 @@ def test_a_file_that_changes_while_read_is_an_error_not_fewer_rows(
         client.close()
 
 
+def test_an_index_the_store_refuses_keeps_the_stores_code(
+    launch: Any, files: dict[str, Any], web: tuple[str, type[RangeHandler]]
+) -> None:
+    """fasta_region() names why the store did not give the index (PERMISSION_DENIED for 403,
+    UNAVAILABLE for a failing store) rather than blaming the query; without the index, scans
+    read the whole file and answer as Biopython does."""
+    base, _ = web
+    local = files["root"] / "pub" / "refused.fa"
+    local.write_text(files["more"])
+    pysam.faidx(str(local))
+    records = fasta_rows(files["more"])
+    tables = [f"t{code}={base}/refuse/{code}/pub/refused.fa" for code in (403, 404, 500)]
+    arguments = [argument for table in tables for argument in ("--table", table)]
+    server = launch(*arguments, tables=False)
+    expected = {403: "PERMISSION_DENIED", 404: "INVALID_ARGUMENT", 500: "UNAVAILABLE"}
+    first = records[0][0]
+    for code, grpc_code in expected.items():
+        status = grpc_status_of(server.uri, f"SELECT * FROM fasta_region('t{code}', '{first}')")
+        assert status.code == grpc_code, (code, status)
+        if code == 404:  # no index: the client's query cannot be answered
+            assert "no index" in status.message, status
+        else:
+            assert "refused.fa.fai" in status.message, status
+        lengths = adbc_rows(server.uri, f"SELECT id, length(sequence) FROM t{code}")
+        assert sorted(lengths) == sorted((i, len(s)) for i, _, s in records), code
+    assert adbc_rows(server.uri, "SELECT 1") == [(1,)]
+
+
 def test_client_tables_stay_under_url_data_roots(
     launch: Any, monkeypatch: pytest.MonkeyPatch, files: dict[str, Any], s3: str,
     web: tuple[str, Any],
@@ -379,8 +416,11 @@ def test_a_large_remote_file_streams_in_bounded_memory(
 
 
 def execute(uri: str, sql: str) -> None:
+    """Runs ``sql`` and reads its rows (errors of a running query come with them)."""
     with flightsql.connect(uri) as conn, conn.cursor() as cur:
         cur.execute(sql)
+        if cur.description:
+            cur.fetchall()
 
 
 def fetched(requests: list[tuple[str, str, str | None]], path: str, size: int) -> int:
