@@ -53,6 +53,11 @@ impl Deadline {
         self.at
     }
 
+    /// True once the instant has come.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
     /// The DEADLINE_EXCEEDED error saying which limit was reached.
     pub fn exceeded(&self) -> ServiceError {
         ServiceError::DeadlineExceeded(match self.source {

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -59,7 +59,9 @@ impl FlightbearService {
         let service = self.clone();
         let sql = handle.sql.clone();
         // The outer error is a failure to plan; the inner one, of a statement that ran (and
-        // logged itself).
+        // logged itself, even when the deadline stopped it).
+        let ran = Arc::new(AtomicBool::new(false));
+        let started = Arc::clone(&ran);
         let planned = self
             .run_limited(deadline, async move {
                 // The ticket carries the parameters, so any replica can stream it.
@@ -70,10 +72,13 @@ impl FlightbearService {
                         .plan(&handle.sql, &handle.settings, &rows[0])
                         .await?
                     {
-                        Planned::NoRows(plan, ctx) => service
-                            .run_statements(&handle, plan, ctx, &rows, &session)
-                            .await
-                            .map(|_| None),
+                        Planned::NoRows(plan, ctx) => {
+                            started.store(true, Ordering::Relaxed);
+                            service
+                                .run_statements(&handle, plan, ctx, &rows, &session, deadline)
+                                .await
+                                .map(|_| None)
+                        }
                         Planned::Rows(physical, _) => {
                             // A fresh id per FlightInfo, so CancelFlightInfo finds its streams.
                             handle.query_id = new_query_id();
@@ -84,7 +89,8 @@ impl FlightbearService {
                 )
             })
             .await;
-        let Some((schema, handle)) = planned.inspect_err(|e| self.planning_failed(&sql, e))??
+        let Some((schema, handle)) =
+            planned.inspect_err(|e| self.failed_before_running(&sql, e, &ran))??
         else {
             return Ok(FlightInfo::new()
                 .try_with_schema(&Schema::empty())?
@@ -142,7 +148,7 @@ impl FlightbearService {
         let service = self.clone();
         let task = self.executor.spawn_query(async move {
             let _slot = slot;
-            let mut log = QueryLog::new(&service.metrics, &handle.sql, "query");
+            let mut log = QueryLog::new(&service.metrics, &handle.sql, "query").until(deadline);
             let cancelled = registration.token().clone();
             let outcome = tokio::select! {
                 biased;
@@ -246,7 +252,9 @@ impl FlightbearService {
         let service = self.clone();
         let sql = handle.sql.clone();
         // The outer error is a failure to plan; the inner one, of a statement that ran (and
-        // logged itself).
+        // logged itself, even when the deadline stopped it).
+        let ran = Arc::new(AtomicBool::new(false));
+        let started = Arc::clone(&ran);
         self.run_limited(deadline, async move {
             let rows = service.parameter_rows(&mut handle)?;
             match service
@@ -254,16 +262,19 @@ impl FlightbearService {
                 .plan(&handle.sql, &handle.settings, &rows[0])
                 .await?
             {
-                Planned::NoRows(plan, ctx) => Ok(service
-                    .run_statements(&handle, plan, ctx, &rows, &session)
-                    .await),
+                Planned::NoRows(plan, ctx) => {
+                    started.store(true, Ordering::Relaxed);
+                    Ok(service
+                        .run_statements(&handle, plan, ctx, &rows, &session, deadline)
+                        .await)
+                }
                 Planned::Rows(..) => Err(ServiceError::invalid(
                     "this statement returns rows: run it as a query, not as an update",
                 )),
             }
         })
         .await
-        .inspect_err(|e| self.planning_failed(&sql, e))?
+        .inspect_err(|e| self.failed_before_running(&sql, e, &ran))?
     }
 
     /// Runs a statement without rows once per parameter row (the first already planned) and
@@ -276,6 +287,7 @@ impl FlightbearService {
         ctx: SessionContext,
         rows: &[Vec<ScalarValue>],
         session: &Session,
+        deadline: Option<Deadline>,
     ) -> Result<i64, ServiceError> {
         if let Some(change) = Change::of_plan(&plan) {
             let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
@@ -283,7 +295,7 @@ impl FlightbearService {
             log.finish(&outcome);
             return outcome;
         }
-        let mut count = self.run_statement(handle, plan, ctx).await?;
+        let mut count = self.run_statement(handle, plan, ctx, deadline).await?;
         for row in rows.iter().skip(1) {
             match self
                 .planner
@@ -291,7 +303,8 @@ impl FlightbearService {
                 .await?
             {
                 Planned::NoRows(plan, ctx) => {
-                    count = count.saturating_add(self.run_statement(handle, plan, ctx).await?);
+                    count = count
+                        .saturating_add(self.run_statement(handle, plan, ctx, deadline).await?);
                 }
                 Planned::Rows(..) => return Err(rows_then_no_rows()),
             }
@@ -334,8 +347,10 @@ impl FlightbearService {
         handle: &StatementHandle,
         plan: LogicalPlan,
         ctx: SessionContext,
+        deadline: Option<Deadline>,
     ) -> Result<i64, ServiceError> {
-        let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement");
+        // The deadline stops it from outside (`run_limited`): the log then says so.
+        let mut log = QueryLog::new(&self.metrics, &handle.sql, "statement").until(deadline);
         let outcome = async {
             // Holds the DDL lock (for DDL) until the statement has run.
             let authorized = self.guard.authorize(plan, &ctx).await?;
@@ -447,6 +462,8 @@ pub(super) struct QueryLog {
     rows: Arc<AtomicU64>,
     bytes: AtomicU64,
     outcome: Option<(Code, String)>,
+    /// When the work must stop: a log dropped unfinished after it was stopped by the deadline.
+    deadline: Option<Deadline>,
     /// The physical plan once it runs: its operators' metrics say what spilled.
     plan: OnceLock<Arc<dyn ExecutionPlan>>,
     metrics: Arc<Metrics>,
@@ -472,9 +489,16 @@ impl QueryLog {
             rows: Arc::new(AtomicU64::new(0)),
             bytes: AtomicU64::new(0),
             outcome: None,
+            deadline: None,
             plan: OnceLock::new(),
             metrics: Arc::clone(metrics),
         }
+    }
+
+    /// The log of work stopped at `deadline` (dropped unfinished once it has passed).
+    pub(super) fn until(mut self, deadline: Option<Deadline>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The row counter of the logged work, for work that counts its rows elsewhere.
@@ -492,11 +516,14 @@ impl QueryLog {
 
 impl Drop for QueryLog {
     fn drop(&mut self) {
-        // A query aborted because its client went away never reached `finish`.
-        let (code, error) = self
-            .outcome
-            .take()
-            .unwrap_or((Code::Cancelled, "the client went away".into()));
+        // Work dropped unfinished was stopped by its deadline, or its client went away.
+        let (code, error) = self.outcome.take().unwrap_or_else(|| match self.deadline {
+            Some(deadline) if deadline.passed() => {
+                let error = deadline.exceeded();
+                (error.code(), error.to_string())
+            }
+            _ => (Code::Cancelled, "the client went away".into()),
+        });
         let elapsed = self.started.elapsed();
         let elapsed_ms = elapsed.as_millis() as u64;
         let rows = self.rows.load(Ordering::Relaxed);
@@ -521,6 +548,13 @@ impl Drop for QueryLog {
 impl FlightbearService {
     /// Statements refused before they ran (bad SQL, limits, a deadline while planning) are
     /// logged and counted like failed queries.
+    /// Logs a failure to plan, unless the statement had started and logged itself (`ran`).
+    fn failed_before_running(&self, sql: &str, error: &ServiceError, ran: &AtomicBool) {
+        if !ran.load(Ordering::Relaxed) {
+            self.planning_failed(sql, error);
+        }
+    }
+
     pub(super) fn planning_failed(&self, sql: &str, error: &ServiceError) {
         let sql = sql_for_log(sql);
         tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");

@@ -210,6 +210,28 @@ def test_ddl_is_counted_and_logged_as_a_statement(metered: tuple[Server, Scraper
     assert len(logged) == 1 and 'kind="statement"' in logged[0], logged
 
 
+def test_ddl_stopped_by_the_timeout_is_one_timed_out_statement(
+    metered: tuple[Server, Scraper],
+) -> None:
+    """A CREATE TABLE AS stopped by --query-timeout is logged and counted once, as a statement
+    that ran out of time (not as a client that went away, nor also as a failed planning)."""
+    server, metrics = metered
+    ddl = f"CREATE TABLE endless AS {ENDLESS_COUNT}"
+    with pytest.raises(flight.FlightTimedOutError, match="--query-timeout"):
+        with_client(server, lambda c: flight_info(c, ddl))
+    expected = {
+        rpc("GetFlightInfo", "DEADLINE_EXCEEDED"): 1,
+        query("statement", "DEADLINE_EXCEEDED"): 1,
+    }
+    assert metrics.delta(expected) == expected
+    now, base = metrics.current, metrics.base
+    assert failed(now, "planning") == failed(base, "planning"), "not also a failed planning"
+    logged = [line for line in server.log().splitlines() if "CREATE TABLE endless" in line]
+    assert len(logged) == 1, logged
+    assert "code=DeadlineExceeded" in logged[0] and "--query-timeout" in logged[0], logged
+    assert "went away" not in logged[0], logged
+
+
 def failed(samples: dict[str, float], kind: str) -> float:
     """Statements of ``kind`` that ended with any code but OK."""
     prefix = 'flightbear_queries_total{code="'
