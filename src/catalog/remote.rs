@@ -395,7 +395,24 @@ pub struct RangeReader {
     buffer_start: u64,
     next_fetch: usize,
     /// Where the caller expects to stop: fetches do not grow past it.
-    soft_end: u64,
+    soft_end: SoftEnd,
+}
+
+/// Where the reader of a [`RangeReader`] expects to stop, movable while the reader sits inside
+/// others (a buffer, a BGZF decoder): each record or region read moves it to its own end, so
+/// fetches do not run past what is wanted.
+#[derive(Debug, Clone)]
+pub struct SoftEnd(Arc<std::sync::atomic::AtomicU64>);
+
+impl SoftEnd {
+    /// Expects reads to stop near `end` (byte offset of the object).
+    pub fn set(&self, end: u64) {
+        self.0.store(end, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl RangeReader {
@@ -413,15 +430,20 @@ impl RangeReader {
             buffer: Bytes::new(),
             buffer_start: 0,
             next_fetch: Self::MIN_FETCH,
-            soft_end: size,
+            soft_end: SoftEnd(Arc::new(size.into())),
         }
     }
 
     /// Expects reads to end near `end`: fetches stop growing there (later reads still work,
     /// a small fetch at a time), so a scan of part of a file fetches little beyond it.
-    pub fn with_soft_end(mut self, end: u64) -> Self {
-        self.soft_end = end.min(self.size);
+    pub fn with_soft_end(self, end: u64) -> Self {
+        self.soft_end.set(end);
         self
+    }
+
+    /// The handle that moves this reader's soft end (see [`RangeReader::with_soft_end`]).
+    pub fn soft_end(&self) -> SoftEnd {
+        self.soft_end.clone()
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -432,7 +454,12 @@ impl RangeReader {
         } else {
             Self::MIN_FETCH
         };
-        let wanted = match self.soft_end.checked_sub(self.position) {
+        let wanted = match self
+            .soft_end
+            .get()
+            .min(self.size)
+            .checked_sub(self.position)
+        {
             Some(left) if left > 0 => (self.next_fetch as u64).min(left),
             _ => Self::MIN_FETCH as u64,
         }

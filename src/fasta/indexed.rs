@@ -36,7 +36,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::reader::validate::{header_problem, split_header};
 use super::region::beside;
-use crate::catalog::remote::{self, RangeReader};
+use crate::catalog::remote::{self, RangeReader, SoftEnd};
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// Largest `.fai` used for queries (about 400,000 records); it is parsed per query.
@@ -295,11 +295,24 @@ impl IndexedSource {
     /// `soft_end` (a remote reader's fetches stop growing there, see
     /// [`RangeReader::with_soft_end`]). Both are ignored for local files.
     pub fn open_sized(&self, size: u64, soft_end: u64) -> io::Result<Box<dyn ReadSeek>> {
+        Ok(self.open_steered(size, soft_end)?.0)
+    }
+
+    /// As [`IndexedSource::open_sized`], with the handle that moves a remote reader's soft end
+    /// as reading goes from one record or region to the next (`None` for local files).
+    pub fn open_steered(
+        &self,
+        size: u64,
+        soft_end: u64,
+    ) -> io::Result<(Box<dyn ReadSeek>, Option<SoftEnd>)> {
         match self {
-            IndexedSource::Local(path) => Ok(Box::new(File::open(path)?)),
-            IndexedSource::Remote { store, key, .. } => Ok(Box::new(
-                RangeReader::new(Arc::clone(store), key.clone(), size).with_soft_end(soft_end),
-            )),
+            IndexedSource::Local(path) => Ok((Box::new(File::open(path)?), None)),
+            IndexedSource::Remote { store, key, .. } => {
+                let reader =
+                    RangeReader::new(Arc::clone(store), key.clone(), size).with_soft_end(soft_end);
+                let steer = reader.soft_end();
+                Ok((Box::new(reader), Some(steer)))
+            }
         }
     }
 
@@ -577,6 +590,8 @@ pub struct IndexedFile {
 pub struct Span {
     pub start: u64,
     pub end: u64,
+    /// Where reading up to `end` stops in the file's own bytes (see [`raw_end`]).
+    pub raw_end: u64,
     /// The record is the last of the file, whose last line may lack its end of line.
     pub last: bool,
 }
@@ -584,12 +599,16 @@ pub struct Span {
 impl IndexedFile {
     /// Opens the file for reading at uncompressed positions.
     pub fn open(&self) -> io::Result<Positioned> {
-        let file = self.source.open_sized(self.size, self.size)?;
+        let (file, soft_end) = self.source.open_steered(self.size, self.size)?;
         let inner = match &self.gzi {
             None => Inner::Plain(BufReader::with_capacity(READ_BUFFER, file)),
             Some(gzi) => Inner::Bgzf(Box::new(bgzf::io::IndexedReader::new(file, gzi.clone()))),
         };
-        Ok(Positioned { inner, position: 0 })
+        Ok(Positioned {
+            inner,
+            position: 0,
+            soft_end,
+        })
     }
 
     /// The file's size, its records in file order and its `.gzi` (BGZF files).
@@ -692,12 +711,14 @@ impl IndexedFile {
         for (i, record) in self.records.iter().enumerate() {
             let record_end = end_of(record).ok_or_else(mismatch)?;
             if std::str::from_utf8(record.name()).is_ok_and(|name| ids.contains(name)) {
+                input.expect_until(raw_end(self.gzi.as_ref(), record.position()));
                 let header = read_gap(input, end, record, &mut gap)?.ok_or_else(mismatch)?;
                 let start = end + header as u64;
                 if owned.is_none_or(|(first, end)| self.in_range(start, first, end)) {
                     spans.push(Span {
                         start,
                         end: record_end,
+                        raw_end: raw_end(self.gzi.as_ref(), record_end),
                         last: i + 1 == self.records.len(),
                     });
                 }
@@ -956,6 +977,18 @@ pub(crate) fn not_describing(path: &str) -> String {
     )
 }
 
+/// Where reading a file up to its uncompressed offset `end` stops in the file's own bytes:
+/// `end` itself in a plain file; in BGZF, past the block that holds the byte before `end`
+/// (a block is decoded whole).
+pub fn raw_end(gzi: Option<&bgzf::gzi::Index>, end: u64) -> u64 {
+    match gzi {
+        None => end,
+        Some(gzi) => gzi.query(end.saturating_sub(1)).map_or(u64::MAX, |at| {
+            at.compressed().saturating_add(super::bgzf::MAX_BLOCK)
+        }),
+    }
+}
+
 /// Where `record` ends: after the end of line of its last line of bases.
 fn end_of(record: &fai::Record) -> Option<u64> {
     let bases = record.line_base_count().get();
@@ -979,9 +1012,19 @@ enum Inner {
 pub struct Positioned {
     inner: Inner,
     position: u64,
+    /// Moves a remote reader's soft end (`None` for local files).
+    soft_end: Option<SoftEnd>,
 }
 
 impl Positioned {
+    /// Expects the reads that follow to stop at `raw_end` in the file's own bytes (see
+    /// [`raw_end`]): a remote reader fetches no further ahead than that.
+    pub fn expect_until(&mut self, raw_end: u64) {
+        if let Some(soft_end) = &self.soft_end {
+            soft_end.set(raw_end);
+        }
+    }
+
     /// Moves to uncompressed position `to` by seeking (through the `.gzi` in BGZF).
     pub fn seek_to(&mut self, to: u64) -> io::Result<()> {
         match &mut self.inner {
@@ -1053,6 +1096,7 @@ impl Read for SpansRead {
                     let Some(next) = self.spans.next() else {
                         return Ok(0);
                     };
+                    self.input.expect_until(next.raw_end);
                     self.input.goto(next.start)?;
                     self.current = Some(next);
                     continue;

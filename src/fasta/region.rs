@@ -14,9 +14,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use super::indexed::{IndexedFile, IndexedSource, Located, NoIndex, ReadSeek, not_describing};
+use super::indexed::{
+    IndexedFile, IndexedSource, Located, NoIndex, ReadSeek, not_describing, raw_end,
+};
 use super::{FastaError, FastaFormat, SequenceFormat};
-use crate::catalog::remote;
+use crate::catalog::remote::{self, SoftEnd};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -221,38 +223,50 @@ pub fn resolve(region: &str, index: &fasta::fai::Index) -> Result<Wanted, String
 
 /// The sequences of an index by name, to resolve the regions of one call.
 struct Names<'a> {
-    lengths: HashMap<&'a [u8], u64>,
+    records: HashMap<&'a [u8], &'a fasta::fai::Record>,
     index: &'a fasta::fai::Index,
 }
 
 impl<'a> Names<'a> {
     fn new(index: &'a fasta::fai::Index) -> Self {
         // A name indexed twice is the first record of that name, as for samtools.
-        let mut lengths = HashMap::new();
+        let mut records = HashMap::new();
         for record in index.as_ref() {
-            lengths
-                .entry(record.name().as_ref())
-                .or_insert(record.length());
+            records.entry(record.name().as_ref()).or_insert(record);
         }
-        Self { lengths, index }
+        Self { records, index }
+    }
+
+    /// The uncompressed offset just after the last base of `wanted` (resolved by these names).
+    fn file_end(&self, wanted: &Wanted) -> u64 {
+        let Some(record) = self.records.get(wanted.name.as_bytes()) else {
+            return u64::MAX;
+        };
+        let bases = record.line_base_count().get();
+        let last = wanted.end.saturating_sub(1);
+        (last / bases)
+            .saturating_mul(record.line_width().get())
+            .saturating_add(last % bases)
+            .saturating_add(record.position())
+            .saturating_add(1)
     }
 
     /// Parses one region in samtools' syntax.
     fn resolve(&self, region: &str) -> Result<Wanted, String> {
-        let (records, index) = (&self.lengths, self.index);
+        let (records, index) = (&self.records, self.index);
         let whole = |name: &str, length: u64| Wanted {
             name: name.to_string(),
             start: 1,
             end: length,
         };
         let text = region.trim();
-        if let Some(&length) = records.get(text.as_bytes()) {
-            return Ok(whole(text, length));
+        if let Some(record) = records.get(text.as_bytes()) {
+            return Ok(whole(text, record.length()));
         }
         let Some((name, range)) = text.rsplit_once(':') else {
             return Err(unknown(text, index));
         };
-        let Some(&length) = records.get(name.as_bytes()) else {
+        let Some(length) = records.get(name.as_bytes()).map(|record| record.length()) else {
             return Err(unknown(name, index));
         };
         let range: String = range.chars().filter(|&c| c != ',').collect();
@@ -340,7 +354,8 @@ impl PartitionStream for RegionStream {
                 if state.reader.is_none() {
                     state.reader = Some(Reader::open(&state)?);
                 }
-                let wanted = &state.loaded.as_ref().expect("loaded above").wanted[state.next];
+                let loaded = state.loaded.as_ref().expect("loaded above");
+                let wanted = (&loaded.wanted[state.next], loaded.raw_ends[state.next]);
                 let reader = state.reader.as_mut().expect("opened above");
                 let batch = reader.read(wanted, &mut state.reservation)?;
                 state.next += 1;
@@ -376,6 +391,8 @@ struct Loaded {
     gzi: Option<bgzf::gzi::Index>,
     index: fasta::fai::Index,
     wanted: Vec<Wanted>,
+    /// Where each wanted region ends in the file's own bytes (see [`raw_end`]).
+    raw_ends: Vec<u64>,
     /// The index's memory, reserved while the stream lives.
     _index_memory: MemoryReservation,
 }
@@ -395,11 +412,16 @@ impl Loaded {
                     .map_err(|e| DataFusionError::Plan(format!("fasta_region(): {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let raw_ends = wanted
+            .iter()
+            .map(|wanted| raw_end(gzi.as_ref(), names.file_end(wanted)))
+            .collect();
         Ok(Self {
             size,
             gzi,
             index,
             wanted,
+            raw_ends,
             _index_memory: index_memory,
         })
     }
@@ -408,6 +430,8 @@ impl Loaded {
 /// An indexed reader of one file, plain or BGZF.
 struct Reader {
     inner: fasta::io::IndexedReader<fasta::io::BufReader<Box<dyn ReadSeek>>>,
+    /// Moves a remote reader's soft end to each region's end (`None` for local files).
+    soft_end: Option<SoftEnd>,
     path: String,
     /// The buffer of a remote reader, reserved while it lives.
     _buffer: Option<MemoryReservation>,
@@ -430,9 +454,9 @@ impl Reader {
                 Some(reservation.split(bytes))
             }
         };
-        let file = state
+        let (file, soft_end) = state
             .source
-            .open_sized(loaded.size, loaded.size)
+            .open_steered(loaded.size, loaded.size)
             .map_err(|error| read_error(path.clone(), error))?;
         let inner = match &loaded.gzi {
             None => fasta::io::BufReader::Uncompressed(io::BufReader::new(file)),
@@ -442,6 +466,7 @@ impl Reader {
         };
         Ok(Reader {
             inner: fasta::io::IndexedReader::new(inner, loaded.index.clone()),
+            soft_end,
             path,
             _buffer: buffer,
         })
@@ -450,7 +475,7 @@ impl Reader {
     /// One region as a batch of one row; its bytes are reserved in `reservation` first.
     fn read(
         &mut self,
-        wanted: &Wanted,
+        (wanted, raw_end): (&Wanted, u64),
         reservation: &mut MemoryReservation,
     ) -> Result<RecordBatch> {
         let length = usize::try_from(wanted.end - wanted.start + 1).unwrap_or(usize::MAX);
@@ -479,6 +504,9 @@ impl Reader {
             wanted.name.as_str(),
             position(wanted.start)?..=position(wanted.end)?,
         );
+        if let Some(soft_end) = &self.soft_end {
+            soft_end.set(raw_end);
+        }
         let record = self
             .inner
             .query(&region)
@@ -523,6 +551,19 @@ mod tests {
         fasta::fai::io::Reader::new(fai.as_bytes())
             .read_index()
             .unwrap()
+    }
+
+    #[test]
+    fn a_region_ends_after_the_byte_of_its_last_base() {
+        let index = index();
+        let names = Names::new(&index);
+        // chr1: bases from byte 6, 60 a line, lines of 61 bytes.
+        let end = |region: &str| names.file_end(&names.resolve(region).unwrap());
+        assert_eq!(end("chr1:1-1"), 7);
+        assert_eq!(end("chr1:1-60"), 66);
+        assert_eq!(end("chr1:61-61"), 68);
+        assert_eq!(end("chr1"), 6 + 16 * 61 + 40);
+        assert_eq!(end("chr2:x:10"), 1030 + 10);
     }
 
     #[test]

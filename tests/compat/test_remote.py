@@ -507,6 +507,38 @@ def test_remote_indexes_serve_regions_and_lookups_with_range_reads(
     assert got == [(wanted[1],)]
     bytes_read = fetched(handler.requests[before:], f"/pub/{name}", size)
     assert 0 < bytes_read < size // 4, (bytes_read, size, handler.requests[before:])
+    if compressed:
+        return
+    # The longest record, looked up and read as a region: fetches stop at its end (a request
+    # is at least 64 KiB), however far ahead a long sequential read would fetch.
+    longest = max(records, key=lambda record: len(record[2]))[0]
+    header_start, bases_end = record_bytes(Path(f"{local}.fai"), longest)
+    slack = 64 << 10
+    for sql in (
+        f"SELECT id, sequence FROM webgenome WHERE id = '{longest}'",
+        f"SELECT sequence FROM fasta_region('webgenome', '{longest}')",
+    ):
+        before = len(handler.requests)
+        got = adbc_rows(server.uri, sql)
+        assert got[0][-1] == by_id[longest], sql
+        bytes_read = fetched(handler.requests[before:], f"/pub/{name}", size)
+        requests = handler.requests[before:]
+        assert bytes_read <= bases_end - header_start + slack, (sql, bytes_read, requests)
+
+
+def record_bytes(fai: Path, name: str) -> tuple[int, int]:
+    """Where the record ``name`` starts (its header: the end of the record before) and where
+    its bases end, from a samtools .fai."""
+    start = 0
+    for line in fai.read_text().splitlines():
+        record, *numbers = line.split("\t")[:5]
+        length, offset, line_bases, line_width = map(int, numbers)
+        full, rest = divmod(length, line_bases)
+        end = offset + full * line_width + (rest + line_width - line_bases if rest else 0)
+        if record == name:
+            return start, end
+        start = end
+    raise KeyError(name)
 
 
 def test_remote_bgzf_is_split_by_block_and_read_by_ranges(
