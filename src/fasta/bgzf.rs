@@ -101,6 +101,16 @@ pub(crate) fn plan(
             _ => return Ok(None),
         }
     };
+    // Headers are found by their bytes, which a block's compressed data may hold too (a
+    // crafted file can plant a fake block there): a block that starts before `first` and runs
+    // past it means `first` lies inside a real block. Refuse rather than read a fake block.
+    if first > 0
+        && let Some(covering) = covering_block(&mut file, first, size)?
+    {
+        return Err(ambiguous(format!(
+            "the block found at byte {first} lies inside the block at byte {covering}"
+        )));
+    }
     let previous = if first == 0 {
         None
     } else {
@@ -190,8 +200,41 @@ fn block_at_or_after(file: &mut dyn ReadSeek, at: u64, size: u64) -> io::Result<
     Ok(None)
 }
 
+/// The error of a file whose block boundaries cannot be told from its bytes.
+fn ambiguous(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the BGZF blocks of this file cannot be told apart from the data inside them \
+             ({what}): the file is corrupt or crafted; index it (`flightbear index` writes a \
+             .gzi) or read it with one partition"
+        ),
+    )
+}
+
+/// A block (a valid header followed by another one, or by the end of the file) that starts
+/// within [`MAX_BLOCK`] bytes before `at` and ends after it, if any: then `at` lies inside it.
+fn covering_block(file: &mut dyn ReadSeek, at: u64, size: u64) -> io::Result<Option<u64>> {
+    let from = at.saturating_sub(MAX_BLOCK);
+    let mut window = vec![0u8; usize::try_from(at - from).unwrap_or(0) + HEADER_LEN];
+    let filled = read_at(file, from, &mut window)?;
+    for i in 0..(at - from) as usize {
+        if i + HEADER_LEN > filled {
+            break;
+        }
+        if let Some(length) = block_size(&window[i..filled])
+            && from + i as u64 + length > at
+            && is_block_at(file, from + i as u64, size)?.is_some()
+        {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
 /// The block ending exactly at `block`, with its uncompressed length, skipping back over
-/// empty blocks; `None` when every block before `block` is empty.
+/// empty blocks; `None` when every block before `block` is empty. Two headers that both end
+/// at `block` (one of them planted in the other's data) are an error.
 fn previous_nonempty_block(
     file: &mut dyn ReadSeek,
     mut block: u64,
@@ -205,8 +248,13 @@ fn previous_nonempty_block(
             if let Some(length) = block_size(&window[i..])
                 && from + i as u64 + length == block
             {
+                if let Some(other) = previous {
+                    return Err(ambiguous(format!(
+                        "the blocks at bytes {other} and {} both end at byte {block}",
+                        from + i as u64
+                    )));
+                }
                 previous = Some(from + i as u64);
-                break;
             }
         }
         let Some(start) = previous else {
@@ -270,5 +318,93 @@ impl Read for BlockRange {
         self.inner.consume(n);
         self.produced += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// One BGZF block holding `data` in a stored (uncompressed) deflate block, so the data
+    /// appears as is among the block's compressed bytes.
+    fn stored_block(data: &[u8]) -> Vec<u8> {
+        let total = HEADER_LEN + 5 + data.len() + 8;
+        let mut block = vec![
+            0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
+        ];
+        block.extend_from_slice(&u16::try_from(total - 1).unwrap().to_le_bytes());
+        let length = u16::try_from(data.len()).unwrap();
+        block.push(1); // the last deflate block, stored
+        block.extend_from_slice(&length.to_le_bytes());
+        block.extend_from_slice(&(!length).to_le_bytes());
+        block.extend_from_slice(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        block.extend_from_slice(&crc.sum().to_le_bytes());
+        block.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+        block
+    }
+
+    /// A block header claiming a block of `length` bytes (nothing behind it is valid).
+    fn fake_header(length: usize) -> Vec<u8> {
+        let mut header = stored_block(b"")[..HEADER_LEN - 2].to_vec();
+        header.extend_from_slice(&u16::try_from(length - 1).unwrap().to_le_bytes());
+        header
+    }
+
+    fn plan_of(file: &[u8], start: u64) -> io::Result<Option<Planned>> {
+        let size = file.len() as u64;
+        plan(Box::new(Cursor::new(file.to_vec())), size, start, size)
+    }
+
+    /// `data` with a fake header planted at `at` whose block would end `to` bytes after the
+    /// start of the block holding the data (a stored block puts its data 23 bytes in).
+    fn planted(mut data: Vec<u8>, at: usize, to: usize) -> Vec<u8> {
+        let header = fake_header(to - (HEADER_LEN + 5 + at));
+        data.splice(at..at + HEADER_LEN, header);
+        data
+    }
+
+    #[test]
+    fn a_fake_block_planted_inside_a_real_one_is_refused_not_read() {
+        let a = stored_block(b">a\nACGTACGT\n");
+        let text = vec![b'C'; 400];
+        let real = stored_block(&text);
+        // In `r`, a header whose block would end where the real one ends: a range starting
+        // before it would take it for the first block of the range.
+        let r = stored_block(&planted(text, 100, real.len()));
+        let t = stored_block(b">b\nGGGG\n");
+        let file = [a.clone(), r.clone(), t, stored_block(b"")].concat();
+        let inside_r = (a.len() + 30) as u64;
+        let error = plan_of(&file, inside_r).err().expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error.to_string().contains("lies inside the block at byte"),
+            "{error}"
+        );
+        // A range that starts on the real block still plans; one that starts on the block
+        // after it cannot tell which of the two came before.
+        assert!(plan_of(&file, 1).unwrap().is_some());
+        let error = plan_of(&file, (a.len() + r.len() - 5) as u64)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("both end at byte"), "{error}");
+    }
+
+    #[test]
+    fn two_blocks_ending_where_a_range_starts_are_refused() {
+        // A header planted in `a` whose block would end where `r` ends: which block comes
+        // before `t` (and so whether `t` starts a line) cannot be told.
+        let r = stored_block(&[b'A'; 200]);
+        let text = vec![b'C'; 400];
+        let a_length = stored_block(&text).len();
+        let a = stored_block(&planted(text, 50, a_length + r.len()));
+        let t = stored_block(b">b\nGGGG\n");
+        let file = [a.clone(), r.clone(), t, stored_block(b"")].concat();
+        let error = plan_of(&file, (a.len() + 10) as u64)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("both end at byte"), "{error}");
     }
 }
