@@ -17,6 +17,7 @@ use noodles_bgzf as bgzf;
 use noodles_fasta as fasta;
 
 use super::bgzf::{block_size, read_up_to};
+use super::reader::validate::first_invalid_sequence_byte;
 use crate::compression::{Compression, MAGIC_LEN};
 
 /// What `index_file` wrote.
@@ -109,6 +110,9 @@ struct Line {
     bases: u64,
     /// The first byte.
     first: u8,
+    /// A byte of a sequence line that is no base (outside printable, non-space ASCII; line
+    /// ends aside), which a scan refuses.
+    invalid: Option<u8>,
 }
 
 /// Reads the next line of `reader`, handing the bytes of a header line after `>` to
@@ -118,6 +122,8 @@ fn next_line<R: io::BufRead>(
     mut header: impl FnMut(&[u8]),
 ) -> io::Result<Option<Line>> {
     let (mut width, mut first, mut previous) = (0u64, None, None);
+    // A '\r' ending the previous piece: a line end if '\n' (or the end of the text) follows.
+    let (mut invalid, mut pending_return) = (None, false);
     loop {
         let buffer = reader.fill_buf()?;
         if buffer.is_empty() {
@@ -130,6 +136,7 @@ fn next_line<R: io::BufRead>(
                 width,
                 bases,
                 first,
+                invalid,
             }));
         }
         let end = memchr::memchr(b'\n', buffer);
@@ -138,6 +145,16 @@ fn next_line<R: io::BufRead>(
         if line_first == b'>' {
             let text = if width == 0 { &chunk[1..] } else { chunk };
             header(text);
+        } else if invalid.is_none() {
+            if pending_return && chunk[0] != b'\n' {
+                invalid = Some(b'\r');
+            }
+            let mut text = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+            pending_return = end.is_none() && text.last() == Some(&b'\r');
+            text = text.strip_suffix(b"\r").unwrap_or(text);
+            if let Some(at) = first_invalid_sequence_byte(text) {
+                invalid = invalid.or(Some(text[at]));
+            }
         }
         let before_end = match end {
             Some(0) => previous,
@@ -154,6 +171,7 @@ fn next_line<R: io::BufRead>(
                 width,
                 bases,
                 first: line_first,
+                invalid,
             }));
         }
     }
@@ -247,6 +265,13 @@ fn fai_of<R: io::BufRead>(mut reader: R) -> io::Result<(fasta::fai::Index, Skipp
             )));
         };
         let name = || String::from_utf8_lossy(&record.name).into_owned();
+        if let Some(byte) = line.invalid {
+            return Err(invalid(format!(
+                "line {number}: sequence '{}' holds byte 0x{byte:02x}, which is no base (a \
+                 scan of the file refuses it too)",
+                name()
+            )));
+        }
         let blank = line.bases == 0;
         match record.line {
             None if blank => record.ended = true,
@@ -419,6 +444,30 @@ mod tests {
         ] {
             let error = fai_text(bad).unwrap_err();
             assert!(error.starts_with("line "), "{error}");
+        }
+    }
+
+    #[test]
+    fn bytes_a_scan_refuses_are_not_indexed_as_bases() {
+        for (text, byte) in [
+            (&b">a\nAC GT\nACG\n"[..], "0x20"),
+            (b">a\nACGT\nA\0G\n", "0x00"),
+            (b">a\nAC\rGT\r\n", "0x0d"),
+            (b">a\nACGT\r\r\n", "0x0d"),
+            (b">a\nAC\xffGT\n", "0xff"),
+        ] {
+            let error = fai_text(text).unwrap_err();
+            assert!(error.contains(byte) && error.contains("line "), "{error}");
+        }
+        // Line ends (LF, CRLF, a CR before the end of the text) are not bases; a '>' inside
+        // a line is printable, as for scans.
+        let (fai, _) = fai_text(b">a\r\nAC>T\r\nAC\r").unwrap();
+        assert_eq!(fai, "a\t6\t4\t4\t6\n");
+        // A CRLF split between two reads of the buffer is one line end.
+        let text = b">a\r\nACGTAC\r\nACGTAC\r\nA\r\n";
+        for capacity in 1..text.len() {
+            let (index, _) = fai_of(BufReader::with_capacity(capacity, &text[..])).unwrap();
+            assert_eq!(index.as_ref()[0].length(), 13, "capacity {capacity}");
         }
     }
 

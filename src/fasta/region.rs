@@ -17,6 +17,7 @@ use std::sync::{Arc, LazyLock};
 use super::indexed::{
     IndexedFile, IndexedSource, Located, NoIndex, ReadSeek, not_describing, raw_end,
 };
+use super::reader::validate::first_invalid_sequence_byte;
 use super::{FastaError, FastaFormat, SequenceFormat};
 use crate::catalog::remote::{self, SoftEnd};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
@@ -518,6 +519,15 @@ impl Reader {
                  match the file (index it again)",
                 self.path,
                 bases.len()
+            )));
+        }
+        // The bytes a scan refuses (a space, a control byte) are refused here too: an index
+        // made by a tool that counts them as bases does not make them bases.
+        if let Some(at) = first_invalid_sequence_byte(bases) {
+            return Err(DataFusionError::Execution(format!(
+                "fasta_region(): {region} of {} holds byte 0x{:02x}, which is no base (the \
+                 file is malformed: a scan of it fails too)",
+                self.path, bases[at]
             )));
         }
         let Ok(text) = std::str::from_utf8(bases) else {

@@ -111,6 +111,35 @@ def test_unindexable_files_fail_with_a_reason(tmp_path: Path) -> None:
     )
 
 
+def test_bytes_a_scan_refuses_are_no_bases_for_the_index_or_fasta_region(
+    launch: Any, tmp_path: Path
+) -> None:
+    """samtools indexes a space or a control byte in a sequence line as a base; a scan refuses
+    the file. `flightbear index` refuses it naming the line, and fasta_region, reading through
+    samtools' index, refuses the region holding it rather than returning it as bases."""
+    for name, text in {"space": b">a\nAC GT\nACGT\n", "nul": b">a\nACGTA\nAC\0GT\n"}.items():
+        path = tmp_path / f"{name}.fa"
+        path.write_bytes(text)
+        done = index(path)
+        assert done.returncode == 1, done
+        assert f"{name}.fa: line" in done.stderr and "no base" in done.stderr, done.stderr
+        assert not Path(f"{path}.fai").exists()
+        pysam.faidx(str(path))  # samtools' own index, counting the byte as a base
+    server = launch(
+        "--table", f"space={tmp_path / 'space.fa'}", "--table", f"nul={tmp_path / 'nul.fa'}",
+        tables=False,
+    )  # fmt: skip
+    for table, byte in (("space", "0x20"), ("nul", "0x00")):
+        with pytest.raises(pa.ArrowException) as raised:
+            regions(server.uri, f"SELECT * FROM fasta_region('{table}', 'a')")
+        status = grpc_status(raised.value)
+        assert status.code == "INVALID_ARGUMENT", status
+        assert byte in status.message or "does not describe" in status.message, status
+        with pytest.raises(pa.ArrowException) as raised:
+            regions(server.uri, f"SELECT id, 1 AS start, 2 AS \"end\", sequence FROM {table}")
+        assert grpc_status(raised.value).code == "INVALID_ARGUMENT"
+
+
 # ---------------------------------------------------------------------------------------------
 # fasta_region: regions read through the index, checked against samtools' reads of them
 # ---------------------------------------------------------------------------------------------

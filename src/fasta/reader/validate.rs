@@ -100,7 +100,7 @@ pub(super) fn is_valid_sequence(bytes: &[u8]) -> bool {
 }
 
 /// Index of the first byte outside printable, non-space ASCII.
-pub(super) fn first_invalid_sequence_byte(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn first_invalid_sequence_byte(bytes: &[u8]) -> Option<usize> {
     if is_valid_sequence(bytes) {
         return None;
     }
