@@ -137,10 +137,57 @@ impl From<ServiceError> for Status {
         let code = error.code();
         let message = error.message();
         if code == Code::Internal {
+            let message = shortened(&message);
             tracing::error!(%message, "internal error answering a request");
         }
-        Status::new(code, message)
+        Status::new(code, shortened(&message))
     }
+}
+
+/// The most bytes an error message may take in its gRPC header. Messages travel
+/// percent-encoded (three bytes for each byte outside printable ASCII), and clients refuse
+/// header blocks over 8 KiB (gRPC C++: a soft limit of 8 KiB, a hard one of 16 KiB): an error
+/// echoing a long identifier or string of the SQL would otherwise reach the client as
+/// RESOURCE_EXHAUSTED "metadata size exceeds … limit", its code and text lost.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 6000;
+
+/// The bytes `byte` takes percent-encoded in a gRPC message header.
+fn encoded_len(byte: u8) -> usize {
+    match byte {
+        b'%' => 3,
+        b' '..=b'~' => 1,
+        _ => 3,
+    }
+}
+
+/// `text` cut (on a character boundary, saying so) so that its percent-encoded form takes at
+/// most [`MAX_MESSAGE_BYTES`] bytes.
+pub(crate) fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.bytes().map(encoded_len).sum::<usize>() <= MAX_MESSAGE_BYTES {
+        return text.into();
+    }
+    // Room for the note at the end.
+    let budget = MAX_MESSAGE_BYTES - 64;
+    let (mut cut, mut used) = (0, 0);
+    for (at, character) in text.char_indices() {
+        let mut bytes = [0; 4];
+        let cost: usize = character
+            .encode_utf8(&mut bytes)
+            .bytes()
+            .map(encoded_len)
+            .sum();
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        cut = at + character.len_utf8();
+    }
+    format!(
+        "{}… (message cut: {} bytes in all)",
+        &text[..cut],
+        text.len()
+    )
+    .into()
 }
 
 impl From<ConfineError> for ServiceError {
@@ -315,6 +362,26 @@ mod tests {
 
     fn status(error: impl Into<ServiceError>) -> Status {
         error.into().into()
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_fit_a_grpc_header() {
+        let name = "é".repeat(50_000);
+        let status = status(DataFusionError::Plan(format!("column '{name}' not found")));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let encoded: usize = status.message().bytes().map(encoded_len).sum();
+        assert!(encoded <= MAX_MESSAGE_BYTES, "{encoded}");
+        assert!(
+            status
+                .message()
+                .starts_with("Error during planning: column 'é")
+        );
+        assert!(
+            status
+                .message()
+                .ends_with("(message cut: 100042 bytes in all)")
+        );
+        assert_eq!(shortened("short"), "short");
     }
 
     #[test]

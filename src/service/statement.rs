@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
 use super::deadline::Deadline;
-use super::error::ServiceError;
+use super::error::{ServiceError, shortened};
 use super::executor::QueryTask;
 use super::handle::StatementHandle;
 use super::planner::{Planned, Planner};
@@ -540,6 +540,7 @@ impl Drop for QueryLog {
         if code == Code::Ok {
             tracing::info!(kind = self.kind, code = ?code, elapsed_ms, rows, bytes, sql = ?self.sql, "query finished");
         } else {
+            let error = shortened(&error);
             tracing::warn!(kind = self.kind, code = ?code, elapsed_ms, rows, bytes, sql = ?self.sql, error = %error, "query failed");
         }
     }
@@ -557,7 +558,9 @@ impl FlightbearService {
 
     pub(super) fn planning_failed(&self, sql: &str, error: &ServiceError) {
         let sql = sql_for_log(sql);
-        tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %error, "query failed");
+        let message = error.to_string();
+        let message = shortened(&message);
+        tracing::warn!(kind = "planning", code = ?error.code(), sql = ?sql, error = %message, "query failed");
         self.metrics.planning_failed(error.code());
     }
 }

@@ -18,6 +18,7 @@ import pytest
 
 from compat_support import Dataset
 from flightbear_testing import Server, server_binary
+from server_probes import grpc_status
 
 CLIENTS = 12
 # 3000 x 3000 rows: far more than any client reads in these tests, so a server that does not
@@ -264,6 +265,29 @@ def test_garbage_ticket_is_invalid_argument(
 ) -> None:
     with pytest.raises(pa.ArrowInvalid, match="invalid argument"):
         flight_client.do_get(flight.Ticket(ticket)).read_all()
+    assert server.alive()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT {long} FROM (SELECT 1 AS one)",  # an unknown column, named in the error
+        "SELECT CAST('{long}' AS INT)",  # a value echoed by the cast error
+        "SELECT * FROM {long}",  # an unknown table
+    ],
+)
+def test_an_error_echoing_a_long_input_keeps_its_code_and_text(
+    flight_client: flight.FlightClient, server: Server, sql: str
+) -> None:
+    """Errors travel in a gRPC header, which clients cap at 16 KiB: an error that echoes 100 KB
+    of the query is cut, so the client still gets INVALID_ARGUMENT and what went wrong (not
+    RESOURCE_EXHAUSTED "metadata size exceeds hard limit")."""
+    command = sql.format(long="é" * 50_000).encode()
+    with pytest.raises(pa.ArrowException) as raised:
+        flight_client.get_flight_info(flight.FlightDescriptor.for_command(command))
+    status = grpc_status(raised.value)
+    assert status.code == "INVALID_ARGUMENT", status
+    assert "message cut" in status.message and len(status.message) < 8192, status
     assert server.alive()
 
 
