@@ -23,7 +23,13 @@ pub(crate) const HEADER_LEN: usize = 18;
 /// The largest BGZF block.
 pub(crate) const MAX_BLOCK: u64 = 1 << 16;
 /// The most empty blocks (end-of-file markers of concatenated files) looked past backwards.
-const MAX_EMPTY_BLOCKS: usize = 64;
+const MAX_EMPTY_BLOCKS: usize = 1 << 12;
+/// Bytes read at once while looking back past empty blocks (28 bytes each): thousands of
+/// them in a row cost a few reads, not one read each.
+const LOOK_BACK: u64 = 4 * MAX_BLOCK;
+
+/// The first bytes of every BGZF block header (gzip magic, deflate, FEXTRA).
+const BLOCK_MAGIC: [u8; 4] = [0x1f, 0x8b, 8, 4];
 
 /// The size of the BGZF block whose header starts `header`, or `None` when it is no BGZF
 /// block header.
@@ -190,7 +196,7 @@ fn block_at_or_after(file: &mut dyn ReadSeek, at: u64, size: u64) -> io::Result<
     let mut window = vec![0u8; usize::try_from(window_end.saturating_sub(at)).unwrap_or(0)];
     let filled = read_at(file, at, &mut window)?;
     for (i, pair) in window[..filled].windows(4).enumerate() {
-        if pair == [0x1f, 0x8b, 8, 4] {
+        if pair == BLOCK_MAGIC {
             let candidate = at + i as u64;
             if is_block_at(file, candidate, size)?.is_some() {
                 return Ok(Some(candidate));
@@ -239,22 +245,35 @@ fn previous_nonempty_block(
     file: &mut dyn ReadSeek,
     mut block: u64,
 ) -> io::Result<Option<(u64, u16)>> {
+    // The bytes `[window_start, window_start + window.len())` of the file.
+    let (mut window, mut window_start) = (Vec::new(), 0u64);
     for _ in 0..MAX_EMPTY_BLOCKS {
         let from = block.saturating_sub(MAX_BLOCK);
-        let mut window = vec![0u8; usize::try_from(block - from).unwrap_or(0)];
-        let filled = read_at(file, from, &mut window)?;
+        if from < window_start || window.is_empty() {
+            window_start = block.saturating_sub(LOOK_BACK);
+            window = vec![0u8; usize::try_from(block - window_start).unwrap_or(0)];
+            let filled = read_at(file, window_start, &mut window)?;
+            window.truncate(filled);
+        }
+        // The bytes before `block` a block ending there may start in.
+        let end = usize::try_from(block - window_start)
+            .unwrap_or(0)
+            .min(window.len());
+        let skip = usize::try_from(from - window_start).unwrap_or(0).min(end);
+        let before = &window[..end];
         let mut previous = None;
-        for i in 0..filled.saturating_sub(HEADER_LEN - 1) {
-            if let Some(length) = block_size(&window[i..])
-                && from + i as u64 + length == block
+        for found in memchr::memmem::find_iter(&before[skip..], &BLOCK_MAGIC) {
+            let i = skip + found;
+            if let Some(length) = block_size(&before[i..])
+                && window_start + i as u64 + length == block
             {
                 if let Some(other) = previous {
                     return Err(ambiguous(format!(
                         "the blocks at bytes {other} and {} both end at byte {block}",
-                        from + i as u64
+                        window_start + i as u64
                     )));
                 }
-                previous = Some(from + i as u64);
+                previous = Some(window_start + i as u64);
             }
         }
         let Some(start) = previous else {
@@ -264,9 +283,11 @@ fn previous_nonempty_block(
             ));
         };
         // The block's uncompressed length is the last 4 bytes of the block (ISIZE).
-        let mut isize = [0u8; 4];
-        read_at(file, block - 4, &mut isize)?;
-        let length = u32::from_le_bytes(isize);
+        let isize = before.get(end.saturating_sub(4)..end).unwrap_or_default();
+        let length =
+            u32::from_le_bytes(isize.try_into().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "a BGZF block ends early")
+            })?);
         if length > 0 {
             let length = u16::try_from(length).map_err(|_| {
                 io::Error::new(
@@ -390,6 +411,26 @@ mod tests {
             .err()
             .expect("refused");
         assert!(error.to_string().contains("both end at byte"), "{error}");
+    }
+
+    #[test]
+    fn a_range_looks_back_past_thousands_of_empty_blocks() {
+        let a = stored_block(b">a\nACGT\n");
+        let empty = stored_block(b"");
+        let t = stored_block(b">b\nGGGG\n");
+        let file = |empties: usize| [a.clone(), empty.repeat(empties), t.clone()].concat();
+        // A range starting among 3000 empty blocks (concatenated empty files) finds `a`
+        // before them.
+        let many = file(3000);
+        let planned = plan_of(&many, (a.len() + 2500 * empty.len() + 3) as u64).unwrap();
+        assert_eq!(planned.expect("a block starts in the range").start, 1);
+        let error = plan_of(&file(5000), (a.len() + 4500 * empty.len() + 3) as u64)
+            .err()
+            .expect("too many");
+        assert!(
+            error.to_string().contains("empty BGZF blocks in a row"),
+            "{error}"
+        );
     }
 
     #[test]
