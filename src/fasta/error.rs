@@ -158,9 +158,7 @@ impl FastaError {
     /// The remote store's error behind a failed read, if that is what failed.
     pub fn store_error(&self) -> Option<&object_store::Error> {
         match self {
-            Self::Io { source, .. } => source
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<object_store::Error>()),
+            Self::Io { source, .. } => store_error_of(source),
             _ => None,
         }
     }
@@ -190,6 +188,14 @@ impl FastaError {
             Self::OutOfMemory(_) | Self::Internal { .. } => false,
         }
     }
+}
+
+/// The remote store's error an I/O error wraps, if it wraps one (readers of remote files
+/// hand the store's errors on as `io::Error::other`).
+pub(crate) fn store_error_of(error: &std::io::Error) -> Option<&object_store::Error> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<object_store::Error>())
 }
 
 impl From<OutOfMemory> for FastaError {

@@ -387,15 +387,13 @@ impl NoIndex {
     /// what happened), a local one becomes the reason there is no index (a file the server may
     /// not read, an index linked from another directory).
     fn unreadable(path: String, error: io::Error) -> Self {
-        let store = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<object_store::Error>());
-        match store {
-            Some(_) => Self::Unreadable {
+        if super::error::store_error_of(&error).is_some() {
+            Self::Unreadable {
                 path,
                 source: error,
-            },
-            None => Self::Unusable(format!("cannot read {path}: {error}")),
+            }
+        } else {
+            Self::Unusable(format!("cannot read {path}: {error}"))
         }
     }
 }

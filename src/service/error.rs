@@ -136,11 +136,11 @@ impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let code = error.code();
         let message = error.message();
+        let message = shortened(&message);
         if code == Code::Internal {
-            let message = shortened(&message);
             tracing::error!(%message, "internal error answering a request");
         }
-        Status::new(code, shortened(&message))
+        Status::new(code, message)
     }
 }
 
