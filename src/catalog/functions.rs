@@ -8,21 +8,28 @@
 //! `ResourcesExhausted` naming the function and the limit when it does not fit. Everything
 //! else (name, signature, return type, NULL handling, simplification) is the inner function's.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayData, ArrayRef, AsArray, Int64Array, make_array};
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::compute::kernels::arity::unary;
 use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{ExprSchema, Result, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -31,6 +38,8 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
 };
+
+use super::concat_operator::GuardCalls;
 
 /// Results bounded below this many bytes run without asking the pool.
 const UNGUARDED_BYTES: usize = 1 << 20;
@@ -52,6 +61,13 @@ enum Growth {
     /// is 1, or `len(s) + 1` with the `g` flag, and `k` counts the `$` group references in `r`
     /// (all matches together are at most `len(s)` bytes).
     RegexpReplace,
+    /// `concat(a, b, …)`, `a || b`, `overlay(s PLACING t …)`: the sum of the arguments' bytes
+    /// (a non-string argument counts as its text).
+    Sum,
+    /// `concat_ws(sep, a, b, …)`: the sum of `a, b, …` plus `len(sep)` between each two.
+    SumWithSeparator,
+    /// `encode(s, 'hex' | 'base64')`: `2 × len(s) + 4`.
+    Encode,
 }
 
 /// The functions the session guards, by name.
@@ -61,25 +77,44 @@ const GUARDED: &[(&str, Growth)] = &[
     ("rpad", Growth::Pad),
     ("replace", Growth::Replace),
     ("regexp_replace", Growth::RegexpReplace),
+    ("concat", Growth::Sum),
+    ("concat_ws", Growth::SumWithSeparator),
+    ("overlay", Growth::Sum),
+    ("encode", Growth::Encode),
 ];
 
 /// Replaces the session's functions whose results can be far larger than their inputs by
-/// wrappers that reserve an upper bound of the result in `pool` first.
+/// wrappers that reserve an upper bound of the result in `pool` first (and keep it while the
+/// result lives).
+/// An analyzer rule makes the `||` operator and the calls the SQL planner makes without looking
+/// functions up by name go through the same guards ([`GuardCalls`]).
 pub fn guard_amplifying_functions(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) {
+    let mut guarded_by_name = HashMap::new();
     for &(name, growth) in GUARDED {
         let Some(inner) = state.scalar_functions().get(name).cloned() else {
             continue;
         };
-        let guarded = ScalarUDF::new_from_impl(SizeGuarded {
+        let guarded = Arc::new(ScalarUDF::new_from_impl(SizeGuarded {
             inner,
             growth,
             pool: Arc::clone(pool),
-        });
+        }));
         // Registering replaces the function of the same name and aliases; it does not fail.
-        if let Err(error) = state.register_udf(Arc::new(guarded)) {
+        if let Err(error) = state.register_udf(Arc::clone(&guarded)) {
             tracing::error!("could not guard the SQL function {name}: {error}");
         }
+        guarded_by_name.insert(name.to_string(), guarded);
     }
+    state.add_analyzer_rule(Arc::new(GuardCalls::new(guarded_by_name, pool)));
+}
+
+/// `inner` guarded as `concat` is: reserving the sum of its arguments' bytes in `pool`.
+pub(crate) fn guarded_as_concat(inner: Arc<ScalarUDF>, pool: &Arc<dyn MemoryPool>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(SizeGuarded {
+        inner,
+        growth: Growth::Sum,
+        pool: Arc::clone(pool),
+    })
 }
 
 /// A scalar function that reserves an upper bound of its result's bytes before running `inner`.
@@ -130,18 +165,93 @@ pub(crate) fn reserve_result(
             DataFusionError::ResourcesExhausted(reason) => reason.clone(),
             other => other.strip_backtrace(),
         };
+        // Functions are named `f()`, operators (`||`) by their symbol.
+        let subject = if name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            format!("{name}()")
+        } else {
+            format!("the {name} operator")
+        };
         DataFusionError::ResourcesExhausted(format!(
-            "{name}() would need up to {} for its result: {reason}",
+            "{subject} would need up to {} for its result: {reason}",
             Bytes(bytes),
         ))
     })?;
     Ok(reservation)
 }
 
+/// Owns a result's reservation; dropped (giving the memory back to the pool) with the last
+/// buffer of the result.
+struct Held {
+    _reservation: AssertUnwindSafe<MemoryReservation>,
+}
+
+/// `array` with `reservation`, resized to the array's memory, kept until the last of the
+/// array's buffers is dropped: a function's result stays counted in the pool while later
+/// expressions, operators and the client's stream hold it, not only while it is built.
+pub(crate) fn held(array: ArrayRef, reservation: MemoryReservation) -> ArrayRef {
+    // Growing past the limit here is accounting, not allocating: the memory is already taken.
+    reservation.resize(array.get_array_memory_size());
+    let holder = Arc::new(Held {
+        _reservation: AssertUnwindSafe(reservation),
+    });
+    make_array(holding(array.to_data(), &holder))
+}
+
+/// `data` with every buffer (children's too) also owning `holder`.
+fn holding(data: ArrayData, holder: &Arc<Held>) -> ArrayData {
+    let buffers = data
+        .buffers()
+        .iter()
+        .map(|buffer| buffer_holding(buffer, holder))
+        .collect();
+    let children = data
+        .child_data()
+        .iter()
+        .map(|child| holding(child.clone(), holder))
+        .collect();
+    let builder = data.into_builder().buffers(buffers).child_data(children);
+    // SAFETY: the buffers hold the same bytes at the same addresses as the array's own, which
+    // they keep alive, and the children are the array's own, so the data stays as valid as
+    // the array it came from.
+    unsafe { builder.build_unchecked() }
+}
+
+/// A buffer over the same bytes as `buffer` that also owns `holder`.
+fn buffer_holding(buffer: &Buffer, holder: &Arc<Held>) -> Buffer {
+    let len = buffer.len();
+    let ptr = NonNull::new(buffer.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
+    let owner = Arc::new((buffer.clone(), Arc::clone(holder)));
+    // SAFETY: `ptr` points at the `len` initialised bytes of `buffer`, which `owner` keeps
+    // alive and never writes until the last `Buffer` made here is dropped.
+    unsafe { Buffer::from_custom_allocation(ptr, len, owner) }
+}
+
 impl SizeGuarded {
     /// The function being guarded.
     fn wrapped(&self) -> &dyn ScalarUDFImpl {
         self.inner.inner().as_ref()
+    }
+
+    /// `expr` (what the function simplified itself to) with its calls of the function guarded
+    /// again: `concat_ws(',', a, b)` simplifies to a new call of DataFusion's own `concat_ws`.
+    fn guarding_calls(&self, expr: Expr) -> Result<Expr> {
+        expr.transform_up(|expr| match expr {
+            Expr::ScalarFunction(call)
+                if call.func.name() == self.name()
+                    && !(call.func.inner().as_ref() as &dyn Any).is::<Self>() =>
+            {
+                let guarded = ScalarUDF::new_from_impl(Self {
+                    inner: call.func,
+                    growth: self.growth,
+                    pool: Arc::clone(&self.pool),
+                });
+                Ok(Transformed::yes(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(Arc::new(guarded), call.args),
+                )))
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|transformed| transformed.data)
     }
 
     /// Upper bound of the bytes of the result of a call with `args`.
@@ -195,6 +305,31 @@ impl SizeGuarded {
                         len + matches * replacement.at(r) + references * len
                     })
                     .sum()
+            }
+            Growth::Sum => {
+                let parts = args
+                    .iter()
+                    .map(|a| text_lengths(Some(a)))
+                    .collect::<Result<Vec<_>>>()?;
+                (0..rows)
+                    .map(|r| parts.iter().map(|p| p.at(r)).sum::<u128>())
+                    .sum()
+            }
+            Growth::SumWithSeparator => {
+                let separator = byte_lengths(arg(0))?;
+                let parts = args
+                    .iter()
+                    .skip(1)
+                    .map(|a| text_lengths(Some(a)))
+                    .collect::<Result<Vec<_>>>()?;
+                let gaps = parts.len().saturating_sub(1) as u128;
+                (0..rows)
+                    .map(|r| separator.at(r) * gaps + parts.iter().map(|p| p.at(r)).sum::<u128>())
+                    .sum()
+            }
+            Growth::Encode => {
+                let s = byte_lengths(arg(0))?;
+                (0..rows).map(|r| 2 * s.at(r) + 4).sum()
             }
         };
         Ok(usize::try_from(total).unwrap_or(usize::MAX))
@@ -250,6 +385,31 @@ fn byte_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
         return Ok(PerRow(None));
     }
     Ok(PerRow(Some(as_i64(&length(&array)?)?)))
+}
+
+/// Length of an argument as text per row: the bytes of a string or binary, the length of the
+/// text a value of another type is cast to (the functions that take any type print it so).
+fn text_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
+    let Some(array) = as_array(arg)? else {
+        return Ok(PerRow(None));
+    };
+    match array.data_type() {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::Null => byte_lengths(arg),
+        _ => match cast_with_options(&array, &DataType::Utf8, &CastOptions::default()) {
+            Ok(text) => byte_lengths(Some(&ColumnarValue::Array(text))),
+            // Not castable: bound each row by the array's whole memory.
+            Err(_) => {
+                let bytes = i64::try_from(array.get_array_memory_size()).unwrap_or(i64::MAX);
+                Ok(PerRow::constant(bytes))
+            }
+        },
+    }
 }
 
 /// An integer argument per row.
@@ -367,13 +527,19 @@ impl ScalarUDFImpl for SizeGuarded {
             return self.wrapped().invoke_with_args(args);
         }
         let reservation = reserve_result(&self.pool, self.name(), bound)?;
-        let result = self.wrapped().invoke_with_args(args);
-        drop(reservation);
-        result
+        Ok(match self.wrapped().invoke_with_args(args)? {
+            ColumnarValue::Array(array) => ColumnarValue::Array(held(array, reservation)),
+            scalar => scalar,
+        })
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        self.wrapped().simplify(args, info)
+        Ok(match self.wrapped().simplify(args, info)? {
+            ExprSimplifyResult::Simplified(expr) => {
+                ExprSimplifyResult::Simplified(self.guarding_calls(expr)?)
+            }
+            original => original,
+        })
     }
 
     fn preimage(
@@ -446,6 +612,7 @@ mod tests {
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
+    use std::sync::Arc;
 
     use crate::bytesize::ByteSize;
     use crate::config::Config;
@@ -528,6 +695,127 @@ mod tests {
         ] {
             assert_eq!(text(&ctx, sql).await, text(&reference, sql).await, "{sql}");
         }
+    }
+
+    #[tokio::test]
+    async fn concatenations_larger_than_the_memory_limit_are_refused_before_they_are_built() {
+        let ctx = session(64);
+        // 10 MB of text in a table: results are arrays, built when the query runs.
+        run(
+            &ctx,
+            "CREATE TABLE t AS SELECT repeat('A', 10000000) AS s, '-' AS f",
+        )
+        .await
+        .unwrap();
+        let eight = |f: &str| [f; 8].join(", ");
+        for (sql, subject) in [
+            (
+                format!("SELECT length(concat({})) FROM t", eight("s")),
+                "concat()",
+            ),
+            (
+                format!("SELECT length(concat_ws(f, {})) FROM t", eight("s")),
+                "concat_ws()",
+            ),
+            // A literal separator makes DataFusion simplify the call to a new call.
+            (
+                format!("SELECT length(concat_ws(',', {})) FROM t", eight("s")),
+                "concat_ws()",
+            ),
+            (
+                format!("SELECT length(concat('x', {})) FROM t", eight("s")),
+                "concat()",
+            ),
+            (
+                format!("SELECT length({}) FROM t", ["s"; 8].join(" || ")),
+                "the || operator",
+            ),
+            // Each level of a chain reserves its result while the next one is built.
+            (
+                "SELECT length(encode(encode(encode(s, 'hex'), 'hex'), 'hex')) FROM t".into(),
+                "encode()",
+            ),
+            (
+                "SELECT length(overlay(concat(s, s) PLACING concat(s, f, s) FROM 2 FOR 0)) FROM t"
+                    .into(),
+                "overlay()",
+            ),
+            // Literals folded while planning are guarded too.
+            (
+                format!(
+                    "SELECT length({})",
+                    ["repeat('A', 10000000)"; 8].join(" || ")
+                ),
+                "the || operator",
+            ),
+        ] {
+            let error = run(&ctx, &sql).await.unwrap_err();
+            assert!(
+                matches!(
+                    error.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{sql}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("{subject} would need up to"))
+                    && message.contains("memory limit of 64MiB"),
+                "{sql}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guarded_result_stays_reserved_while_it_lives() {
+        let ctx = session(64);
+        run(&ctx, "CREATE TABLE t AS SELECT repeat('A', 3000000) AS s")
+            .await
+            .unwrap();
+        let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+        let before = pool.reserved();
+        for sql in [
+            "SELECT s || s AS c FROM t",
+            "SELECT concat(s, s, 'x') AS c FROM t",
+        ] {
+            let batches = run(&ctx, sql).await.unwrap();
+            let held = pool.reserved() - before;
+            assert!(
+                (6_000_000..7_000_000).contains(&held),
+                "{sql}: {held} bytes reserved"
+            );
+            drop(batches);
+            assert_eq!(pool.reserved(), before, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn concatenations_that_fit_give_what_datafusion_gives() {
+        let ctx = session(64);
+        // DataFusion's own session with the same configuration: no guards, `||` the operator.
+        let reference = SessionContext::new_with_config(ctx.copied_config());
+        let setup = "CREATE TABLE t (s VARCHAR, n BIGINT, f VARCHAR) AS VALUES \
+             ('ab', 3, 'xy'), (NULL, 2, '-'), ('é', NULL, 'ü'), ('abc', -1, NULL), ('', 0, '')";
+        run(&ctx, setup).await.unwrap();
+        run(&reference, setup).await.unwrap();
+        for sql in [
+            "SELECT s || f, s || n, n || s, s || NULL, 'x' || s || 'y', s || 1.5 FROM t",
+            "SELECT concat(s, n, NULL, f), concat(s), concat(n, n) FROM t",
+            "SELECT concat_ws(f, s, n, s), concat_ws('-', s), concat_ws(NULL, s, f) FROM t",
+            "SELECT overlay(s PLACING f FROM 2 FOR 1), overlay(s PLACING 'zz' FROM 1) FROM t",
+            "SELECT encode(s, 'hex'), encode(s, 'base64'), encode(NULL, 'hex') FROM t",
+            "SELECT arrow_cast(s, 'Utf8View') || f, arrow_cast(s, 'LargeUtf8') || \
+             arrow_cast(f, 'LargeUtf8'), arrow_cast(s, 'Utf8View') || 'x' FROM t",
+            "SELECT s || f AS c FROM t WHERE s || 'b' = 'abb' ORDER BY s || f",
+            "SELECT s || 'x', count(*) FROM t GROUP BY s || 'x' ORDER BY 1",
+            "SELECT (SELECT max(s) || '!' FROM t) || 'y', 'a' || 'b' || 'c'",
+            "SELECT s FROM t WHERE s || '' IN (SELECT f || '' FROM t) ORDER BY s",
+        ] {
+            assert_eq!(text(&ctx, sql).await, text(&reference, sql).await, "{sql}");
+        }
+        // The plan shows the operator as written.
+        let plan = text(&ctx, "EXPLAIN SELECT s || f FROM t").await;
+        assert!(plan.contains("t.s || t.f"), "{plan}");
     }
 
     #[tokio::test]

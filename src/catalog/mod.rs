@@ -2,6 +2,7 @@
 
 pub mod bounded_operators;
 pub mod client_tables;
+pub mod concat_operator;
 pub mod data_roots;
 pub mod functions;
 pub mod location;

@@ -199,6 +199,58 @@ def test_a_function_result_larger_than_the_limit_is_refused(limited: Server) -> 
     assert_serving(limited)
 
 
+CONCATENATIONS = {
+    # 40 copies of a 30 Mbp record: 1.2 GB (the server peaked at 1232 MiB before).
+    "concat": ("SELECT length(concat(" + ", ".join(["sequence"] * 40) + ")) FROM long", "concat()"),
+    # The operator is not a function: 10 terms peaked at 633 MiB before.
+    "||": ("SELECT length(" + " || ".join(["sequence"] * 10) + ") FROM long", "the || operator"),
+    # A literal separator: DataFusion simplifies the call into a new, unguarded one.
+    "concat_ws": (
+        "SELECT length(concat_ws(',', " + ", ".join(["sequence"] * 10) + ")) FROM long",
+        "concat_ws()",
+    ),
+    # Each level doubles; every level's result stays reserved while the next is built.
+    "encode": (
+        "SELECT length(encode(encode(encode(sequence, 'hex'), 'hex'), 'hex')) FROM long",
+        "encode()",
+    ),
+    # SQL's OVERLAY syntax calls DataFusion's function without looking it up by name.
+    "overlay": (
+        "SELECT length(OVERLAY(OVERLAY(sequence PLACING sequence FROM 2 FOR 0) "
+        "PLACING sequence FROM 2 FOR 0)) FROM long",
+        "overlay()",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CONCATENATIONS)
+def test_concatenations_of_long_records_are_refused(limited: Server, case: str) -> None:
+    sql, subject = CONCATENATIONS[case]
+    outcome = stream(limited, sql)
+    assert_exhausted(outcome)
+    assert f"{subject} would need up to" in outcome[1], outcome[1]
+    assert_serving(limited)
+
+
+def test_concatenations_that_fit_answer_in_full(limited: Server) -> None:
+    # Oracle: the records as write_long_records wrote them. Each expression makes one 30 MB
+    # result at a time, which fits beside the reader's record.
+    def check(batch) -> None:
+        for row in batch.to_pylist():
+            assert row["n"] == LONG_RECORD_BASES + 1, row
+            assert row["m"] == LONG_RECORD_BASES + len(row["id"]), row
+            # Every line repeats ACGT whole, so the record is ACGT repeated.
+            assert row["tail"] == "ACGT"[(LONG_RECORD_BASES - 1) % 4] + row["id"], row
+
+    outcome = stream(
+        limited,
+        "SELECT id, length(sequence || '!') AS n, length(concat(sequence, id)) AS m, "
+        "right(sequence || id, length(id) + 1) AS tail FROM long",
+        check,
+    )
+    assert outcome == ("ok", str(LONG_RECORDS))
+
+
 def test_guarded_functions_still_answer_ordinary_calls(limited: Server) -> None:
     client = flight.FlightClient(limited.uri)
     sql = (
