@@ -1,4 +1,5 @@
-//! Operators held to the memory pool where DataFusion 55 lets them escape it: repartition buffers and nested-loop join spills.
+//! Operators held to the memory pool where DataFusion 55 lets them escape it: repartition,
+//! filter and join output buffers, and nested-loop join spills.
 //!
 //! **Repartition buffers.** DataFusion 55's `RepartitionExec` merges the small batches it cuts
 //! for each output partition in a coalescer until they add up to `batch_size` rows (8,192), and
@@ -13,6 +14,15 @@
 //! it is cut; the repartition's own inputs run with the session's batch size), and merges the batches the repartition emits itself, by rows and bytes: up to
 //! `batch_size` rows and at most [`COALESCE_BYTES`], with what it holds reserved in the pool,
 //! passing batches on unmerged when the pool is short.
+//!
+//! **Filter and join outputs.** A `FilterExec` merges what passes into batches of its own
+//! batch size (the session's 8,192 rows), so a `WHERE` over records of megabytes built batches
+//! of hundreds of MB that nobody reserved; it runs with a batch size of one row (its coalescer
+//! off) under the same bytes-merging [`ContextExec`]. A join copies its input rows into every
+//! output row and makes up to `batch_size` output rows at a time (the batch size sets how many
+//! rows its loops produce, not only how it merges), so a join of 100 kbp records made 1.6 GB
+//! batches; a join whose output can hold wide values (strings, binaries, lists) runs with
+//! [`JOIN_BATCH_ROWS`] and is merged by bytes above.
 //!
 //! **Nested-loop join spills.** When a nested-loop join's build side does not fit, DataFusion
 //! 55.2 falls back to spilling it, by executing the build side a second time
@@ -32,7 +42,7 @@ use std::task::{Context, Poll};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::BatchCoalescer;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
@@ -41,7 +51,11 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::joins::NestedLoopJoinExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PiecewiseMergeJoinExec, SortMergeJoinExec,
+    SymmetricHashJoinExec,
+};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
@@ -68,7 +82,9 @@ impl PhysicalOptimizerRule for BoundExchangeBuffers {
             .transform_up(|node| {
                 // Repartitions are wrapped from their parent, so one already wrapped is
                 // recognised and the rule can run twice.
-                if is_context(&node, Change::BoundedCoalesce) {
+                if is_context(&node, Change::BoundedCoalesce)
+                    || is_context(&node, Change::BoundedJoin)
+                {
                     return Ok(Transformed::no(node));
                 }
                 let children = node.children();
@@ -97,18 +113,97 @@ impl PhysicalOptimizerRule for BoundExchangeBuffers {
     }
 }
 
-/// A repartition that coalesces its output batches (see `RepartitionExec::execute_inner`).
-fn coalesces(node: &Arc<dyn ExecutionPlan>) -> bool {
-    node.downcast_ref::<RepartitionExec>()
-        .is_some_and(|exec| !exec.preserve_order() && !exec.properties().boundedness.is_unbounded())
+/// How an operator merges its output by rows, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coalescing {
+    /// A repartition (see `RepartitionExec::execute_inner`) or a filter (its own batch size):
+    /// run with a batch size of one row, which turns its coalescer off.
+    Turned,
+    /// A join whose output may hold wide values: its batch size also sets how many rows it
+    /// makes at a time, so it runs with [`JOIN_BATCH_ROWS`].
+    Join,
 }
 
-/// A repartition that coalesces, run with one-row batches and merged by bytes; its own inputs
-/// run with the session's batch size again.
-fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    if !coalesces(&node) {
-        return Ok(node);
+/// The rows a join whose output may hold wide values makes at a time: each output row copies
+/// its input rows, so at the session's 8,192 rows a join of 100 kbp records built 1.6 GB
+/// batches (a self-join of a 50 MB FASTA file took 8 GB under a 128 MiB limit).
+pub const JOIN_BATCH_ROWS: usize = 64;
+
+fn coalescing(node: &Arc<dyn ExecutionPlan>) -> Option<Coalescing> {
+    // Already bounded (the rule may run twice; the spill rule may have wrapped the inputs).
+    let children = node.children();
+    if !children.is_empty() && children.into_iter().all(restores_batch_size) {
+        return None;
     }
+    if let Some(exec) = node.downcast_ref::<RepartitionExec>() {
+        let merges = !exec.preserve_order() && !exec.properties().boundedness.is_unbounded();
+        return merges.then_some(Coalescing::Turned);
+    }
+    if node.downcast_ref::<FilterExec>().is_some() {
+        return Some(Coalescing::Turned);
+    }
+    let join = node.downcast_ref::<HashJoinExec>().is_some()
+        || node.downcast_ref::<NestedLoopJoinExec>().is_some()
+        || node.downcast_ref::<SortMergeJoinExec>().is_some()
+        || node.downcast_ref::<SymmetricHashJoinExec>().is_some()
+        || node.downcast_ref::<CrossJoinExec>().is_some()
+        || node.downcast_ref::<PiecewiseMergeJoinExec>().is_some();
+    let wide = node
+        .schema()
+        .fields()
+        .iter()
+        .any(|field| may_be_wide(field.data_type()));
+    (join && wide).then_some(Coalescing::Join)
+}
+
+/// A [`Change::RestoreBatchSize`], possibly under a [`Change::RestoreSpill`].
+fn restores_batch_size(node: &Arc<dyn ExecutionPlan>) -> bool {
+    match node.downcast_ref::<ContextExec>() {
+        Some(exec) if exec.change == Change::RestoreBatchSize => true,
+        Some(exec) if exec.change == Change::RestoreSpill => restores_batch_size(&exec.input),
+        _ => false,
+    }
+}
+
+/// Whether a value of this type can take more than a few bytes (strings, binaries, lists).
+fn may_be_wide(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::Map(..)
+        | DataType::Union(..) => true,
+        DataType::FixedSizeBinary(width) => *width > 1024,
+        DataType::FixedSizeList(field, _) => may_be_wide(field.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| may_be_wide(f.data_type())),
+        DataType::Dictionary(_, values) => may_be_wide(values),
+        DataType::RunEndEncoded(_, values) => may_be_wide(values.data_type()),
+        _ => false,
+    }
+}
+
+fn coalesces(node: &Arc<dyn ExecutionPlan>) -> bool {
+    coalescing(node).is_some()
+}
+
+/// An operator that merges by rows, run without merging (or, a join, a few rows at a time) and
+/// merged by bytes above; its own inputs run with the session's batch size again.
+fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(coalescing) = coalescing(&node) else {
+        return Ok(node);
+    };
+    // A filter keeps its batch size itself (the planner sets it from the session's).
+    let node = match node.downcast_ref::<FilterExec>() {
+        Some(filter) => Arc::new(filter.with_batch_size(1)?),
+        None => node,
+    };
     let inputs = node
         .children()
         .into_iter()
@@ -118,7 +213,11 @@ fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         inputs,
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )?;
-    Ok(context_exec(node, Change::BoundedCoalesce))
+    let change = match coalescing {
+        Coalescing::Turned => Change::BoundedCoalesce,
+        Coalescing::Join => Change::BoundedJoin,
+    };
+    Ok(context_exec(node, change))
 }
 
 /// The physical optimizer rule that runs every nested-loop join without a spill directory
@@ -170,8 +269,12 @@ pub enum Change {
     /// merged by rows and bytes; the session's batch size is kept in the session config for
     /// [`Change::RestoreBatchSize`].
     BoundedCoalesce,
-    /// The session's batch size back, for the inputs of a repartition run
-    /// [`Change::BoundedCoalesce`] (one-row batches there would make the whole subtree crawl).
+    /// [`JOIN_BATCH_ROWS`] for the input (a join whose output may be wide), and its output
+    /// merged as [`Change::BoundedCoalesce`] merges.
+    BoundedJoin,
+    /// The session's batch size back, for the inputs of an operator run
+    /// [`Change::BoundedCoalesce`] or [`Change::BoundedJoin`] (one-row batches there would make
+    /// the whole subtree crawl).
     RestoreBatchSize,
     /// No spill directory for the input (a nested-loop join); the spilling runtime is kept in
     /// the session config for [`Change::RestoreSpill`].
@@ -207,6 +310,10 @@ impl DisplayAs for ContextExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.change {
             Change::BoundedCoalesce => write!(f, "BoundedCoalesceExec: max_bytes={COALESCE_BYTES}"),
+            Change::BoundedJoin => write!(
+                f,
+                "BoundedCoalesceExec: max_bytes={COALESCE_BYTES}, join_rows={JOIN_BATCH_ROWS}"
+            ),
             Change::WithoutSpill => f.write_str("NoSpillExec"),
             Change::RestoreSpill => f.write_str("SpillExec"),
             Change::RestoreBatchSize => f.write_str("BatchSizeExec"),
@@ -254,12 +361,16 @@ impl ExecutionPlan for ContextExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         match self.change {
-            Change::BoundedCoalesce => {
+            Change::BoundedCoalesce | Change::BoundedJoin => {
                 let batch_rows = context.session_config().batch_size();
+                let input_rows = match self.change {
+                    Change::BoundedJoin => JOIN_BATCH_ROWS.min(batch_rows),
+                    _ => 1,
+                };
                 let config = context
                     .session_config()
                     .clone()
-                    .with_batch_size(1)
+                    .with_batch_size(input_rows)
                     .with_extension(Arc::new(SessionBatchSize(batch_rows)));
                 let inner = derived(&context, config, context.runtime_env());
                 let input = self.input.execute(partition, inner)?;
@@ -539,6 +650,99 @@ mod tests {
         )
         .await;
         assert_eq!(sizes, [3, 16, 2]);
+    }
+
+    /// A session with both rules and a table `t (id, s)` of `rows` rows of `width` bytes, one
+    /// row per batch (as long FASTA records arrive).
+    async fn wide_table(rows: usize, width: usize) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(BoundExchangeBuffers))
+            .with_physical_optimizer_rule(Arc::new(NoNestedLoopJoinSpill))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let text = "x".repeat(width);
+        let batches = (0..rows)
+            .map(|row| {
+                let ids = datafusion::arrow::array::Int64Array::from(vec![row as i64]);
+                let values = StringArray::from(vec![text.as_str()]);
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(ids), Arc::new(values)])
+                    .unwrap()
+            })
+            .collect();
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches]).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    /// Runs `sql`: its plan, its rows, and the bytes of its largest batch.
+    async fn largest_batch(ctx: &SessionContext, sql: &str) -> (String, usize, usize) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let again = BoundExchangeBuffers
+            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .unwrap();
+        assert_eq!(shown, displayable(again.as_ref()).indent(true).to_string());
+        let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let largest = batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .max()
+            .unwrap_or(0);
+        (shown, rows, largest)
+    }
+
+    #[tokio::test]
+    async fn filters_merge_wide_rows_by_bytes() {
+        // 400 rows of 100 kB: the filter merged them into batches of up to 8,192 rows (40 MB).
+        let ctx = wide_table(400, 100_000).await;
+        let (shown, rows, largest) =
+            largest_batch(&ctx, "SELECT id, s FROM t WHERE id % 2 = 0").await;
+        assert!(shown.contains("FilterExec"), "{shown}");
+        assert_eq!(rows, 200);
+        assert!(largest < 2 * COALESCE_BYTES, "{largest} bytes\n{shown}");
+    }
+
+    #[tokio::test]
+    async fn joins_of_wide_rows_make_batches_of_a_few_rows_merged_by_bytes() {
+        let ctx = wide_table(150, 10_000).await;
+        for (sql, expected) in [
+            // Nested loops, hash (all keys equal), cross: 8,192 rows of 20 kB made 160 MB.
+            (
+                "SELECT a.s, b.s FROM t a JOIN t b ON a.id <> b.id",
+                150 * 149,
+            ),
+            (
+                "SELECT a.s, b.s FROM t a JOIN t b ON a.id % 1 = b.id % 1",
+                150 * 150,
+            ),
+            ("SELECT a.s, b.s FROM t a CROSS JOIN t b", 150 * 150),
+        ] {
+            let (shown, rows, largest) = largest_batch(&ctx, sql).await;
+            assert!(shown.contains("join_rows=64"), "{sql}\n{shown}");
+            assert_eq!(rows, expected, "{sql}");
+            assert!(
+                largest < 2 * COALESCE_BYTES,
+                "{sql}: {largest} bytes\n{shown}"
+            );
+        }
+        // A join whose output holds only numbers keeps the session's batch size.
+        let (shown, rows, _) =
+            largest_batch(&ctx, "SELECT a.id, b.id FROM t a JOIN t b ON a.id < b.id").await;
+        assert!(!shown.contains("join_rows"), "{shown}");
+        assert_eq!(rows, 150 * 149 / 2);
     }
 
     async fn nested_loop_count(pool_bytes: usize) -> Result<i64> {

@@ -42,6 +42,10 @@ LONG_RECORDS = 3
 LONG_RECORD_BASES = 30_000_000
 LINE = 60
 
+# Records of 50 kbp for joins: each output row copies two of them, 100 kB.
+MID_RECORDS = 200
+MID_RECORD_BASES = 50_000
+
 CALL_TIMEOUT = 120.0
 RESOURCE_EXHAUSTED = "memory limit of 128MiB"
 
@@ -79,6 +83,15 @@ def write_long_records(path: Path) -> None:
                 out.write(tail + b"\n")
 
 
+def write_mid_records(path: Path) -> None:
+    line = b"ACGT" * (LINE // 4) + b"\n"
+    with open(path, "wb") as out:
+        for index in range(MID_RECORDS):
+            out.write(f">mid{index}\n".encode())
+            out.write(line * (MID_RECORD_BASES // LINE))
+            out.write(line[: MID_RECORD_BASES % LINE] + b"\n")
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("memory")
@@ -86,11 +99,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write_gzip_bomb(bomb)
     long = data / "long.fa"
     write_long_records(long)
+    mid = data / "mid.fa"
+    write_mid_records(mid)
     # One partition per scan: two byte ranges of the long file would each build a 50 Mbp record
     # at once, which with the batch downstream does not fit in 128 MiB.
     args = [
         *("--memory-limit", LIMIT, "--target-partitions", "1"),
-        *("--table", f"bomb={bomb}", "--table", f"long={long}"),
+        *("--table", f"bomb={bomb}", "--table", f"long={long}", "--table", f"mid={mid}"),
     ]
     server = Server(args, data / "server.log")
     yield server
@@ -249,6 +264,47 @@ def test_concatenations_that_fit_answer_in_full(limited: Server) -> None:
         check,
     )
     assert outcome == ("ok", str(LONG_RECORDS))
+
+
+# Joins copy their input rows into each output row; DataFusion makes 8,192 output rows at a time,
+# 820 MB here (a self-join of 100 kbp records took 8 GB under this limit before).
+JOINS = {
+    "nested loops": (
+        "SELECT a.sequence AS x, b.sequence AS y FROM mid a JOIN mid b ON a.id <> b.id",
+        MID_RECORDS * (MID_RECORDS - 1),
+    ),
+    "hash, one key": (
+        "SELECT a.sequence AS x, b.sequence AS y FROM mid a JOIN mid b "
+        "ON substr(a.id, 1, 1) = substr(b.id, 1, 1)",
+        MID_RECORDS * MID_RECORDS,
+    ),
+    "cross": (
+        "SELECT a.sequence AS x, b.sequence AS y FROM mid a CROSS JOIN mid b",
+        MID_RECORDS * MID_RECORDS,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", JOINS)
+def test_joins_of_long_rows_stream_within_the_limit(limited: Server, case: str) -> None:
+    sql, rows = JOINS[case]
+    # Oracle: every record is MID_RECORD_BASES bases of ACGT repeated.
+    expected = ("ACGT" * (MID_RECORD_BASES // 4 + 1))[:MID_RECORD_BASES]
+
+    def check(batch) -> None:
+        for column in ("x", "y"):
+            assert set(batch.column(column).to_pylist()) == {expected}
+
+    assert stream(limited, sql, check) == ("ok", str(rows))
+
+
+def test_a_filter_of_long_records_passes_them_on_whole(limited: Server) -> None:
+    def check(batch) -> None:
+        for value in batch.column("sequence").to_pylist():
+            assert len(value) == LONG_RECORD_BASES
+
+    outcome = stream(limited, "SELECT id, sequence FROM long WHERE id <> 'long1'", check)
+    assert outcome == ("ok", str(LONG_RECORDS - 1))
 
 
 def test_guarded_functions_still_answer_ordinary_calls(limited: Server) -> None:
