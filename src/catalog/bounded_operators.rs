@@ -64,6 +64,8 @@ use datafusion::physical_plan::{
 use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
+use super::functions::holds_bytes;
+
 /// The most bytes a merged batch collects before it is handed on.
 pub const COALESCE_BYTES: usize = 8 << 20;
 
@@ -167,14 +169,11 @@ fn restores_batch_size(node: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// Whether a value of this type can take more than a few bytes (strings, binaries, lists).
 fn may_be_wide(data_type: &DataType) -> bool {
+    if holds_bytes(data_type) {
+        return true;
+    }
     match data_type {
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::List(_)
+        DataType::List(_)
         | DataType::LargeList(_)
         | DataType::ListView(_)
         | DataType::LargeListView(_)

@@ -387,6 +387,19 @@ fn byte_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
     Ok(PerRow(Some(as_i64(&length(&array)?)?)))
 }
 
+/// A string or binary type: its values are runs of bytes of any length.
+pub(crate) fn holds_bytes(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+    )
+}
+
 /// Length of an argument as text per row: the bytes of a string or binary, the length of the
 /// text a value of another type is cast to (the functions that take any type print it so).
 fn text_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
@@ -394,13 +407,7 @@ fn text_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
         return Ok(PerRow(None));
     };
     match array.data_type() {
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::Null => byte_lengths(arg),
+        data_type if holds_bytes(data_type) || data_type.is_null() => byte_lengths(arg),
         _ => match cast_with_options(&array, &DataType::Utf8, &CastOptions::default()) {
             Ok(text) => byte_lengths(Some(&ColumnarValue::Array(text))),
             // Not castable: bound each row by the array's whole memory.
