@@ -39,6 +39,12 @@ pub enum IndexError {
     /// The file could not be read or the index written.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// No record has bases: samtools refuses such a file too, and an empty index would hide
+    /// the records a scan reads.
+    #[error(
+        "{path}: no record with bases, nothing to index ({empty} records without bases; samtools writes no index either)"
+    )]
+    NothingToIndex { path: PathBuf, empty: usize },
     /// The file is compressed in a way that has no random access.
     #[error("{path}: {what} cannot be indexed; recompress it with `bgzip` (BGZF) or decompress it")]
     NotSeekable { path: PathBuf, what: &'static str },
@@ -79,6 +85,12 @@ pub fn index_file(path: &Path) -> Result<Indexed, IndexError> {
         }
     };
     let records = index.as_ref().len();
+    if records == 0 {
+        return Err(IndexError::NothingToIndex {
+            path: path.to_path_buf(),
+            empty: skipped.empty,
+        });
+    }
     let fai = path.with_added_extension("fai");
     write_atomically(&fai, |out| {
         fasta::fai::io::Writer::new(out).write_index(&index)
@@ -500,5 +512,16 @@ mod tests {
         let error = index_file(&ragged).unwrap_err().to_string();
         assert!(error.contains("r.fa"), "{error}");
         assert!(!dir.path().join("r.fa.fai").exists());
+        // Nothing to index: samtools fails on these too.
+        for (name, text) in [("e.fa", ""), ("h.fa", ">a\n"), ("hh.fa", ">a\n\n>b\n")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let error = index_file(&path).unwrap_err().to_string();
+            assert!(
+                error.contains(name) && error.contains("nothing to index"),
+                "{error}"
+            );
+            assert!(!dir.path().join(format!("{name}.fai")).exists());
+        }
     }
 }

@@ -311,7 +311,7 @@ fn translate(args: &[ArrayRef]) -> Result<ArrayRef> {
         if let Err(invalid) = code.translate_into(sequence.as_bytes(), &mut protein) {
             return exec_err!(
                 "translate(): codon '{}' at position {} is not made of IUPAC nucleotide codes",
-                invalid.codon,
+                whole_characters(sequence, invalid.position - 1),
                 invalid.position
             );
         }
@@ -321,6 +321,17 @@ fn translate(args: &[ArrayRef]) -> Result<ArrayRef> {
         out.append(Some(protein));
     }
     Ok(out.finish())
+}
+
+/// The codon at byte `start` of `sequence`, extended to whole characters: a codon's three bytes
+/// can end inside a character (`translate('ATGé€A')` names `é€`, not `é` and half of `€`).
+/// Every byte before a refused codon is a nucleotide code (ASCII), so `start` begins one.
+fn whole_characters(sequence: &str, start: usize) -> &str {
+    let mut end = (start + 3).min(sequence.len());
+    while !sequence.is_char_boundary(end) {
+        end += 1;
+    }
+    sequence.get(start..end).unwrap_or(sequence)
 }
 
 /// `kmers(seq, k)`: the list of overlapping k-mers of a sequence, in order (see

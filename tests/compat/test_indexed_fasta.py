@@ -111,6 +111,21 @@ def test_unindexable_files_fail_with_a_reason(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("text", ["", ">a\n", ">a\n\n>b\n"], ids=["empty", "header", "headers"])
+def test_files_without_bases_are_not_indexed_as_samtools_does_not(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "nothing.fa"
+    path.write_text(text)
+    # Oracle: samtools (through pysam) refuses these files and writes no index.
+    with pytest.raises(pysam.SamtoolsError):
+        samtools_fai(path, tmp_path)
+    done = index(path)
+    assert done.returncode == 1, done.stdout
+    assert "nothing.fa: no record with bases, nothing to index" in done.stderr
+    assert not (tmp_path / "nothing.fa.fai").exists()
+
+
 def test_bytes_a_scan_refuses_are_no_bases_for_the_index_or_fasta_region(
     launch: Any, tmp_path: Path
 ) -> None:
@@ -136,7 +151,7 @@ def test_bytes_a_scan_refuses_are_no_bases_for_the_index_or_fasta_region(
         assert status.code == "INVALID_ARGUMENT", status
         assert byte in status.message or "does not describe" in status.message, status
         with pytest.raises(pa.ArrowException) as raised:
-            regions(server.uri, f"SELECT id, 1 AS start, 2 AS \"end\", sequence FROM {table}")
+            regions(server.uri, f'SELECT id, 1 AS start, 2 AS "end", sequence FROM {table}')
         assert grpc_status(raised.value).code == "INVALID_ARGUMENT"
 
 
