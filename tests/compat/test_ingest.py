@@ -202,10 +202,13 @@ def test_unspecified_modes_are_refused(ingest_server: Any) -> None:
     client = flight.FlightClient(ingest_server.uri)
     try:
         command = ingest_command("t", if_not_exist=0, if_exists=0)
-        writer, reader = client.do_put(flight.FlightDescriptor.for_command(command), batch.schema)
-        writer.write_batch(batch)
-        writer.done_writing()
+        # The server refuses the command as soon as it reads it: the refusal reaches the client
+        # at whichever call comes next (the write, the end of writing, the read or the close).
         with pytest.raises(pa.ArrowInvalid, match="if_not_exist"):
+            descriptor = flight.FlightDescriptor.for_command(command)
+            writer, reader = client.do_put(descriptor, batch.schema)
+            writer.write_batch(batch)
+            writer.done_writing()
             reader.read()
             writer.close()
     finally:
