@@ -82,13 +82,8 @@ impl PhysicalOptimizerRule for BoundExchangeBuffers {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = plan
             .transform_up(|node| {
-                // Repartitions are wrapped from their parent, so one already wrapped is
-                // recognised and the rule can run twice.
-                if is_context(&node, Change::BoundedCoalesce)
-                    || is_context(&node, Change::BoundedJoin)
-                {
-                    return Ok(Transformed::no(node));
-                }
+                // Operators are wrapped from their parent; one already bounded is recognised by
+                // its inputs (`coalescing`), so the rule can run twice.
                 let children = node.children();
                 if !children.iter().any(|child| coalesces(child)) {
                     return Ok(Transformed::no(node));
@@ -115,23 +110,17 @@ impl PhysicalOptimizerRule for BoundExchangeBuffers {
     }
 }
 
-/// How an operator merges its output by rows, if it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coalescing {
-    /// A repartition (see `RepartitionExec::execute_inner`) or a filter (its own batch size):
-    /// run with a batch size of one row, which turns its coalescer off.
-    Turned,
-    /// A join whose output may hold wide values: its batch size also sets how many rows it
-    /// makes at a time, so it runs with [`JOIN_BATCH_ROWS`].
-    Join,
-}
-
 /// The rows a join whose output may hold wide values makes at a time: each output row copies
 /// its input rows, so at the session's 8,192 rows a join of 100 kbp records built 1.6 GB
 /// batches (a self-join of a 50 MB FASTA file took 8 GB under a 128 MiB limit).
 pub const JOIN_BATCH_ROWS: usize = 64;
 
-fn coalescing(node: &Arc<dyn ExecutionPlan>) -> Option<Coalescing> {
+/// How an operator that merges its output by rows is to run: [`Change::BoundedCoalesce`] for a
+/// repartition (see `RepartitionExec::execute_inner`) or a filter (its own batch size), whose
+/// coalescer a batch size of one row turns off; [`Change::BoundedJoin`] for a join whose output
+/// may hold wide values (its batch size also sets how many rows it makes at a time). `None`
+/// for other operators and ones already bounded.
+fn coalescing(node: &Arc<dyn ExecutionPlan>) -> Option<Change> {
     // Already bounded (the rule may run twice; the spill rule may have wrapped the inputs).
     let children = node.children();
     if !children.is_empty() && children.into_iter().all(restores_batch_size) {
@@ -139,10 +128,10 @@ fn coalescing(node: &Arc<dyn ExecutionPlan>) -> Option<Coalescing> {
     }
     if let Some(exec) = node.downcast_ref::<RepartitionExec>() {
         let merges = !exec.preserve_order() && !exec.properties().boundedness.is_unbounded();
-        return merges.then_some(Coalescing::Turned);
+        return merges.then_some(Change::BoundedCoalesce);
     }
     if node.downcast_ref::<FilterExec>().is_some() {
-        return Some(Coalescing::Turned);
+        return Some(Change::BoundedCoalesce);
     }
     let join = node.downcast_ref::<HashJoinExec>().is_some()
         || node.downcast_ref::<NestedLoopJoinExec>().is_some()
@@ -155,7 +144,7 @@ fn coalescing(node: &Arc<dyn ExecutionPlan>) -> Option<Coalescing> {
         .fields()
         .iter()
         .any(|field| may_be_wide(field.data_type()));
-    (join && wide).then_some(Coalescing::Join)
+    (join && wide).then_some(Change::BoundedJoin)
 }
 
 /// A [`Change::RestoreBatchSize`], possibly under a [`Change::RestoreSpill`].
@@ -195,7 +184,7 @@ fn coalesces(node: &Arc<dyn ExecutionPlan>) -> bool {
 /// An operator that merges by rows, run without merging (or, a join, a few rows at a time) and
 /// merged by bytes above; its own inputs run with the session's batch size again.
 fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    let Some(coalescing) = coalescing(&node) else {
+    let Some(change) = coalescing(&node) else {
         return Ok(node);
     };
     // A filter keeps its batch size itself (the planner sets it from the session's).
@@ -212,10 +201,6 @@ fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         inputs,
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )?;
-    let change = match coalescing {
-        Coalescing::Turned => Change::BoundedCoalesce,
-        Coalescing::Join => Change::BoundedJoin,
-    };
     Ok(context_exec(node, change))
 }
 

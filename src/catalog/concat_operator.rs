@@ -27,7 +27,7 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr as PhysicalBinaryExpr, Column, Literal};
 
-use super::functions::guarded_as_concat;
+use super::functions::{guarded_as_concat, is_guarded};
 
 /// `a || b` as a function of two arguments, computed by DataFusion's physical `||`.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -165,7 +165,7 @@ impl GuardCalls {
                 vec![*left, *right],
             ))),
             Expr::ScalarFunction(call) => match self.guarded.get(call.func.name()) {
-                Some(guarded) if *guarded != call.func => Transformed::yes(Expr::ScalarFunction(
+                Some(guarded) if !is_guarded(&call.func) => Transformed::yes(Expr::ScalarFunction(
                     ScalarFunction::new_udf(Arc::clone(guarded), call.args),
                 )),
                 _ => Transformed::no(Expr::ScalarFunction(call)),

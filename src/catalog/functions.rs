@@ -108,6 +108,11 @@ pub fn guard_amplifying_functions(state: &mut SessionState, pool: &Arc<dyn Memor
     state.add_analyzer_rule(Arc::new(GuardCalls::new(guarded_by_name, pool)));
 }
 
+/// Whether `function` is already a guard ([`SizeGuarded`]).
+pub(crate) fn is_guarded(function: &ScalarUDF) -> bool {
+    (function.inner().as_ref() as &dyn Any).is::<SizeGuarded>()
+}
+
 /// `inner` guarded as `concat` is: reserving the sum of its arguments' bytes in `pool`.
 pub(crate) fn guarded_as_concat(inner: Arc<ScalarUDF>, pool: &Arc<dyn MemoryPool>) -> ScalarUDF {
     ScalarUDF::new_from_impl(SizeGuarded {
@@ -237,8 +242,7 @@ impl SizeGuarded {
     fn guarding_calls(&self, expr: Expr) -> Result<Expr> {
         expr.transform_up(|expr| match expr {
             Expr::ScalarFunction(call)
-                if call.func.name() == self.name()
-                    && !(call.func.inner().as_ref() as &dyn Any).is::<Self>() =>
+                if call.func.name() == self.name() && !is_guarded(&call.func) =>
             {
                 let guarded = ScalarUDF::new_from_impl(Self {
                     inner: call.func,
