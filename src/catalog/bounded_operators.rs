@@ -40,7 +40,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -470,6 +470,13 @@ impl BoundedCoalesceStream {
     }
 
     fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        for piece in view_slices(batch) {
+            self.push_piece(piece)?;
+        }
+        Ok(())
+    }
+
+    fn push_piece(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.get_array_memory_size() >= COALESCE_BYTES {
             self.flush()?;
             self.ready.push_back(batch);
@@ -483,6 +490,51 @@ impl BoundedCoalesceStream {
         }
         Ok(())
     }
+}
+
+/// `batch` cut into slices whose view columns point at no more than [`COALESCE_BYTES`] each
+/// (at least one row a slice). A join's output rows share their inputs' bytes as views (see
+/// [`super::view_joins`]): 64 rows repeating a 30 Mbp record are a few KB of views, but casting
+/// them back to strings, or anything else that copies what they point at, would make 1.9 GB at
+/// once. Slicing is free (the slices share the batch's buffers).
+fn view_slices(batch: RecordBatch) -> Vec<RecordBatch> {
+    let views: Vec<&[u128]> = batch
+        .columns()
+        .iter()
+        .filter_map(|column| match column.data_type() {
+            DataType::Utf8View => Some(column.as_string_view().views().as_ref()),
+            DataType::BinaryView => Some(column.as_binary_view().views().as_ref()),
+            _ => None,
+        })
+        .collect();
+    if views.is_empty() || batch.num_rows() < 2 {
+        return vec![batch];
+    }
+    // A view's low 32 bits are its length; up to 12 bytes live in the view itself.
+    let pointed = |row: usize| -> usize {
+        views
+            .iter()
+            .map(|column| match column[row] as u32 as usize {
+                inline if inline <= 12 => 0,
+                length => length,
+            })
+            .sum()
+    };
+    let mut slices = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for row in 0..batch.num_rows() {
+        let row_bytes = pointed(row);
+        if row > start && bytes + row_bytes > COALESCE_BYTES {
+            slices.push(batch.slice(start, row - start));
+            (start, bytes) = (row, 0);
+        }
+        bytes += row_bytes;
+    }
+    if start == 0 {
+        return vec![batch];
+    }
+    slices.push(batch.slice(start, batch.num_rows() - start));
+    slices
 }
 
 impl Stream for BoundedCoalesceStream {
@@ -770,5 +822,38 @@ mod tests {
             matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)),
             "{error}"
         );
+    }
+
+    #[test]
+    fn view_batches_are_sliced_by_the_bytes_they_point_at() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, StringViewArray};
+        let big = "A".repeat(3 << 20);
+        let rows: Vec<Option<&str>> =
+            vec![Some(big.as_str()), Some("short"), Some(big.as_str()), None]
+                .into_iter()
+                .cycle()
+                .take(12)
+                .collect();
+        let views: ArrayRef = Arc::new(StringViewArray::from(rows));
+        let numbers: ArrayRef = Arc::new(Int64Array::from_iter_values(0..12));
+        let batch = RecordBatch::try_from_iter([("s", views), ("n", numbers)]).unwrap();
+        let slices = view_slices(batch.clone());
+        // Two 3 MiB values fit in 8 MiB, a third does not: rows 0-3, 4-7, 8-11.
+        let lengths: Vec<usize> = slices.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(lengths, [4, 4, 4]);
+        let joined = datafusion::arrow::compute::concat_batches(&batch.schema(), &slices).unwrap();
+        assert_eq!(joined, batch);
+        // A value larger than the bound is a slice of its own; small ones are not cut.
+        let huge = "C".repeat(9 << 20);
+        let views: ArrayRef = Arc::new(StringViewArray::from(vec![&*huge, "x", &*huge]));
+        let batch = RecordBatch::try_from_iter([("s", views)]).unwrap();
+        let lengths: Vec<usize> = view_slices(batch)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .collect();
+        assert_eq!(lengths, [1, 1, 1]);
+        let small: ArrayRef = Arc::new(StringViewArray::from(vec!["a much longer string"; 100]));
+        let batch = RecordBatch::try_from_iter([("s", small)]).unwrap();
+        assert_eq!(view_slices(batch).len(), 1);
     }
 }

@@ -38,8 +38,9 @@ pub struct ConcatOperator {
 impl ConcatOperator {
     fn new() -> Self {
         Self {
-            // The arguments are already coerced (the rule runs after type coercion).
-            signature: Signature::any(2, Volatility::Immutable),
+            // Coerced as the operator's sides are (the rule runs after type coercion, but a
+            // join's inputs may become views after it: see `super::view_joins`).
+            signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
@@ -65,6 +66,17 @@ impl ScalarUDFImpl for ConcatOperator {
         match arg_types {
             [left, right] => {
                 BinaryTypeCoercer::new(left, &Operator::StringConcat, right).get_result_type()
+            }
+            _ => internal_err!("|| takes two arguments, got {}", arg_types.len()),
+        }
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [left, right] => {
+                let (left, right) = BinaryTypeCoercer::new(left, &Operator::StringConcat, right)
+                    .get_input_types()?;
+                Ok(vec![left, right])
             }
             _ => internal_err!("|| takes two arguments, got {}", arg_types.len()),
         }

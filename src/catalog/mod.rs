@@ -10,6 +10,7 @@ pub mod memory_table;
 pub mod remote;
 pub mod runtime;
 pub mod table_factory;
+pub mod view_joins;
 pub mod yield_points;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_config(session)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_query_planner(Arc::new(view_joins::ViewJoinsPlanner))
         .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))

@@ -8,6 +8,7 @@ binary, the runtime's threads and stacks, gRPC buffers).
 
 from __future__ import annotations
 
+import csv
 import threading
 import time
 import zlib
@@ -92,6 +93,35 @@ def write_mid_records(path: Path) -> None:
             out.write(line[: MID_RECORD_BASES % LINE] + b"\n")
 
 
+# Sites on the long records (and one on a record that does not exist): a join repeats a whole
+# 30 Mbp record for each site that names it.
+EDGE_POSITIONS = [1, 2, 3, 4, 5] + [LONG_RECORD_BASES + d for d in (-20, -5, 0, 1)]
+SITES = [
+    (f"long{i % LONG_RECORDS}", pos)
+    for i, pos in enumerate(
+        EDGE_POSITIONS + [(i * 7_919_993) % LONG_RECORD_BASES + 1 for i in range(1_990)]
+    )
+] + [("chrUn", 10)]
+
+
+def write_sites(path: Path) -> None:
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["chrom", "pos"])
+        writer.writerows(SITES)
+
+
+def long_record_substr(pos: int, length: int) -> str:
+    """substr(sequence, pos, length) of a long record (1-based, as SQL), from how it was written."""
+    start = pos - 1
+    end = min(start + length, LONG_RECORD_BASES)
+    if start >= end:
+        return ""
+    unit = "ACGT"
+    offset = start % 4
+    return (unit * ((end - start) // 4 + 2))[offset : offset + end - start]
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("memory")
@@ -101,11 +131,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write_long_records(long)
     mid = data / "mid.fa"
     write_mid_records(mid)
+    sites = data / "sites.csv"
+    write_sites(sites)
     # One partition per scan: two byte ranges of the long file would each build a 50 Mbp record
     # at once, which with the batch downstream does not fit in 128 MiB.
     args = [
         *("--memory-limit", LIMIT, "--target-partitions", "1"),
         *("--table", f"bomb={bomb}", "--table", f"long={long}", "--table", f"mid={mid}"),
+        *("--table", f"sites={sites}"),
     ]
     server = Server(args, data / "server.log")
     yield server
@@ -296,6 +329,26 @@ def test_joins_of_long_rows_stream_within_the_limit(limited: Server, case: str) 
             assert set(batch.column(column).to_pylist()) == {expected}
 
     assert stream(limited, sql, check) == ("ok", str(rows))
+
+
+def test_a_join_repeating_long_records_copies_only_what_it_returns(limited: Server) -> None:
+    # Each of 2,000 sites repeats a 30 Mbp record in the join's output; substr keeps 21 bases
+    # of it. The join used to copy the record into every output row (64 rows, 1.9 GB, at a time).
+    rows: list[tuple[str, int, str]] = []
+
+    def check(batch) -> None:
+        rows.extend((row["chrom"], row["pos"], row["kmer"]) for row in batch.to_pylist())
+
+    sql = (
+        "SELECT c.chrom, c.pos, substr(l.sequence, c.pos, 21) AS kmer "
+        "FROM sites c JOIN long l ON l.id = c.chrom"
+    )
+    outcome = stream(limited, sql, check)
+    expected = sorted(
+        (chrom, pos, long_record_substr(pos, 21)) for chrom, pos in SITES if chrom != "chrUn"
+    )
+    assert outcome == ("ok", str(len(expected))), outcome[1]
+    assert sorted(rows) == expected
 
 
 def test_a_filter_of_long_records_passes_them_on_whole(limited: Server) -> None:
