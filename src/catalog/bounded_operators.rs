@@ -51,12 +51,15 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PiecewiseMergeJoinExec, SortMergeJoinExec,
     SymmetricHashJoinExec,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
     PlanProperties, ReplaceChildrenOptions,
@@ -246,6 +249,56 @@ impl PhysicalOptimizerRule for NoNestedLoopJoinSpill {
     }
 }
 
+/// The physical optimizer rule that cuts the views a projection computes from into slices
+/// ([`view_slices`]): a join's output rows share their inputs' bytes as views (see
+/// [`super::view_joins`]), 64 rows repeating a 30 Mbp record are a few KB of views, and an
+/// expression that copies what they point at (the cast back to strings, `upper`, `||`) would
+/// make 1.9 GB at once. Slices are cut only there: a join's build side would count each slice's
+/// buffers again (arrow's coalescer then copies rows it thinks sparse).
+#[derive(Debug, Default)]
+pub struct SliceViewsForProjections;
+
+impl PhysicalOptimizerRule for SliceViewsForProjections {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan
+            .transform_up(|node| {
+                let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let input = projection.input();
+                let views = input.schema().fields().iter().any(|field| {
+                    matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView)
+                });
+                let computes = projection
+                    .expr()
+                    .iter()
+                    .any(|expr| expr.expr.downcast_ref::<Column>().is_none());
+                if !views || !computes || is_context(input, Change::SliceViews) {
+                    return Ok(Transformed::no(node));
+                }
+                let sliced = context_exec(Arc::clone(input), Change::SliceViews);
+                node.replace_children(
+                    vec![sliced],
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )
+                .map(Transformed::yes)
+            })?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "slice_views_for_projections"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// What a [`ContextExec`] changes for its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -265,6 +318,8 @@ pub enum Change {
     WithoutSpill,
     /// The spilling runtime back, for the inputs of a join run [`Change::WithoutSpill`].
     RestoreSpill,
+    /// The input's batches cut into [`view_slices`] (for a projection above).
+    SliceViews,
 }
 
 /// The spilling runtime a [`Change::WithoutSpill`] set aside.
@@ -301,6 +356,7 @@ impl DisplayAs for ContextExec {
             Change::WithoutSpill => f.write_str("NoSpillExec"),
             Change::RestoreSpill => f.write_str("SpillExec"),
             Change::RestoreBatchSize => f.write_str("BatchSizeExec"),
+            Change::SliceViews => write!(f, "ViewSlicesExec: max_bytes={COALESCE_BYTES}"),
         }
     }
 }
@@ -388,6 +444,20 @@ impl ExecutionPlan for ContextExec {
                 };
                 self.input.execute(partition, inner)
             }
+            Change::SliceViews => {
+                let input = self.input.execute(partition, context)?;
+                let slices = input.flat_map(|batch| {
+                    let slices = match batch {
+                        Ok(batch) => view_slices(batch).into_iter().map(Ok).collect(),
+                        Err(error) => vec![Err(error)],
+                    };
+                    futures::stream::iter(slices)
+                });
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.input.schema(),
+                    slices,
+                )))
+            }
             Change::RestoreBatchSize => {
                 let config = context.session_config().clone();
                 let inner = match config.get_extension::<SessionBatchSize>() {
@@ -470,13 +540,6 @@ impl BoundedCoalesceStream {
     }
 
     fn push(&mut self, batch: RecordBatch) -> Result<()> {
-        for piece in view_slices(batch) {
-            self.push_piece(piece)?;
-        }
-        Ok(())
-    }
-
-    fn push_piece(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.get_array_memory_size() >= COALESCE_BYTES {
             self.flush()?;
             self.ready.push_back(batch);
@@ -493,10 +556,7 @@ impl BoundedCoalesceStream {
 }
 
 /// `batch` cut into slices whose view columns point at no more than [`COALESCE_BYTES`] each
-/// (at least one row a slice). A join's output rows share their inputs' bytes as views (see
-/// [`super::view_joins`]): 64 rows repeating a 30 Mbp record are a few KB of views, but casting
-/// them back to strings, or anything else that copies what they point at, would make 1.9 GB at
-/// once. Slicing is free (the slices share the batch's buffers).
+/// (at least one row a slice); slicing copies nothing.
 fn view_slices(batch: RecordBatch) -> Vec<RecordBatch> {
     let views: Vec<&[u128]> = batch
         .columns()

@@ -101,6 +101,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
+        .with_physical_optimizer_rule(Arc::new(bounded_operators::SliceViewsForProjections))
         .with_table_factory(
             "FASTA".to_string(),
             Arc::new(table_factory::FastaTableFactory(SequenceFormat::Fasta)),
