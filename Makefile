@@ -17,6 +17,7 @@ help:
 	@echo "make bench-load     many clients and one heavy query: latency, health, wrong answers"
 	@echo "make bench-remote   one FASTA file scanned from disk and over HTTP (loopback)"
 	@echo "make bench-cpu      wall and CPU time of a BGZF scan with 1 and 2 partitions"
+	@echo "make bench-joins    peak memory and time of joins over long records and short strings"
 
 build:
 	$(CARGO) build --release --locked
@@ -114,6 +115,14 @@ bench-load: build
 	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
 	$(CLIENT_PY) tests/bench/load_bench.py $(LOAD_ARGS)
+
+# Peak memory and time of joins over 30 Mbp records and short strings (tests/bench/join_memory.py);
+# JOIN_ARGS="--binary OLD" measures another build.
+.PHONY: bench-joins
+bench-joins: build
+	test -x $(CLIENT_PY) || python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip install --quiet -r tests/compat/requirements.txt
+	$(CLIENT_PY) tests/bench/join_memory.py $(JOIN_ARGS)
 
 # --- Remote scan benchmark (issue 11) ------------------------------------------------------------
 .PHONY: bench-remote bench-cpu
