@@ -262,6 +262,12 @@ mod tests {
         s(chrom, pos, tag) AS (VALUES ('chr1', 2, X'0102'), ('chr1', 15, X'03'), \
         ('chr2', 1, NULL), ('chr3', 1, X'04'), (NULL, 4, X'05'), ('chr4', 3, X'06'))";
 
+    /// The physical plan of `sql`, as EXPLAIN shows it.
+    async fn shown_plan(ctx: &SessionContext, sql: &str) -> String {
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await;
+        displayable(plan.unwrap().as_ref()).indent(true).to_string()
+    }
+
     /// Runs `sql` in both sessions: same schema, same rows; returns the viewing plan.
     async fn same_answer(sql: &str) -> String {
         let (viewing, plain) = contexts();
@@ -336,26 +342,12 @@ mod tests {
         // they were.
         let (viewing, _) = contexts();
         let sql = format!("{TABLES} SELECT a.seq, b.seq FROM g a JOIN g b ON a.id < b.id");
-        let plan = viewing
-            .sql(&sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let shown = shown_plan(&viewing, &sql).await;
         assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
         assert!(!shown.contains("Utf8View"), "{shown}");
         let (viewing, _) = contexts();
         let sql = format!("{TABLES} SELECT g.id FROM g WHERE g.id IN (SELECT chrom FROM s)");
-        let plan = viewing
-            .sql(&sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let shown = shown_plan(&viewing, &sql).await;
         assert!(shown.contains("HashJoinExec: mode="), "{shown}");
         assert!(!shown.contains("Utf8View"), "{shown}");
     }
