@@ -171,52 +171,52 @@ fn passed_on(expr: &Expr) -> bool {
 
 /// `input` under a projection casting its strings and binaries to views; `None` without any.
 fn viewed(input: &LogicalPlan) -> Result<Option<LogicalPlan>> {
-    let schema = input.schema();
-    if !schema
+    let targets: Vec<Option<DataType>> = input
+        .schema()
         .fields()
         .iter()
-        .any(|field| view_type(field.data_type()).is_some())
-    {
+        .map(|field| view_type(field.data_type()))
+        .collect();
+    if targets.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let exprs = schema
-        .iter()
-        .map(|(qualifier, field)| {
-            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
-            match view_type(field.data_type()) {
-                Some(view) => cast(column, view).alias_qualified(qualifier.cloned(), field.name()),
-                None => column,
-            }
-        })
-        .collect();
-    Projection::try_new(exprs, Arc::new(input.clone()))
-        .map(|projection| Some(LogicalPlan::Projection(projection)))
+    cast_columns(input.clone(), targets).map(Some)
 }
 
 /// `plan` under a projection casting its columns back to `types`' where they differ.
 fn restore_types(plan: LogicalPlan, types: &DFSchema) -> Result<LogicalPlan> {
-    let schema = Arc::clone(plan.schema());
-    let differs = schema
+    let targets: Vec<Option<DataType>> = plan
+        .schema()
         .fields()
         .iter()
         .zip(types.fields())
-        .any(|(now, before)| now.data_type() != before.data_type());
-    if !differs {
-        return Ok(plan);
-    }
-    let exprs = schema
-        .iter()
-        .zip(types.fields())
-        .map(|((qualifier, field), before)| {
-            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
-            if field.data_type() == before.data_type() {
-                column
-            } else {
-                cast(column, before.data_type().clone())
-                    .alias_qualified(qualifier.cloned(), field.name())
-            }
+        .map(|(now, before)| {
+            (now.data_type() != before.data_type()).then(|| before.data_type().clone())
         })
         .collect();
+    if targets.iter().all(Option::is_none) {
+        return Ok(plan);
+    }
+    cast_columns(plan, targets)
+}
+
+/// `plan` under a projection passing each column on, cast to its target type where it has one
+/// (same name and qualifier).
+fn cast_columns(plan: LogicalPlan, targets: Vec<Option<DataType>>) -> Result<LogicalPlan> {
+    let exprs = plan
+        .schema()
+        .iter()
+        .zip(targets)
+        .map(|((qualifier, field), target)| {
+            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+            match target {
+                Some(data_type) => {
+                    cast(column, data_type).alias_qualified(qualifier.cloned(), field.name())
+                }
+                None => column,
+            }
+        })
+        .collect::<Vec<_>>();
     Projection::try_new(exprs, Arc::new(plan)).map(LogicalPlan::Projection)
 }
 
