@@ -1,5 +1,5 @@
-//! Size-guarded SQL functions: string functions whose result can be far larger than their input
-//! reserve an upper bound of it in the memory pool before they run.
+//! Size-guarded SQL functions: string functions whose result can be far larger than their input,
+//! or a copy as large as it, reserve an upper bound of it in the memory pool before they run.
 //!
 //! DataFusion's `repeat`, `lpad`, `rpad`, `replace` and `regexp_replace` allocate their whole
 //! result without asking the pool, so `repeat('A', 2000000000)` takes 2 GB at once. The session
@@ -16,7 +16,9 @@ use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayData, ArrayRef, AsArray, Int64Array, make_array};
+use datafusion::arrow::array::{
+    Array, ArrayData, ArrayRef, AsArray, Int64Array, OffsetSizeTrait, make_array,
+};
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::compute::kernels::arity::unary;
 use datafusion::arrow::compute::kernels::length::length;
@@ -68,6 +70,10 @@ enum Growth {
     SumWithSeparator,
     /// `encode(s, 'hex' | 'base64')`: `2 × len(s) + 4`.
     Encode,
+    /// `upper(s)`, `lower(s)`, `initcap(s)`, `reverse(s)`, the trims, `reverse_complement(s)`,
+    /// `translate(s …)`: `len(s)`. They copy their input whole (or less); a few non-ASCII case
+    /// mappings grow it, and the reservation follows the result's actual size once it is built.
+    Copy,
 }
 
 /// The functions the session guards, by name.
@@ -81,6 +87,16 @@ const GUARDED: &[(&str, Growth)] = &[
     ("concat_ws", Growth::SumWithSeparator),
     ("overlay", Growth::Sum),
     ("encode", Growth::Encode),
+    ("upper", Growth::Copy),
+    ("lower", Growth::Copy),
+    ("initcap", Growth::Copy),
+    ("reverse", Growth::Copy),
+    ("btrim", Growth::Copy),
+    ("ltrim", Growth::Copy),
+    ("rtrim", Growth::Copy),
+    // The sequence functions (registered before the guards are put in).
+    ("reverse_complement", Growth::Copy),
+    ("translate", Growth::Copy),
 ];
 
 /// Replaces the session's functions whose results can be far larger than their inputs by
@@ -335,6 +351,17 @@ impl SizeGuarded {
                 let s = byte_lengths(arg(0))?;
                 (0..rows).map(|r| 2 * s.at(r) + 4).sum()
             }
+            Growth::Copy => match arg(0) {
+                Some(ColumnarValue::Array(array)) => value_bytes(array),
+                Some(ColumnarValue::Scalar(scalar)) => {
+                    let bytes = scalar.try_as_str().flatten().map_or_else(
+                        || scalar.size().saturating_sub(size_of::<ScalarValue>()),
+                        str::len,
+                    );
+                    bytes as u128 * rows as u128
+                }
+                None => 0,
+            },
         };
         Ok(usize::try_from(total).unwrap_or(usize::MAX))
     }
@@ -420,6 +447,26 @@ fn text_lengths(arg: Option<&ColumnarValue>) -> Result<PerRow> {
                 Ok(PerRow::constant(bytes))
             }
         },
+    }
+}
+
+/// Bytes of an array's values: what its strings (or binaries) take together, found from the
+/// offsets or views without reading them; the whole memory of an array of another type.
+fn value_bytes(array: &ArrayRef) -> u128 {
+    fn between<O: OffsetSizeTrait>(offsets: &[O]) -> u128 {
+        let (first, last) = (offsets.first(), offsets.last());
+        first.zip(last).map_or(0, |(first, last)| {
+            (last.as_usize().saturating_sub(first.as_usize())) as u128
+        })
+    }
+    match array.data_type() {
+        DataType::Utf8 => between(array.as_string::<i32>().value_offsets()),
+        DataType::LargeUtf8 => between(array.as_string::<i64>().value_offsets()),
+        DataType::Binary => between(array.as_binary::<i32>().value_offsets()),
+        DataType::LargeBinary => between(array.as_binary::<i64>().value_offsets()),
+        DataType::Utf8View => array.as_string_view().lengths().map(u128::from).sum(),
+        DataType::BinaryView => array.as_binary_view().lengths().map(u128::from).sum(),
+        _ => array.get_array_memory_size() as u128,
     }
 }
 
@@ -621,7 +668,6 @@ impl ScalarUDFImpl for SizeGuarded {
 mod tests {
     use datafusion::arrow::array::RecordBatch;
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
     use std::sync::Arc;
 
@@ -636,12 +682,14 @@ mod tests {
         super::super::session_context(&config).unwrap()
     }
 
-    /// The same session with DataFusion's own, unguarded functions put back.
+    /// The same session with the functions the guards wrap put back.
     fn unguarded() -> SessionContext {
         let ctx = session(64);
-        let defaults = SessionStateBuilder::new().with_default_features().build();
         for (name, _) in super::GUARDED {
-            ctx.register_udf(defaults.scalar_functions()[*name].as_ref().clone());
+            let function = Arc::clone(&ctx.state().scalar_functions()[*name]);
+            let guard: &dyn std::any::Any = function.inner().as_ref();
+            let guard = guard.downcast_ref::<super::SizeGuarded>().unwrap();
+            ctx.register_udf(guard.inner.as_ref().clone());
         }
         ctx
     }
@@ -703,6 +751,15 @@ mod tests {
              regexp_replace(s, 'B', 'c', 'i') FROM t",
             "SELECT length(repeat('A', 3000000)), length(lpad('x', 3000000))",
             "SELECT repeat(arrow_cast(s, 'Utf8View'), 2), repeat(arrow_cast(s, 'LargeUtf8'), 2) FROM t",
+            "SELECT upper(s), lower(f), initcap(s), reverse(f), btrim(f, 'x'), ltrim(s, 'a'), \
+             rtrim(s), trim(f), reverse_complement(s), translate(s), translate(s, 'ab', 'xy') \
+             FROM t",
+            "SELECT upper(arrow_cast(s, 'Utf8View')), lower(arrow_cast(s, 'LargeUtf8')), \
+             reverse_complement(arrow_cast(f, 'Utf8View')), translate(arrow_cast(s, 'LargeUtf8')), \
+             upper(arrow_cast(s, 'Dictionary(Int32, Utf8)')) FROM t",
+            // 'ΐ' is 2 bytes and its upper case 6: the result outgrows the reservation's bound.
+            "SELECT length(upper(repeat('ΐ', 1000000))), \
+             length(reverse_complement(repeat('ACGT', 500000)))",
         ] {
             assert_eq!(text(&ctx, sql).await, text(&reference, sql).await, "{sql}");
         }
@@ -778,21 +835,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn copies_larger_than_the_memory_limit_are_refused_before_they_are_built() {
+        // 80 MB of text in one batch of a table (made where it fits; a table's batches are
+        // not a query's memory), each function's copy of it more than the limit.
+        let roomy = session(1024);
+        let rows = ["('A')"; 8].join(", ");
+        run(
+            &roomy,
+            &format!(
+                "CREATE TABLE t AS SELECT repeat(c, 10000000) AS s FROM (VALUES {rows}) AS v(c)"
+            ),
+        )
+        .await
+        .unwrap();
+        let ctx = session(64);
+        ctx.register_table("t", roomy.table_provider("t").await.unwrap())
+            .unwrap();
+        for (call, subject) in [
+            ("upper(s)", "upper()"),
+            ("lower(s)", "lower()"),
+            ("initcap(s)", "initcap()"),
+            ("reverse(s)", "reverse()"),
+            ("btrim(s, 'x')", "btrim()"),
+            ("trim(s)", "btrim()"),
+            ("ltrim(s)", "ltrim()"),
+            ("rtrim(s)", "rtrim()"),
+            ("reverse_complement(s)", "reverse_complement()"),
+            ("translate(s)", "translate()"),
+            ("translate(s, 'A', 'C')", "translate()"),
+            ("upper(arrow_cast(s, 'Utf8View'))", "upper()"),
+        ] {
+            let sql = format!("SELECT length({call}) FROM t");
+            let error = run(&ctx, &sql).await.unwrap_err();
+            assert!(
+                matches!(
+                    error.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{sql}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("{subject} would need up to"))
+                    && message.contains("memory limit of 64MiB"),
+                "{sql}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_guarded_result_stays_reserved_while_it_lives() {
         let ctx = session(64);
-        run(&ctx, "CREATE TABLE t AS SELECT repeat('A', 3000000) AS s")
-            .await
-            .unwrap();
+        run(
+            &ctx,
+            "CREATE TABLE t AS SELECT repeat('A', 3000000) AS s, repeat('ΐ', 1000000) AS g",
+        )
+        .await
+        .unwrap();
         let pool = Arc::clone(&ctx.runtime_env().memory_pool);
         let before = pool.reserved();
-        for sql in [
-            "SELECT s || s AS c FROM t",
-            "SELECT concat(s, s, 'x') AS c FROM t",
+        // Megabytes held: the result's buffers, by their capacity.
+        for (sql, megabytes) in [
+            ("SELECT s || s AS c FROM t", 6..7),
+            ("SELECT concat(s, s, 'x') AS c FROM t", 6..7),
+            ("SELECT upper(s) AS c FROM t", 3..4),
+            ("SELECT reverse_complement(s) AS c FROM t", 3..4),
+            // Reserved as 2 MB before it ran, its actual 6 MB (in a buffer of 8) once built.
+            ("SELECT upper(g) AS c FROM t", 6..9),
         ] {
             let batches = run(&ctx, sql).await.unwrap();
             let held = pool.reserved() - before;
             assert!(
-                (6_000_000..7_000_000).contains(&held),
+                (megabytes.start * 1_000_000..megabytes.end * 1_000_000).contains(&held),
                 "{sql}: {held} bytes reserved"
             );
             drop(batches);

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+from Bio.Seq import Seq
 
 from flightbear_testing import Server
 
@@ -297,6 +298,50 @@ def test_concatenations_that_fit_answer_in_full(limited: Server) -> None:
         check,
     )
     assert outcome == ("ok", str(LONG_RECORDS))
+
+
+# Each call copies a 30 Mbp record: six of them in one row are 180 MB. Before the copying
+# functions reserved their results, the server built them all, then refused the batch, after a
+# peak of 472 MiB (668 MiB with two partitions) under this limit.
+COPIES = (
+    "SELECT upper(sequence) AS a, lower(sequence) AS b, reverse(sequence) AS c, "
+    "reverse_complement(sequence) AS d, initcap(sequence) AS e, translate(sequence) AS f FROM long"
+)
+COPYING_FUNCTIONS = ("upper", "lower", "reverse", "reverse_complement", "initcap", "translate")
+
+
+def test_copies_of_long_records_beyond_the_limit_are_refused_before_they_are_built(
+    limited: Server,
+) -> None:
+    outcome = stream(limited, COPIES)
+    assert_exhausted(outcome)
+    assert any(f" {name}() would need up to" in outcome[1] for name in COPYING_FUNCTIONS), outcome
+    assert_serving(limited)
+
+
+def test_copies_of_long_records_that_fit_answer_in_full(limited: Server) -> None:
+    # Oracle: the records are ACGT repeated (write_long_records); Biopython translates and
+    # reverse-complements the start of one.
+    start = long_record_substr(1, 60)
+    expected_protein = str(Seq(start).translate())[:10]
+    expected_tail = str(Seq(long_record_substr(LONG_RECORD_BASES - 59, 60)).reverse_complement())
+
+    def check(batch) -> None:
+        for row in batch.to_pylist():
+            assert row["n"] == LONG_RECORD_BASES, row
+            assert row["p"] == expected_protein, row
+            assert row["rc"] == expected_tail[:12], row
+            assert row["u"] == start[2:7].upper(), row
+
+    outcome = stream(
+        limited,
+        "SELECT id, length(reverse_complement(sequence)) AS n, "
+        "substr(translate(sequence), 1, 10) AS p, "
+        "substr(reverse_complement(sequence), 1, 12) AS rc, "
+        "substr(upper(sequence), 3, 5) AS u FROM long",
+        check,
+    )
+    assert outcome == ("ok", str(LONG_RECORDS)), outcome[1]
 
 
 # Joins copy their input rows into each output row; DataFusion makes 8,192 output rows at a time,
