@@ -320,6 +320,9 @@ pub enum Change {
     RestoreSpill,
     /// The input's batches cut into [`view_slices`] (for a projection above).
     SliceViews,
+    /// The input collected into one batch whose view columns list each buffer once (a join's
+    /// build side: [`super::view_build`]).
+    OneBatch,
 }
 
 /// The spilling runtime a [`Change::WithoutSpill`] set aside.
@@ -328,12 +331,15 @@ struct SpillingRuntime(Arc<RuntimeEnv>);
 /// The batch size a [`Change::BoundedCoalesce`] set aside.
 struct SessionBatchSize(usize);
 
-fn is_context(node: &Arc<dyn ExecutionPlan>, change: Change) -> bool {
+pub(super) fn is_context(node: &Arc<dyn ExecutionPlan>, change: Change) -> bool {
     node.downcast_ref::<ContextExec>()
         .is_some_and(|exec| exec.change == change)
 }
 
-fn context_exec(input: Arc<dyn ExecutionPlan>, change: Change) -> Arc<dyn ExecutionPlan> {
+pub(super) fn context_exec(
+    input: Arc<dyn ExecutionPlan>,
+    change: Change,
+) -> Arc<dyn ExecutionPlan> {
     Arc::new(ContextExec { input, change })
 }
 
@@ -357,6 +363,7 @@ impl DisplayAs for ContextExec {
             Change::RestoreSpill => f.write_str("SpillExec"),
             Change::RestoreBatchSize => f.write_str("BatchSizeExec"),
             Change::SliceViews => write!(f, "ViewSlicesExec: max_bytes={COALESCE_BYTES}"),
+            Change::OneBatch => f.write_str("OneBatchExec"),
         }
     }
 }
@@ -456,6 +463,17 @@ impl ExecutionPlan for ContextExec {
                 Ok(Box::pin(RecordBatchStreamAdapter::new(
                     self.input.schema(),
                     slices,
+                )))
+            }
+            Change::OneBatch => {
+                let input = self.input.execute(partition, Arc::clone(&context))?;
+                let reservation = MemoryConsumer::new(format!("OneBatchExec[{partition}]"))
+                    .register(context.memory_pool());
+                let batch = futures::stream::once(super::view_build::one_batch(input, reservation))
+                    .filter_map(|batch| futures::future::ready(batch.transpose()));
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.input.schema(),
+                    batch,
                 )))
             }
             Change::RestoreBatchSize => {

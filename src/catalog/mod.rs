@@ -10,6 +10,7 @@ pub mod memory_table;
 pub mod remote;
 pub mod runtime;
 pub mod table_factory;
+pub mod view_build;
 pub mod view_joins;
 pub mod yield_points;
 
@@ -102,6 +103,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::SliceViewsForProjections))
+        .with_physical_optimizer_rule(Arc::new(view_build::OneBuildBatch))
         .with_table_factory(
             "FASTA".to_string(),
             Arc::new(table_factory::FastaTableFactory(SequenceFormat::Fasta)),

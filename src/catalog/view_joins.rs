@@ -314,6 +314,13 @@ mod tests {
             "SELECT s.pos FROM s JOIN g ON g.id = s.chrom \
              WHERE g.id IN (SELECT chrom FROM s WHERE pos < 3) ORDER BY 1",
             "SELECT g.id FROM g WHERE EXISTS (SELECT 1 FROM s WHERE s.chrom = g.id) ORDER BY 1",
+            // Joins over a join's output, whose build side is collected into one batch.
+            "SELECT a.pos, substr(g.seq, a.pos, 3) AS k, b.tag FROM s a JOIN g ON g.id = a.chrom \
+             JOIN s b ON b.chrom = g.id AND b.pos = a.pos ORDER BY 1",
+            "SELECT a.pos, g.seq, b.pos AS p FROM s a JOIN g ON g.id = a.chrom \
+             LEFT JOIN s b ON b.chrom = g.id AND b.pos > a.pos ORDER BY 1, 2, 3",
+            "SELECT x.seq, y.id FROM (SELECT g.seq FROM s JOIN g ON g.id = s.chrom) x \
+             CROSS JOIN g y ORDER BY 1, 2",
         ];
         for sql in queries {
             same_answer(sql).await;
@@ -338,6 +345,14 @@ mod tests {
             .nth(1)
             .unwrap();
         assert!(below.contains("ViewSlicesExec"), "{shown}");
+        // A join's build side of views is collected into one batch.
+        let shown = same_answer(
+            "SELECT a.pos, substr(g.seq, a.pos, 3) AS k FROM s a JOIN g ON g.id = a.chrom \
+             JOIN s b ON b.chrom = g.id AND b.pos = a.pos",
+        )
+        .await;
+        let joins = shown.matches("HashJoinExec").count();
+        assert_eq!(shown.matches("OneBatchExec").count(), joins, "{shown}");
         // Joins that pass each row at most once, and joins without equality keys, stay as
         // they were.
         let (viewing, _) = contexts();
