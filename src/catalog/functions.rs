@@ -77,6 +77,11 @@ enum Growth {
     /// `translate(seq [, table])`: `len(seq) / 3 + 1`; DataFusion's `translate(s, from, to)`
     /// as [`Growth::Copy`].
     Translate,
+    /// `substr(s, start, count)`, `left(s, n)`, `right(s, n)` (the argument at `count` counts
+    /// characters), `split_part`, `substr_index`: a part of `s`, at most `len(s)` and at most
+    /// `4 × count` bytes a row. A part of a view array is a view of the same bytes: nothing is
+    /// copied, nothing reserved.
+    Part { count: Option<usize> },
 }
 
 /// The functions the session guards, by name.
@@ -100,6 +105,11 @@ const GUARDED: &[(&str, Growth)] = &[
     // The sequence functions (registered before the guards are put in).
     ("reverse_complement", Growth::Copy),
     ("translate", Growth::Translate),
+    ("substr", Growth::Part { count: Some(2) }),
+    ("left", Growth::Part { count: Some(1) }),
+    ("right", Growth::Part { count: Some(1) }),
+    ("split_part", Growth::Part { count: None }),
+    ("substr_index", Growth::Part { count: None }),
 ];
 
 /// Replaces the session's functions whose results can be far larger than their inputs by
@@ -358,6 +368,37 @@ impl SizeGuarded {
             // Three bases make one amino acid; translate(s, from, to) is DataFusion's.
             Growth::Translate if args.len() < 3 => copied_bytes(arg(0), rows) / 3 + rows as u128,
             Growth::Translate => copied_bytes(arg(0), rows),
+            Growth::Part { count } => {
+                let whole = match arg(0).map(ColumnarValue::data_type) {
+                    Some(DataType::Utf8View | DataType::BinaryView) => 0,
+                    _ => copied_bytes(arg(0), rows),
+                };
+                match count.and_then(arg) {
+                    // At most `count` characters of each row.
+                    Some(ColumnarValue::Scalar(count)) if whole >= UNGUARDED_BYTES as u128 => {
+                        match count.clone().cast_to(&DataType::Int64)? {
+                            ScalarValue::Int64(Some(n)) if n >= 0 => whole.min(
+                                u128::from(n.unsigned_abs())
+                                    * u128::from(MAX_CHAR_BYTES)
+                                    * rows as u128,
+                            ),
+                            _ => whole,
+                        }
+                    }
+                    Some(counts @ ColumnarValue::Array(_)) if whole >= UNGUARDED_BYTES as u128 => {
+                        let (s, n) = (byte_lengths(arg(0))?, integers(Some(counts))?);
+                        (0..rows)
+                            .map(|r| match n.signed_at(r) {
+                                Some(n) if n >= 0 => s
+                                    .at(r)
+                                    .min(u128::from(n.unsigned_abs()) * u128::from(MAX_CHAR_BYTES)),
+                                _ => s.at(r),
+                            })
+                            .sum()
+                    }
+                    _ => whole,
+                }
+            }
         };
         Ok(usize::try_from(total).unwrap_or(usize::MAX))
     }
@@ -370,6 +411,13 @@ struct PerRow(Option<Int64Array>);
 impl PerRow {
     fn constant(value: i64) -> Self {
         Self(Some(Int64Array::from(vec![value])))
+    }
+
+    /// The value of `row` as given: `None` for NULL.
+    fn signed_at(&self, row: usize) -> Option<i64> {
+        let values = self.0.as_ref()?;
+        let index = if values.len() == 1 { 0 } else { row };
+        (index < values.len() && !values.is_null(index)).then(|| values.value(index))
     }
 
     #[inline]
@@ -768,6 +816,11 @@ mod tests {
             "SELECT upper(arrow_cast(s, 'Utf8View')), lower(arrow_cast(s, 'LargeUtf8')), \
              reverse_complement(arrow_cast(f, 'Utf8View')), translate(arrow_cast(s, 'LargeUtf8')), \
              upper(arrow_cast(s, 'Dictionary(Int32, Utf8)')) FROM t",
+            "SELECT substr(s, 2), substr(s, 1, 1), substring(f FROM 2 FOR n), left(s, n), \
+             right(s, -1), left(arrow_cast(s, 'Utf8View'), 1), split_part(s, 'b', 1), \
+             substr_index(f, 'y', 1), substr(arrow_cast(s, 'LargeUtf8'), n) FROM t",
+            "SELECT length(substr(repeat('ab', 1000000), 2, 600000)), \
+             length(left(repeat('é', 1000000), 3)), length(right(repeat('x', 2000000), n)) FROM t",
             // 'ΐ' is 2 bytes and its upper case 6: the result outgrows the reservation's bound.
             "SELECT length(upper(repeat('ΐ', 1000000))), \
              length(reverse_complement(repeat('ACGT', 500000)))",
@@ -874,6 +927,12 @@ mod tests {
             ("reverse_complement(s)", "reverse_complement()"),
             ("translate(s, 'A', 'C')", "translate()"),
             ("upper(arrow_cast(s, 'Utf8View'))", "upper()"),
+            ("substr(s, 2)", "substr()"),
+            ("substring(s FROM 2 FOR 9000000)", "substr()"),
+            ("left(s, -1)", "left()"),
+            ("right(s, 9000000)", "right()"),
+            ("split_part(s, 'x', 1)", "split_part()"),
+            ("substr_index(s, 'x', 1)", "substr_index()"),
         ] {
             let sql = format!("SELECT length({call}) FROM t");
             let error = run(&ctx, &sql).await.unwrap_err();
@@ -894,6 +953,22 @@ mod tests {
         // A protein is a third of its sequence: 27 MB fit.
         let lengths = text(&ctx, "SELECT length(translate(s)) AS n FROM t").await;
         assert_eq!(lengths.matches("| 3333333 |").count(), 8, "{lengths}");
+        // So do parts of at most 100,000 characters a row (3.2 MB), and parts of views, which
+        // are views of the same bytes.
+        let lengths = text(
+            &ctx,
+            "SELECT length(substr(s, 5, 100000)) AS a, length(left(s, 100000)) AS b, \
+             length(right(s, 100000)) AS c, \
+             length(substr(arrow_cast(s, 'Utf8View'), 2)) AS d FROM t",
+        )
+        .await;
+        assert_eq!(
+            lengths
+                .matches("| 100000 | 100000 | 100000 | 9999999 |")
+                .count(),
+            8,
+            "{lengths}"
+        );
     }
 
     #[tokio::test]
