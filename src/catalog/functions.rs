@@ -763,6 +763,25 @@ mod tests {
         format!("{schema:?}\n{}", pretty_format_batches(&batches).unwrap())
     }
 
+    /// `sql` fails with ResourcesExhausted "`subject` would need up to …", naming the 64 MiB
+    /// limit.
+    async fn assert_refused(ctx: &SessionContext, sql: &str, subject: &str) {
+        let error = run(ctx, sql).await.unwrap_err();
+        assert!(
+            matches!(
+                error.find_root(),
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ),
+            "{sql}: {error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{subject} would need up to"))
+                && message.contains("memory limit of 64MiB"),
+            "{sql}: {message}"
+        );
+    }
+
     #[tokio::test]
     async fn a_result_larger_than_the_memory_limit_is_refused_before_it_is_built() {
         let ctx = session(64);
@@ -881,20 +900,7 @@ mod tests {
                 "the || operator",
             ),
         ] {
-            let error = run(&ctx, &sql).await.unwrap_err();
-            assert!(
-                matches!(
-                    error.find_root(),
-                    datafusion::error::DataFusionError::ResourcesExhausted(_)
-                ),
-                "{sql}: {error}"
-            );
-            let message = error.to_string();
-            assert!(
-                message.contains(&format!("{subject} would need up to"))
-                    && message.contains("memory limit of 64MiB"),
-                "{sql}: {message}"
-            );
+            assert_refused(&ctx, &sql, subject).await;
         }
     }
 
@@ -935,20 +941,7 @@ mod tests {
             ("substr_index(s, 'x', 1)", "substr_index()"),
         ] {
             let sql = format!("SELECT length({call}) FROM t");
-            let error = run(&ctx, &sql).await.unwrap_err();
-            assert!(
-                matches!(
-                    error.find_root(),
-                    datafusion::error::DataFusionError::ResourcesExhausted(_)
-                ),
-                "{sql}: {error}"
-            );
-            let message = error.to_string();
-            assert!(
-                message.contains(&format!("{subject} would need up to"))
-                    && message.contains("memory limit of 64MiB"),
-                "{sql}: {message}"
-            );
+            assert_refused(&ctx, &sql, subject).await;
         }
         // A protein is a third of its sequence: 27 MB fit.
         let lengths = text(&ctx, "SELECT length(translate(s)) AS n FROM t").await;
