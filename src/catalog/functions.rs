@@ -7,6 +7,9 @@
 //! result's bytes from the arguments, reserves it for the duration of the call, and fails with
 //! `ResourcesExhausted` naming the function and the limit when it does not fit. Everything
 //! else (name, signature, return type, NULL handling, simplification) is the inner function's.
+//! Functions that copy their input (`upper`, `reverse_complement`, …) or a part of it (`substr`,
+//! `left`, …) are guarded the same way: a projection of six copies of a 30 Mbp record built
+//! all six (180 MB) under a 128 MiB limit before anything refused it.
 
 use std::any::Any;
 use std::collections::HashMap;

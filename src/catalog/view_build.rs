@@ -13,7 +13,7 @@
 //! [`OneBuildBatch`] puts a [`ContextExec`] of [`Change::OneBatch`] under the build side of
 //! every such join whose build side holds views: it collects the side (as the join would),
 //! with the buffers it holds reserved once each, and hands on one batch whose view columns list
-//! each buffer once ([`concat_views`]); the join's own concatenation of a single batch copies
+//! each buffer once (`concat_views`); the join's own concatenation of a single batch copies
 //! nothing.
 
 use std::collections::HashMap;
