@@ -8,6 +8,7 @@ was left behind: no table in the catalog, no file in the ingest directory.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,14 @@ def sample(first: int, count: int, seed: int) -> pa.Table:
 
 
 def ingest_files(root: Path) -> list[str]:
-    """Every file and directory under the ingest directory, relative (what a failure may leave)."""
-    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    """Every file and directory under the ingest directory, relative (what a failure may leave).
+    A directory the server removes while it is being listed is left out (os.walk skips what it
+    cannot scan; Path.rglob raised FileNotFoundError for it)."""
+    return sorted(
+        str((Path(directory) / name).relative_to(root))
+        for directory, dirs, files in os.walk(root)
+        for name in dirs + files
+    )
 
 
 @pytest.fixture
