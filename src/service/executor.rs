@@ -12,9 +12,11 @@
 //! (planning deep SQL recurses deeply); stack memory is only committed as it is used.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::FutureExt;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
@@ -140,6 +142,26 @@ impl<T> Future for QueryTask<Result<T, ServiceError>> {
     }
 }
 
+/// `future`'s outcome, or an internal error naming the panic that ended it.
+///
+/// A streamed query sends its batches over a channel from its own task: when that task
+/// panicked (DataFusion re-raises an operator's panic in the task that reads its output), the
+/// runtime caught the panic, the channel closed, and the client saw the stream end as if the
+/// query had finished, with the rows sent so far and no error.
+pub async fn unless_panicked<T>(
+    future: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            Err(ServiceError::Internal(format!(
+                "query task panicked: {}",
+                panic_message(payload)
+            )))
+        })
+}
+
 /// The text of a panic payload.
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
@@ -153,6 +175,10 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+
     use super::*;
 
     #[tokio::test]
@@ -177,6 +203,58 @@ mod tests {
             .await
             .unwrap_err();
         assert!(panicked.to_string().contains("boom"), "{panicked}");
+    }
+
+    #[tokio::test]
+    async fn a_query_whose_operator_panics_ends_with_an_error_not_an_early_end() {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        use datafusion::prelude::{SessionConfig, SessionContext};
+
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let boom = Arc::new(
+            |_: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+                panic!("offset overflow")
+            },
+        );
+        ctx.register_udf(create_udf(
+            "boom",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Volatile,
+            boom,
+        ));
+        let executor = QueryExecutor::new(1).unwrap();
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
+        // As a streamed query runs: batches go over a channel from the query's task, which
+        // reads them from operators running in tasks of their own (the repartition's).
+        let task = executor
+            .spawn_query(async move {
+                let outcome = unless_panicked(async {
+                    let frame = ctx
+                        .sql("SELECT boom(v) FROM (SELECT column1 AS v FROM (VALUES (1), (2)))")
+                        .await?;
+                    let mut batches = frame.execute_stream().await?;
+                    while let Some(batch) = batches.next().await {
+                        let _ = sender.send(Ok(batch?.num_rows())).await;
+                    }
+                    Ok(())
+                })
+                .await;
+                if let Err(error) = outcome {
+                    let _ = sender.send(Err(error)).await;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let mut last = None;
+        while let Some(message) = receiver.recv().await {
+            last = Some(message);
+        }
+        task.await.unwrap();
+        let error = last.expect("the stream ends with an error").unwrap_err();
+        assert!(matches!(error, ServiceError::Internal(_)), "{error}");
+        assert!(error.to_string().contains("offset overflow"), "{error}");
     }
 
     #[tokio::test]

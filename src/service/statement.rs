@@ -29,7 +29,7 @@ use tonic::{Code, Status};
 
 use super::deadline::Deadline;
 use super::error::{ServiceError, shortened};
-use super::executor::QueryTask;
+use super::executor::{QueryTask, unless_panicked};
 use super::handle::StatementHandle;
 use super::planner::{Planned, Planner};
 use super::request::Request;
@@ -156,7 +156,7 @@ impl FlightbearService {
                     "the query was cancelled (CancelFlightInfo)".into(),
                 )),
                 () = sleep_until(deadline) => Err(deadline_error(deadline)),
-                outcome = service.produce(handle, &sender, &log) => outcome,
+                outcome = unless_panicked(service.produce(handle, &sender, &log)) => outcome,
             };
             log.finish(&outcome);
             if let Err(error) = outcome {
