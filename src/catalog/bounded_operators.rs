@@ -323,6 +323,9 @@ pub enum Change {
     /// The input collected into one batch whose view columns list each buffer once (a join's
     /// build side: [`super::view_build`]).
     OneBatch,
+    /// Each batch of the input reserved for as long as its buffers live (a window operator's
+    /// input: [`super::window_input`]).
+    HoldInput,
 }
 
 /// The spilling runtime a [`Change::WithoutSpill`] set aside.
@@ -364,6 +367,7 @@ impl DisplayAs for ContextExec {
             Change::RestoreBatchSize => f.write_str("BatchSizeExec"),
             Change::SliceViews => write!(f, "ViewSlicesExec: max_bytes={COALESCE_BYTES}"),
             Change::OneBatch => f.write_str("OneBatchExec"),
+            Change::HoldInput => f.write_str("WindowInputExec"),
         }
     }
 }
@@ -474,6 +478,17 @@ impl ExecutionPlan for ContextExec {
                 Ok(Box::pin(RecordBatchStreamAdapter::new(
                     self.input.schema(),
                     batch,
+                )))
+            }
+            Change::HoldInput => {
+                let input = self.input.execute(partition, Arc::clone(&context))?;
+                let pool = Arc::clone(context.memory_pool());
+                let held = input.map(move |batch| {
+                    batch.and_then(|batch| super::window_input::hold(batch, &pool, partition))
+                });
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.input.schema(),
+                    held,
                 )))
             }
             Change::RestoreBatchSize => {

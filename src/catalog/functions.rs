@@ -20,7 +20,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayData, ArrayRef, AsArray, Int64Array, OffsetSizeTrait, make_array,
+    Array, ArrayData, ArrayRef, AsArray, Int64Array, OffsetSizeTrait, RecordBatch, make_array,
 };
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::compute::kernels::arity::unary;
@@ -198,10 +198,7 @@ pub(crate) fn reserve_result(
 ) -> Result<MemoryReservation> {
     let reservation = MemoryConsumer::new(format!("function {name}")).register(pool);
     reservation.try_grow(bytes).map_err(|error| {
-        let reason = match error.find_root() {
-            DataFusionError::ResourcesExhausted(reason) => reason.clone(),
-            other => other.strip_backtrace(),
-        };
+        let reason = pool_reason(&error);
         // Functions are named `f()`, operators (`||`) by their symbol.
         let subject = if name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             format!("{name}()")
@@ -214,6 +211,14 @@ pub(crate) fn reserve_result(
         ))
     })?;
     Ok(reservation)
+}
+
+/// Why the pool refused a reservation (its message, without DataFusion's wrapping).
+pub(crate) fn pool_reason(error: &DataFusionError) -> String {
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(reason) => reason.clone(),
+        other => other.strip_backtrace(),
+    }
 }
 
 /// Owns a result's reservation; dropped (giving the memory back to the pool) with the last
@@ -232,6 +237,20 @@ pub(crate) fn held(array: ArrayRef, reservation: MemoryReservation) -> ArrayRef 
         _reservation: AssertUnwindSafe(reservation),
     });
     make_array(holding(array.to_data(), &holder))
+}
+
+/// `batch` with `reservation` kept until the last buffer of any of its columns is dropped.
+pub(crate) fn held_batch(batch: RecordBatch, reservation: MemoryReservation) -> RecordBatch {
+    let holder = Arc::new(Held {
+        _reservation: AssertUnwindSafe(reservation),
+    });
+    let (schema, columns, rows) = batch.into_parts();
+    let columns = columns
+        .into_iter()
+        .map(|column| make_array(holding(column.to_data(), &holder)))
+        .collect();
+    // SAFETY: the same columns, over the same bytes, as a batch that was valid for `schema`.
+    unsafe { RecordBatch::new_unchecked(schema, columns, rows) }
 }
 
 /// `data` with every buffer (children's too) also owning `holder`.
@@ -733,16 +752,7 @@ mod tests {
     use datafusion::prelude::SessionContext;
     use std::sync::Arc;
 
-    use crate::bytesize::ByteSize;
-    use crate::config::Config;
-
-    fn session(limit_mib: u64) -> SessionContext {
-        let config = Config {
-            memory_limit: Some(ByteSize::mib(limit_mib)),
-            ..Config::default()
-        };
-        super::super::session_context(&config).unwrap()
-    }
+    use super::super::limited_session as session;
 
     /// The same session with the functions the guards wrap put back.
     fn unguarded() -> SessionContext {

@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod table_factory;
 pub mod view_build;
 pub mod view_joins;
+pub mod window_input;
 pub mod yield_points;
 
 use std::sync::Arc;
@@ -104,6 +105,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::SliceViewsForProjections))
         .with_physical_optimizer_rule(Arc::new(view_build::OneBuildBatch))
+        .with_physical_optimizer_rule(Arc::new(window_input::HoldWindowInputs))
         .with_table_factory(
             "FASTA".to_string(),
             Arc::new(table_factory::FastaTableFactory(SequenceFormat::Fasta)),
@@ -126,6 +128,16 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
     );
     functions::guard_amplifying_functions(&mut state, &pool);
     Ok(SessionContext::new_with_state(state))
+}
+
+/// A session as the server makes it, with a memory limit of `limit_mib` MiB.
+#[cfg(test)]
+pub(crate) fn limited_session(limit_mib: u64) -> SessionContext {
+    let config = Config {
+        memory_limit: Some(crate::bytesize::ByteSize::mib(limit_mib)),
+        ..Config::default()
+    };
+    session_context(&config).unwrap()
 }
 
 /// Registers every configured table; the first failure stops start-up with a readable message.
