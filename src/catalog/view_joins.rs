@@ -5,7 +5,7 @@
 //! genome g ON g.id = c.chrom` copied a 30 Mbp chromosome once per site (10,000 sites made
 //! 300 GB of copies, 1.9 GB at a time under a 128 MiB limit) before `substr` kept 21 bytes of
 //! each. Views (`Utf8View`, `BinaryView`) point into their buffers instead: [`ViewJoinsPlanner`]
-//! casts the string and binary columns of every equality join input that can repeat rows to views
+//! casts the string and binary columns of every join input whose values the join can repeat to views
 //! (zero-copy: the views point into the input's own buffer), so a join's output rows share
 //! their inputs' bytes, and the expressions above run on views (`substr` of a view is a view).
 //! The plan's result is cast back to the types it had, so clients, prepared statements,
@@ -93,19 +93,22 @@ fn repeats_rows_anywhere(plan: &LogicalPlan) -> Result<bool> {
     Ok(found)
 }
 
-/// Equality joins whose output rows can repeat an input row (semi and anti joins pass each
-/// row at most once, mark joins add a flag). Joins without equality keys (nested loops, cross
-/// joins) stay as they were: their output of short strings took twice as long through views
-/// (`make bench-joins`: a nested-loop join making 4.5 M rows of short names, 0.75-0.81 s
-/// instead of 0.36-0.46 s), where a hash join's took the same. Viewing them also made a
-/// grouped `string_agg` over a cross join hang now and then (test_limits.py), which is not
-/// understood yet.
+/// Joins that can copy an input value more than once. Inner and outer joins repeat an input
+/// row in every output row it matches. Joins without equality keys (nested loops, cross joins)
+/// also build a batch repeating one build-side value once per probe row (DataFusion's
+/// `ScalarValue::to_array_of_size`), for their output and to evaluate their condition, so even
+/// semi and anti joins without keys copied it: `long g JOIN generate_series(1, 100) s ON
+/// length(g.sequence) > s.v` took 4 GB under a 256 MiB limit, and past 2 GiB in one batch arrow
+/// panicked ("offset overflow"). Through views a value is copied at most once a batch. Equality
+/// semi, anti and mark joins with a condition evaluate it over the matched pairs the same way;
+/// without a condition they compare keys only and pass each row at most once, so they stay as
+/// they were. Views cost joins of short strings some time (`make bench-joins`).
 fn viewed_join(join: &Join) -> bool {
-    !join.on.is_empty()
-        && matches!(
-            join.join_type,
-            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-        )
+    matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    ) || join.on.is_empty()
+        || join.filter.is_some()
 }
 
 /// The view type a column of this type is cast to, if any.
@@ -370,12 +373,20 @@ mod tests {
         .await;
         let joins = shown.matches("HashJoinExec").count();
         assert_eq!(shown.matches("OneBatchExec").count(), joins, "{shown}");
-        // Joins without equality keys stay as they were.
-        let (viewing, _) = contexts();
-        let sql = format!("{TABLES} SELECT a.seq, b.seq FROM g a JOIN g b ON a.id < b.id");
-        let shown = shown_plan(&viewing, &sql).await;
-        assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
-        assert!(!shown.contains("Utf8View"), "{shown}");
+        // Joins without equality keys repeat a build-side value once per probe row: views.
+        for sql in [
+            "SELECT a.seq, b.seq FROM g a JOIN g b ON a.id < b.id",
+            "SELECT g.id FROM g WHERE EXISTS (SELECT 1 FROM s WHERE s.chrom < g.id)",
+            "SELECT a.id, b.chrom FROM g a CROSS JOIN s b",
+        ] {
+            let (viewing, _) = contexts();
+            let shown = shown_plan(&viewing, &format!("{TABLES} {sql}")).await;
+            assert!(
+                shown.contains("NestedLoopJoinExec") || shown.contains("CrossJoinExec"),
+                "{shown}"
+            );
+            assert!(shown.contains("Utf8View"), "{shown}");
+        }
         // Equality joins that pass each row at most once and compare only keys stay as they
         // were.
         let (viewing, _) = contexts();

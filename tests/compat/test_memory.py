@@ -443,6 +443,40 @@ def test_a_join_over_a_join_repeating_long_records_copies_only_what_it_returns(
     assert sorted(rows) == expected
 
 
+def test_joins_without_keys_repeat_a_long_record_without_copying_it(limited: Server) -> None:
+    # A cross join repeated each build-side record once per probe row in one array: 100 copies
+    # of a 30 Mbp record passed 2 GiB, arrow panicked ("offset overflow"), and the stream
+    # ended early without an error, with no rows at all.
+    rows: list[tuple[int, int]] = []
+
+    def check(batch) -> None:
+        rows.extend((row["n"], row["v"]) for row in batch.to_pylist())
+
+    sql = (
+        "SELECT length(g.sequence) AS n, s.v FROM long g "
+        "CROSS JOIN (SELECT value AS v FROM generate_series(1, 100)) s"
+    )
+    outcome = stream(limited, sql, check)
+    expected = sorted((LONG_RECORD_BASES, v) for v in range(1, 101) for _ in range(LONG_RECORDS))
+    assert outcome == ("ok", str(len(expected))), outcome[1]
+    assert sorted(rows) == expected
+    # A nested-loop join built a batch of the record repeated 100 times to evaluate its
+    # condition, and another for its output: 4.8 GB under this 128 MiB limit.
+    sql = (
+        "SELECT count(*) AS n, sum(length(g.sequence)) AS bases FROM "
+        "(SELECT value AS v FROM generate_series(1, 100)) s JOIN long g "
+        "ON length(g.sequence) > s.v"
+    )
+    sums: list[tuple[int, int]] = []
+
+    def check_sums(batch) -> None:
+        sums.extend((row["n"], row["bases"]) for row in batch.to_pylist())
+
+    assert stream(limited, sql, check_sums) == ("ok", "1")
+    assert sums == [(100 * LONG_RECORDS, 100 * LONG_RECORDS * LONG_RECORD_BASES)]
+    assert peak_rss(limited) < LIMIT_BYTES + ALLOWANCE_BYTES, f"{peak_rss(limited) >> 20} MiB"
+
+
 def test_a_window_holding_more_than_the_limit_is_refused_and_one_that_fits_answers(
     limited: Server,
 ) -> None:
