@@ -135,6 +135,23 @@ def test_tsv_join_and_group_by(cur: Any, dataset: Dataset) -> None:
     assert got == dict(expected)
 
 
+def test_order_by_over_a_join_comes_back_in_order(cur: Any, dataset: Dataset) -> None:
+    """A join's result is cast back to the query's types above its ORDER BY; that cast ran in
+    parallel over a round-robin repartition, and the sorted partitions came back interleaved."""
+    by_length: dict[int, list[str]] = collections.defaultdict(list)
+    for record in dataset.fasta["reads"]:
+        by_length[len(record.sequence)].append(record.id)
+    expected = sorted((a, b) for ids in by_length.values() for a in ids for b in ids)
+    assert len(expected) > 10_000
+    for order, rows in [("", expected), (" DESC", expected[::-1])]:
+        result = query(
+            cur,
+            "SELECT a.id AS a, b.id AS b FROM reads a JOIN reads b "
+            f"ON length(a.sequence) = length(b.sequence) ORDER BY a.id{order}, b.id{order}",
+        )
+        assert list(zip(result.column("a").to_pylist(), result.column("b").to_pylist())) == rows
+
+
 def test_fetch_record_batch_streams_many_batches(cur: Any, dataset: Dataset) -> None:
     cur.execute("SELECT id, length(sequence) AS len FROM reads")
     reader = cur.fetch_record_batch()
