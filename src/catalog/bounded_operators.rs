@@ -24,20 +24,16 @@
 //! batches; a join whose output can hold wide values (strings, binaries, lists) runs with
 //! [`JOIN_BATCH_ROWS`] and is merged by bytes above.
 //!
-//! **Spills that go wrong.** When a nested-loop join's build side does not fit, DataFusion
+//! **Nested-loop join spills.** When a nested-loop join's build side does not fit, DataFusion
 //! 55.2 falls back to spilling it, by executing the build side a second time
 //! (`NestedLoopJoinStream::initiate_fallback`). A file scan shares its queue of files between
 //! executions of the same plan, so the second execution reads only the files the first one had
 //! not claimed: nothing at all ("Left side produced no data to spill", INTERNAL), or, for a
 //! table of many files, a silently incomplete build side. The fallback also drops or repeats
-//! unmatched rows for outer joins (apache/datafusion#24745, #24764). A repartition of several
-//! input partitions that cannot reserve a batch writes it to a spill pool shared by its input
-//! tasks; when two of them spill at once the pool holds two open files, its reader waits on the
-//! older one for a batch that is in the newer, and the query waits forever with every thread
-//! idle (apache/datafusion#24883, fixed after 55.2): a grouped `string_agg` over a cross join
-//! under a 256 MiB limit hung that way now and then. [`NoBrokenSpills`] runs those operators
-//! without a spill directory, so what does not fit ends the query with RESOURCE_EXHAUSTED
-//! naming the limit, and gives their inputs their spill directory back.
+//! unmatched rows for outer joins (apache/datafusion#24745, #24764). [`NoNestedLoopJoinSpill`]
+//! runs every nested-loop join without a spill directory, so a build side that does not fit
+//! ends the query with RESOURCE_EXHAUSTED naming the limit, and gives the join's inputs their
+//! spill directory back.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -49,7 +45,7 @@ use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -65,8 +61,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
-    PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
@@ -211,25 +207,12 @@ fn bounded(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(context_exec(node, change))
 }
 
-/// The physical optimizer rule that runs every nested-loop join, and every repartition whose
-/// input partitions share a spill pool, without a spill directory (their inputs with it).
+/// The physical optimizer rule that runs every nested-loop join without a spill directory
+/// (its inputs with it).
 #[derive(Debug, Default)]
-pub struct NoBrokenSpills;
+pub struct NoNestedLoopJoinSpill;
 
-/// Whether DataFusion 55.2's spilling of `plan` goes wrong (see the module's documentation).
-fn spills_wrongly(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    if plan.downcast_ref::<NestedLoopJoinExec>().is_some() {
-        return true;
-    }
-    // Order-preserving repartitions give each input partition a spill pool of its own.
-    plan.downcast_ref::<RepartitionExec>()
-        .is_some_and(|repartition| {
-            !repartition.preserve_order()
-                && repartition.input().output_partitioning().partition_count() > 1
-        })
-}
-
-impl PhysicalOptimizerRule for NoBrokenSpills {
+impl PhysicalOptimizerRule for NoNestedLoopJoinSpill {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
@@ -241,27 +224,24 @@ impl PhysicalOptimizerRule for NoBrokenSpills {
                 let done = children
                     .iter()
                     .all(|child| is_context(child, Change::RestoreSpill));
-                if !spills_wrongly(&node) || done {
+                if node.downcast_ref::<NestedLoopJoinExec>().is_none() || done {
                     return Ok(Transformed::no(node));
                 }
                 let inputs = children
                     .into_iter()
                     .map(|child| context_exec(Arc::clone(child), Change::RestoreSpill))
                     .collect();
-                let operator = node.replace_children(
+                let join = node.replace_children(
                     inputs,
                     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
                 )?;
-                Ok(Transformed::yes(context_exec(
-                    operator,
-                    Change::WithoutSpill,
-                )))
+                Ok(Transformed::yes(context_exec(join, Change::WithoutSpill)))
             })?
             .data)
     }
 
     fn name(&self) -> &str {
-        "no_broken_spills"
+        "no_nested_loop_join_spill"
     }
 
     fn schema_check(&self) -> bool {
@@ -464,15 +444,8 @@ impl ExecutionPlan for ContextExec {
                     .session_config()
                     .clone()
                     .with_extension(Arc::new(SpillingRuntime(spilling)));
-                let pool = context.memory_pool().to_string();
-                let operator = self.input.name().to_string();
-                let input = self
-                    .input
-                    .execute(partition, derived(&context, config, runtime))?;
-                let schema = input.schema();
-                let named = input
-                    .map(move |batch| batch.map_err(|error| without_disk(error, &pool, &operator)));
-                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, named)))
+                self.input
+                    .execute(partition, derived(&context, config, runtime))
             }
             Change::RestoreSpill => {
                 let config = context.session_config().clone();
@@ -538,22 +511,6 @@ impl ExecutionPlan for ContextExec {
 }
 
 /// `context` with another session config and runtime.
-/// `error`, when it is the disabled disk manager's (which DataFusion reports after a reservation
-/// failed), as the memory limit it comes from.
-fn without_disk(error: DataFusionError, pool: &str, operator: &str) -> DataFusionError {
-    match error.find_root() {
-        DataFusionError::ResourcesExhausted(reason)
-            if reason.contains("DiskManager is disabled") =>
-        {
-            DataFusionError::ResourcesExhausted(format!(
-                "the server's {pool} (--memory-limit) is reached: {operator} found no room for \
-                 its next batch, and it does not spill to disk"
-            ))
-        }
-        _ => error,
-    }
-}
-
 fn derived(
     context: &TaskContext,
     config: SessionConfig,
@@ -831,7 +788,7 @@ mod tests {
             .with_config(SessionConfig::new().with_target_partitions(2))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(BoundExchangeBuffers))
-            .with_physical_optimizer_rule(Arc::new(NoBrokenSpills))
+            .with_physical_optimizer_rule(Arc::new(NoNestedLoopJoinSpill))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let schema = Arc::new(Schema::new(vec![
@@ -927,7 +884,7 @@ mod tests {
             .with_config(SessionConfig::new().with_target_partitions(2))
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(NoBrokenSpills))
+            .with_physical_optimizer_rule(Arc::new(NoNestedLoopJoinSpill))
             .build();
         let ctx = SessionContext::new_with_state(state);
         // The build side: 2,000 rows of 1,000 bytes; the probe side: 3,000 numbers.
@@ -940,63 +897,13 @@ mod tests {
         assert!(shown.contains("NestedLoopJoinExec"), "{shown}");
         assert_eq!(shown.matches("NoSpillExec").count(), 1, "{shown}");
         assert_eq!(shown.matches("SpillExec").count(), 3, "{shown}");
-        let again = NoBrokenSpills.optimize(Arc::clone(&plan), &ConfigOptions::default())?;
+        let again = NoNestedLoopJoinSpill.optimize(Arc::clone(&plan), &ConfigOptions::default())?;
         assert_eq!(shown, displayable(again.as_ref()).indent(true).to_string());
         let batches = collect(plan, ctx.task_ctx()).await?;
         Ok(batches[0]
             .column(0)
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
             .value(0))
-    }
-
-    /// Two input partitions of 2 MiB batches, round-robin into two outputs, under a 512 KiB
-    /// limit: DataFusion would write them to a spill pool the input tasks share, which can
-    /// hang the query (apache/datafusion#24883); without a spill directory the query ends
-    /// with RESOURCE_EXHAUSTED naming the limit.
-    #[tokio::test]
-    async fn a_repartition_of_several_inputs_that_cannot_reserve_a_batch_does_not_spill() {
-        use datafusion::datasource::memory::MemorySourceConfig;
-        use datafusion::physical_plan::Partitioning;
-
-        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
-        let big = "x".repeat(1 << 20);
-        let column = StringArray::from(vec![big.as_str(), big.as_str()]);
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(column)]).unwrap();
-        let partitions = [
-            vec![batch.clone(), batch.clone()],
-            vec![batch.clone(), batch],
-        ];
-        let run = |without_spill: bool| {
-            let schema = Arc::clone(&schema);
-            let partitions = partitions.clone();
-            async move {
-                let source = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
-                let plan: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
-                    source,
-                    Partitioning::RoundRobinBatch(2),
-                )?);
-                let plan = match without_spill {
-                    true => NoBrokenSpills.optimize(plan, &ConfigOptions::default())?,
-                    false => plan,
-                };
-                let limit: crate::bytesize::ByteSize = "512KiB".parse().unwrap();
-                let runtime = super::super::runtime::runtime_env(limit, None)?;
-                let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-                let batches = collect(plan, ctx.task_ctx()).await?;
-                Ok::<_, DataFusionError>(batches.iter().map(RecordBatch::num_rows).sum::<usize>())
-            }
-        };
-        // DataFusion's own repartition spills them, and answers.
-        assert_eq!(run(false).await.unwrap(), 8);
-        let error = run(true).await.unwrap_err();
-        let DataFusionError::ResourcesExhausted(reason) = error.find_root() else {
-            panic!("{error}");
-        };
-        assert!(
-            reason.contains("memory limit of 512KiB (--memory-limit)"),
-            "{reason}"
-        );
-        assert!(reason.contains("RepartitionExec found no room"), "{reason}");
     }
 
     #[tokio::test]

@@ -103,7 +103,7 @@ pub fn session_context(config: &Config) -> Result<SessionContext, DataFusionErro
         .with_physical_optimizer_rule(Arc::new(view_joins::OrderedToTheEnd))
         .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterEachBatch))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::BoundExchangeBuffers))
-        .with_physical_optimizer_rule(Arc::new(bounded_operators::NoBrokenSpills))
+        .with_physical_optimizer_rule(Arc::new(bounded_operators::NoNestedLoopJoinSpill))
         .with_physical_optimizer_rule(Arc::new(bounded_operators::SliceViewsForProjections))
         .with_physical_optimizer_rule(Arc::new(view_build::OneBuildBatch))
         .with_physical_optimizer_rule(Arc::new(window_input::HoldWindowInputs))
