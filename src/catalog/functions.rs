@@ -233,17 +233,12 @@ struct Held {
 pub(crate) fn held(array: ArrayRef, reservation: MemoryReservation) -> ArrayRef {
     // Growing past the limit here is accounting, not allocating: the memory is already taken.
     reservation.resize(array.get_array_memory_size());
-    let holder = Arc::new(Held {
-        _reservation: AssertUnwindSafe(reservation),
-    });
-    make_array(holding(array.to_data(), &holder))
+    make_array(holding(array.to_data(), &holder(reservation)))
 }
 
 /// `batch` with `reservation` kept until the last buffer of any of its columns is dropped.
 pub(crate) fn held_batch(batch: RecordBatch, reservation: MemoryReservation) -> RecordBatch {
-    let holder = Arc::new(Held {
-        _reservation: AssertUnwindSafe(reservation),
-    });
+    let holder = holder(reservation);
     let (schema, columns, rows) = batch.into_parts();
     let columns = columns
         .into_iter()
@@ -251,6 +246,13 @@ pub(crate) fn held_batch(batch: RecordBatch, reservation: MemoryReservation) -> 
         .collect();
     // SAFETY: the same columns, over the same bytes, as a batch that was valid for `schema`.
     unsafe { RecordBatch::new_unchecked(schema, columns, rows) }
+}
+
+/// The owner of `reservation` that the buffers of a held result share.
+fn holder(reservation: MemoryReservation) -> Arc<Held> {
+    Arc::new(Held {
+        _reservation: AssertUnwindSafe(reservation),
+    })
 }
 
 /// `data` with every buffer (children's too) also owning `holder`.

@@ -47,17 +47,24 @@ impl PhysicalOptimizerRule for HoldWindowInputs {
             .transform_up(|node| {
                 let window = node.downcast_ref::<WindowAggExec>().is_some()
                     || node.downcast_ref::<BoundedWindowAggExec>().is_some();
-                let children: Vec<_> = node.children().into_iter().cloned().collect();
-                if !window || children.iter().all(|c| is_context(c, Change::HoldInput)) {
+                if !window {
                     return Ok(Transformed::no(node));
                 }
-                let held = children
+                let mut wrapped = false;
+                let held = node
+                    .children()
                     .into_iter()
-                    .map(|child| match is_context(&child, Change::HoldInput) {
-                        true => child,
-                        false => context_exec(child, Change::HoldInput),
+                    .map(|child| match is_context(child, Change::HoldInput) {
+                        true => Arc::clone(child),
+                        false => {
+                            wrapped = true;
+                            context_exec(Arc::clone(child), Change::HoldInput)
+                        }
                     })
                     .collect();
+                if !wrapped {
+                    return Ok(Transformed::no(node));
+                }
                 node.replace_children(
                     held,
                     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
